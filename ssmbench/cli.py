@@ -1,0 +1,248 @@
+"""The command line: parses, delegates, prints. No logic of its own.
+
+Errors a user can cause end with one line and exit code 2; a run exits 1 when any point errored (OOM is a
+result, not an error) and 130 when interrupted (resume it with --resume).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ssmbench import console
+from ssmbench.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark and compare selective state-space models (Mamba) with Transformers.")
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class WeightsChoice(str, Enum):
+    pretrained = "pretrained"
+    random = "random"
+
+
+class ListWhat(str, Enum):
+    models = "models"
+    tasks = "tasks"
+    suites = "suites"
+
+
+class Format(str, Enum):
+    md = "md"
+    csv = "csv"
+    json = "json"
+    latex = "latex"
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a UserError into one red line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            console.err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+DeviceOpt = Annotated[DeviceChoice | None, typer.Option("--device", help="Override the suite's device.")]
+WeightsOpt = Annotated[WeightsChoice | None, typer.Option("--weights", help="Use these weights for every model.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Where run directories go: OUT/<suite>/<run-id>/.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the job plan and exit.")]
+
+
+@app.command()
+@user_errors
+def run(
+    suite: Annotated[str | None, typer.Argument(help="Suite file, or the name of a packaged suite.")] = None,
+    models: Annotated[str | None, typer.Option("--models", help="Comma-separated models replacing the suite's.")] = None,
+    device: DeviceOpt = None,
+    weights: WeightsOpt = None,
+    out: OutOpt = Path("results"),
+    resume: Annotated[Path | None, typer.Option("--resume", help="Finish an interrupted run in RUN_DIR.")] = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Run a suite: every task on every model, into results/<suite>/<run-id>/."""
+    from ssmbench.execute import load_resolved_suite
+    from ssmbench.plan import apply_overrides
+    from ssmbench.spec import load_suite
+
+    if resume is not None:
+        if suite or models or device or weights:
+            raise UserError("--resume takes the run's own suite.resolved.yaml; give no suite or overrides")
+        _run_suite(load_resolved_suite(resume), out, dry_run, run_dir=resume)
+        return
+    if suite is None:
+        raise UserError("give a suite file (e.g. suites/smoke.yaml) or --resume RUN_DIR")
+    spec, _ = load_suite(suite)
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    spec = apply_overrides(spec, names, device.value if device else None, weights.value if weights else None)
+    _run_suite(spec, out, dry_run)
+
+
+@app.command()
+@user_errors
+def compare(
+    models: Annotated[list[str], typer.Argument(help="Two or more models, e.g. gpt2 mamba-130m.")],
+    suite: Annotated[str, typer.Option("--suite", help="The comparison suite.")] = "compare",
+    device: DeviceOpt = None,
+    weights: WeightsOpt = None,
+    out: OutOpt = Path("results"),
+    dry_run: DryRunOpt = False,
+) -> None:
+    """The standard side-by-side comparison: models as columns, metrics as rows, grouped by task."""
+    from ssmbench.plan import apply_overrides
+    from ssmbench.spec import load_suite
+
+    spec, _ = load_suite(suite)
+    spec = apply_overrides(spec, models, device.value if device else None, weights.value if weights else None)
+    _run_suite(spec, out, dry_run)
+
+
+def _run_suite(suite: Any, out: Path, dry_run: bool, run_dir: Path | None = None) -> None:
+    from ssmbench.env import resolve_device
+    from ssmbench.execute import execute, new_run_dir
+    from ssmbench.plan import build_plan
+    from ssmbench.report import write_report
+
+    plan = build_plan(suite, resolve_device(suite.defaults.device))
+    if dry_run:
+        _print_plan(plan)
+        return
+    run_dir = run_dir or new_run_dir(out, suite.name)
+    console.err.print(f"run directory: [bold]{run_dir}[/] ({plan.n_points} points in {len(plan.jobs)} jobs, "
+                      f"device {plan.device})")
+    summary = execute(plan, run_dir)
+    tables = write_report(run_dir)
+    _print_tables(tables)
+    counts = ", ".join(f"{n} {s}" for s, n in summary.statuses.items()) or "nothing to do"
+    console.err.print(f"points: {counts}. Tables and plots: {run_dir}/table.md")
+    if summary.interrupted:
+        console.err.print(f"[yellow]interrupted[/]: finish with `ssmbench run --resume {run_dir}`")
+        raise typer.Exit(130)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _print_plan(plan: Any) -> None:
+    from rich.table import Table as RichTable
+
+    from ssmbench.runners import runner_class
+
+    table = RichTable(title=f"{plan.suite.name}: {len(plan.jobs)} jobs, {plan.n_points} points on {plan.device}")
+    for col in ("job", "kind", "points", "sweep", "weights", "needs", "note"):
+        table.add_column(col)
+    for job in plan.jobs:
+        runner = runner_class(job.kind)
+        needs = runner.needs(job.task, job.model, job.device)
+        if job.model is not None and job.model.weights == "pretrained":
+            needs = [*needs, f"weights: {job.model.describe_source()}"]
+        sweep = "; ".join(p.key for p in job.points[:3]) + (" …" if len(job.points) > 3 else "")
+        table.add_row(job.id, job.kind, str(len(job.points)), sweep,
+                      job.model.weights if job.model else "—", ", ".join(needs) or "—",
+                      job.skip_reason or job.backend_note or "")
+    console.out.print(table)
+
+
+def _print_tables(tables: list[Any]) -> None:
+    from rich.table import Table as RichTable
+
+    for t in tables:
+        rich_table = RichTable(title=t.title, title_justify="left")
+        for col in t.frame.columns:
+            rich_table.add_column(str(col), justify="left" if col in ("metric", "model") else "right")
+        for row in t.frame.itertuples(index=False):
+            rich_table.add_row(*[str(v) for v in row])
+        console.out.print(rich_table)
+        for note in t.notes:
+            console.out.print(f"  [dim]{note}[/]", soft_wrap=True)
+
+
+@app.command("list")
+@user_errors
+def list_(what: Annotated[ListWhat, typer.Argument(help="models, tasks or suites")]) -> None:
+    """List the model zoo, the task kinds, or the packaged suites."""
+    from rich.table import Table as RichTable
+
+    if what is ListWhat.models:
+        from ssmbench.registry import MODELS
+
+        table = RichTable("model", "family", "arch", "params", "hub id", "mamba_ssm id", "notes")
+        for spec in MODELS.values():
+            table.add_row(spec.name, spec.family, spec.arch, f"{spec.params_nominal / 1e6:,.0f}M" if spec.params_nominal
+                          >= 1e7 else f"{spec.params_nominal / 1e6:.2f}M", spec.hf_id or "—",
+                          spec.mamba_ssm_id or "—", spec.notes)
+    elif what is ListWhat.tasks:
+        from ssmbench.runners import DESCRIPTIONS
+
+        table = RichTable("kind", "what it measures")
+        for kind, text in DESCRIPTIONS.items():
+            table.add_row(kind, text)
+    else:
+        from ssmbench.spec import load_suite, packaged_suites_dir
+
+        table = RichTable("suite", "file", "description")
+        for path in sorted(packaged_suites_dir().glob("*.yaml")):
+            spec, _ = load_suite(path)
+            table.add_row(spec.name, str(path), spec.description.strip().splitlines()[0] if spec.description else "")
+    console.out.print(table)
+
+
+@app.command()
+@user_errors
+def validate(files: Annotated[list[str], typer.Argument(help="Suite files to check.")]) -> None:
+    """Check suite files without running them: every error names the file and the field."""
+    from ssmbench.spec import load_suite
+
+    for f in files:
+        suite, path = load_suite(f)
+        console.out.print(f"[green]ok[/] {path}: {len(suite.models)} models, {len(suite.tasks)} tasks")
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (results/<suite>/<run-id>).")],
+    fmt: Annotated[Format, typer.Option("--format", help="What to print.")] = Format.md,
+) -> None:
+    """Rebuild every table and plot of a run from its records.jsonl, and print one format."""
+    from ssmbench.report import render, write_report
+
+    if not (run_dir / "records.jsonl").is_file():
+        raise UserError(f"{run_dir}: no records.jsonl here; give a run directory (results/<suite>/<run-id>)")
+    formats = ("md", "csv", "json", "latex") if fmt is Format.latex else ("md", "csv", "json")
+    write_report(run_dir, formats)
+    suffix = {"md": "md", "csv": "csv", "json": "json", "latex": "tex"}[fmt.value]
+    console.out.print((run_dir / f"table.{suffix}").read_text(), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """What this machine has: GPU, driver, CUDA, library versions, fused kernels."""
+    from ssmbench.env import collect
+
+    info = collect()
+    if as_json:
+        console.out.print_json(json.dumps(info))
+        return
+    for key, value in info.items():
+        console.out.print(f"[bold]{key}[/]: {value}", soft_wrap=True)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,19 @@
+"""Terminal output: tables on stdout, progress and notes on stderr (so `ssmbench ... > table.md` works)."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+# Piped output gets wide lines rather than rich's 80-column default, so tables are not truncated.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False)
+
+
+def note(message: str) -> None:
+    err.print(f"[yellow]note:[/] {message}", soft_wrap=True)
+
+
+def failure(message: str) -> None:
+    err.print(f"[red]error:[/] {message}", soft_wrap=True)

@@ -1,0 +1,27 @@
+"""Errors a user can cause, kept apart from bugs.
+
+A `UserError` ends the command with one line and exit code 2 (the CLI catches it); anything else is a bug
+and keeps its traceback. A `JobError` is a user-level problem confined to one job (weights not cached,
+kernels missing): the run records it as that job's failure and goes on with the others.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """Bad input: a missing file, a bad field, an unknown name. Printed as one line; exit code 2."""
+
+
+class JobError(Exception):
+    """A job cannot run for a reason the user can fix; recorded as the job's error, the run goes on."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"

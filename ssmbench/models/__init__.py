@@ -1,0 +1,45 @@
+"""Model backends: one entry point, `load_model`, that picks the backend and says which it picked."""
+
+from __future__ import annotations
+
+from ssmbench.errors import JobError
+from ssmbench.models.base import Decoder, LoadedModel
+from ssmbench.models.kernels import fused_mamba_kernels
+from ssmbench.registry import ResolvedModel
+
+__all__ = ["Decoder", "LoadedModel", "choose_backend", "load_model"]
+
+
+def choose_backend(ref: ResolvedModel) -> tuple[str, str | None]:
+    """(backend, note). Mamba goes to mamba_ssm's fused model when its kernels import on CUDA, else to
+    transformers' implementation; the note says why whenever the fused path is not taken."""
+    if ref.spec.family == "transformer":
+        if ref.backend == "mamba_ssm":
+            raise JobError(f"model {ref.name!r}: backend mamba_ssm is for Mamba models only")
+        return "hf", None
+    kernels = fused_mamba_kernels() if ref.device == "cuda" else None
+    if ref.backend == "mamba_ssm" or (ref.require_fused and ref.backend == "auto"):
+        if ref.device != "cuda" or not kernels:
+            why = "the device is the CPU" if ref.device != "cuda" else kernels.reason
+            raise JobError(f"model {ref.name!r}: fused Mamba kernels required but unavailable: {why}")
+        return "mamba_ssm", None
+    if ref.backend == "hf":
+        return "hf", None
+    if kernels:
+        return "mamba_ssm", None
+    why = "on CPU" if ref.device != "cuda" else kernels.reason
+    return "hf", f"{ref.name}: fused Mamba kernels unavailable ({why}); running transformers' PyTorch path"
+
+
+def load_model(ref: ResolvedModel) -> LoadedModel:
+    backend, _ = choose_backend(ref)
+    if backend == "mamba_ssm":
+        from ssmbench.models.mamba_ssm import load_mamba_ssm
+
+        return load_mamba_ssm(ref)
+    from ssmbench.models.hf import load_hf
+
+    model = load_hf(ref)
+    if ref.require_fused and ref.spec.family == "ssm" and model.kernel == "hf-torch":
+        raise JobError(f"model {ref.name!r}: fused Mamba kernels required but transformers runs its PyTorch path")
+    return model

@@ -1,0 +1,157 @@
+"""Result records: the unit of truth of a run, one JSON object a line in records.jsonl.
+
+Runners emit records; tables and plots are pure functions of them. A record carries everything needed to
+judge its number: which code path produced it (`kernel`, `cuda_graphs`), on what (`device`, `dtype`,
+`weights`), the sweep point (`slice`), and summary statistics over repeats (`stats`). A job that failed is a
+record too, with `status` and `message` and no value, so a table can show OOM or ERR in its cell.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+Status = Literal["ok", "oom", "error", "skipped"]
+# A job's point counts as done (not redone on --resume) once it has records with these statuses.
+DONE_STATUSES = frozenset({"ok", "oom", "skipped"})
+
+
+class Stats(BaseModel):
+    """Summary of repeated measurements; `value` of the record is the median."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int
+    median: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    p10: float
+    p90: float
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Stats:
+        xs = sorted(float(x) for x in samples)
+        if not xs:
+            raise ValueError("no samples to summarise")
+        return cls(n=len(xs), median=statistics.median(xs), mean=statistics.fmean(xs),
+                   std=statistics.stdev(xs) if len(xs) > 1 else 0.0, min=xs[0], max=xs[-1],
+                   p10=_quantile(xs, 0.1), p90=_quantile(xs, 0.9))
+
+
+def _quantile(sorted_xs: list[float], q: float) -> float:
+    pos = (len(sorted_xs) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str = ""
+    suite: str = ""
+    task: str  # the suite's name for the task
+    kind: str  # task kind: throughput, memory, scan, zero_shot, ...
+    job: str  # "<task>/<model>", the unit of planning and resuming
+    point: str  # the sweep point within the job, e.g. "batch=1,prompt=128,graphs=off"
+    attempt: int = 0  # 0 on the first try; a resumed run retries failed points with attempt + 1
+    model: str | None = None
+    family: str | None = None  # transformer | ssm
+    metric: str | None = None  # None on a failed point's status record
+    value: float | None = None
+    unit: str = ""
+    higher_is_better: bool | None = None
+    stats: Stats | None = None
+    slice: dict[str, Any] = Field(default_factory=dict)
+    kernel: str | None = None  # the code path that ran, e.g. mamba_ssm-cuda, hf-torch
+    cuda_graphs: bool | None = None
+    weights: str | None = None  # pretrained | random
+    dtype: str | None = None
+    device: str | None = None  # cpu, or the GPU's name
+    seed: int | None = None
+    status: Status = "ok"
+    message: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)  # anything else worth keeping (params, n_samples...)
+    time: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def summarised(metric: str, samples: Sequence[float], unit: str, higher_is_better: bool) -> dict[str, Any]:
+    """Record fields for repeated samples of one metric: the median as value, with the statistics."""
+    stats = Stats.of(samples)
+    return {"metric": metric, "value": stats.median, "unit": unit, "higher_is_better": higher_is_better,
+            "stats": stats}
+
+
+class RecordWriter:
+    """Appends records to records.jsonl, flushed and fsynced point by point, so a crash loses nothing."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = path.open("a", encoding="utf-8")
+
+    def write(self, records: Iterable[Record]) -> None:
+        """Write one point's records in a single write, so a point is either all there or not at all."""
+        text = "".join(r.model_dump_json() + "\n" for r in records)
+        if text:
+            self._file.write(text)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_records(path: Path) -> list[Record]:
+    """All records of a run. A truncated last line (the process died mid-write) is dropped."""
+    return list(iter_records(path))
+
+
+def iter_records(path: Path) -> Iterator[Record]:
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            yield Record.model_validate(json.loads(line))
+        except (json.JSONDecodeError, ValueError):
+            if i == len(lines) - 1:
+                return  # an interrupted write; the point is redone on resume
+            raise
+
+
+def latest_attempts(records: Iterable[Record]) -> list[Record]:
+    """The records of each point's latest attempt: what a table shows after retries on resume."""
+    records = list(records)
+    last: dict[tuple[str, str], int] = {}
+    for r in records:
+        key = (r.job, r.point)
+        last[key] = max(last.get(key, 0), r.attempt)
+    return [r for r in records if r.attempt == last[(r.job, r.point)]]
+
+
+def point_attempts(records: Iterable[Record]) -> dict[tuple[str, str], tuple[int, bool]]:
+    """(job, point) -> (latest attempt, done). Done points (ok, oom, skipped) are not redone on resume."""
+    out: dict[tuple[str, str], tuple[int, bool]] = {}
+    for r in latest_attempts(records):
+        key = (r.job, r.point)
+        _, done = out.get(key, (r.attempt, True))
+        out[key] = (r.attempt, done and r.status in DONE_STATUSES)
+    return out

@@ -1,0 +1,162 @@
+"""Records -> pandas -> comparison tables, the generic view every task kind gets.
+
+The side-by-side layout users know from the source slides: models as columns, metrics as rows grouped by
+task, one row per sweep point. A cell is the median (with its relative spread when there were repeats),
+or what happened instead: OOM (the paper's ✗), ERR, or — for a skipped point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ssmbench.records import Record
+
+STATUS_CELL = {"oom": "OOM", "error": "ERR", "skipped": "—"}
+# Rows in this order where a kind names it; other metrics follow in order of appearance.
+METRIC_ORDER: dict[str, list[str]] = {
+    "throughput": ["decode_tok_s", "generate_tok_s", "prefill_ms", "decode_ms_per_token"],
+    "memory": ["peak_alloc_mib", "work_alloc_mib", "peak_reserved_mib", "nvml_used_mib", "peak_rss_mib",
+               "work_rss_mib", "state_mib", "weights_mib"],
+}
+
+
+@dataclass
+class Table:
+    """A titled table for people (markdown, terminal) and machines (CSV, JSON)."""
+
+    title: str
+    frame: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    task: str = ""
+
+    def to_markdown(self) -> str:
+        body = self.frame.to_markdown(index=False, disable_numparse=True) if len(self.frame) else "(no rows)"
+        notes = "".join(f"\n> {n}" for n in self.notes)
+        return f"### {self.title}\n\n{body}\n{notes}\n"
+
+
+TIDY_COLUMNS = ["task", "kind", "model", "family", "metric", "value", "unit", "std", "n", "p10", "p90", "status",
+                "kernel", "cuda_graphs", "weights", "dtype", "device", "params", "message"]
+
+
+def tidy_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per record with its slice columns: the CSV for pandas and spreadsheets."""
+    slices = [c for c in frame.columns if c.startswith("slice.")]
+    cols = [c for c in TIDY_COLUMNS if c in frame.columns]
+    return frame[cols[:4] + slices + cols[4:]].rename(columns=lambda c: c.removeprefix("slice."))
+
+
+def records_frame(records: list[Record]) -> pd.DataFrame:
+    """One row per record; slice fields become columns prefixed `slice.`."""
+    rows = []
+    for r in records:
+        row = r.model_dump(exclude={"slice", "stats", "extra"})
+        row.update({f"slice.{k}": v for k, v in r.slice.items()})
+        if r.stats is not None:
+            row.update(std=r.stats.std, n=r.stats.n, p10=r.stats.p10, p90=r.stats.p90)
+        row["params"] = r.extra.get("params")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_value(value: float | None, std: float | None = None, n: int | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    a = abs(value)
+    text = (f"{value:,.0f}" if a >= 1000 else f"{value:.0f}" if a >= 100 else f"{value:.1f}" if a >= 10
+            else f"{value:.3g}")
+    if n and n > 1 and std is not None and value and not math.isnan(std):
+        text += f" ±{100 * std / abs(value):.1f}%"
+    return text
+
+
+def slice_columns(frame: pd.DataFrame) -> tuple[list[str], dict[str, Any]]:
+    """Slice columns that vary across the frame (become row keys) and those that are constant (a note)."""
+    varying, constant = [], {}
+    for col in [c for c in frame.columns if c.startswith("slice.")]:
+        values = frame[col].dropna().astype(str).unique()
+        if len(values) > 1:
+            varying.append(col)
+        elif len(values) == 1:
+            constant[col.removeprefix("slice.")] = _slice_value({col: frame[col].dropna().iloc[0]}, col)
+    return varying, constant
+
+
+def ordered_metrics(kind: str, frame: pd.DataFrame) -> list[str]:
+    seen = list(dict.fromkeys(frame["metric"].dropna()))
+    preferred = [m for m in METRIC_ORDER.get(kind, []) if m in seen]
+    return preferred + [m for m in seen if m not in preferred]
+
+
+def comparison_table(task: str, frame: pd.DataFrame) -> Table:
+    """Models as columns, (metric, varying slice) as rows; failures fill every metric of their point."""
+    kind = str(frame["kind"].iloc[0])
+    varying, constant = slice_columns(frame)
+    metrics = ordered_metrics(kind, frame)
+    units = frame.dropna(subset=["metric"]).groupby("metric")["unit"].first().to_dict()
+    models = list(dict.fromkeys(frame["model"].fillna("-")))
+    cells: dict[tuple, dict[str, str]] = {}
+    for row in frame.to_dict("records"):
+        point = tuple(_slice_value(row, c) for c in varying)
+        for metric in ([row["metric"]] if isinstance(row["metric"], str) else metrics or ["status"]):
+            cell = (STATUS_CELL[row["status"]] if row["status"] != "ok"
+                    else format_value(row["value"], row.get("std"), row.get("n")))
+            cells.setdefault((metric, *point), {})[row["model"] or "-"] = cell
+    order = {m: i for i, m in enumerate(metrics)}
+    keys = sorted(cells, key=lambda k: (order.get(k[0], len(order)), *[_sort_key(v) for v in k[1:]]))
+    names = [c.removeprefix("slice.") for c in varying]
+    table_rows = []
+    for key in keys:
+        metric = key[0]
+        label = f"{metric} ({units[metric]})" if units.get(metric) else metric
+        table_rows.append({"metric": label, **dict(zip(names, key[1:])),
+                           **{m: cells[key].get(m, "") for m in models}})
+    notes = [", ".join(f"{k}={v}" for k, v in constant.items())] if constant else []
+    notes += _failure_notes(frame)
+    return Table(title=f"{task} ({kind})", frame=pd.DataFrame(table_rows), notes=notes, task=task)
+
+
+def models_table(frame: pd.DataFrame) -> Table:
+    """Per model: family, parameters, weights, dtype, kernels and graph settings, device: how it ran."""
+    rows = []
+    ok = frame[frame["model"].notna()]
+    for model, group in ok.groupby("model", sort=False):
+        params = group["params"].dropna()
+        kernels = sorted(set(group["kernel"].dropna()))
+        graphs = sorted({"on" if g else "off" for g in group["cuda_graphs"].dropna()})
+        rows.append({"model": model, "family": group["family"].dropna().iloc[0] if group["family"].notna().any() else "",
+                     "params": f"{params.iloc[0] / 1e6:,.1f}M" if len(params) else "",
+                     "weights": ", ".join(sorted(set(group["weights"].dropna()))),
+                     "dtype": ", ".join(sorted(set(group["dtype"].dropna()))),
+                     "kernel": ", ".join(kernels), "cuda graphs": ", ".join(graphs),
+                     "device": ", ".join(sorted(set(group["device"].dropna())))})
+    return Table(title="Models", frame=pd.DataFrame(rows))
+
+
+def _failure_notes(frame: pd.DataFrame) -> list[str]:
+    failed = frame[frame["status"].isin(["error", "oom", "skipped"])]
+    notes = []
+    for (model, status, message), group in failed.groupby(["model", "status", "message"], dropna=False, sort=False):
+        label = STATUS_CELL[status]
+        notes.append(f"{label} {model if isinstance(model, str) else ''} ({len(group)} point"
+                     f"{'s' if len(group) > 1 else ''}): {message}")
+    return notes
+
+
+def _slice_value(row: dict[str, Any], col: str) -> Any:
+    value = row.get(col)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, (int, float)) else (1, str(value))

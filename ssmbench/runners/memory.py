@@ -1,0 +1,118 @@
+"""kind: memory — peak memory of generation or of one training step, beside the analytic state size.
+
+Inference: one untimed generation warms the allocator up, then the peak is taken over a second one
+(`new_tokens` greedy tokens after a prompt). On CUDA that is torch's peak allocated and reserved memory and
+NVML's view of the device; on the CPU the process RSS. Beside it, the analytic inference state for the
+batch: keys and values for every token for a Transformer, the fixed conv + SSM state for Mamba.
+
+Training: one forward + backward + AdamW step on `batch` sequences of `prompt_len` tokens, with fp32
+master weights and autocast to the suite's dtype when that is half precision (mixed precision, as models of
+this size are trained). This is the setting of the Mamba paper's training-memory table (125M models, 2048).
+
+Metrics: peak_alloc_mib (all of it, weights included), work_alloc_mib (the peak less what was held before:
+cache, activations, gradients, optimizer state), peak_reserved_mib and nvml_used_mib on CUDA, peak_rss_mib
+and work_rss_mib on the CPU, weights_mib and (inference) state_mib from the architecture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ssmbench.measure import PeakMemory, dtype_bytes, free_memory, mib, seeded_tokens
+from ssmbench.models.hf import torch_dtype
+from ssmbench.plan import Point, point
+from ssmbench.records import Record
+from ssmbench.registry import ResolvedModel
+from ssmbench.runners.base import ModelRunner
+from ssmbench.spec import MemoryTask
+
+
+class MemoryRunner(ModelRunner):
+    kind = "memory"
+
+    @classmethod
+    def points(cls, task: MemoryTask, model: ResolvedModel | None, device: str) -> list[Point]:
+        return [point(mode=task.mode, batch=b, prompt_len=p) for b in task.batch_sizes for p in task.prompt_lengths]
+
+    def setup(self) -> None:
+        if self.job.task.mode == "training" and self.job.model is not None:
+            # Mixed-precision training keeps fp32 master weights; the suite's dtype is the autocast dtype.
+            import dataclasses
+
+            self.autocast_dtype = self.job.model.dtype
+            self.job.model = dataclasses.replace(self.job.model, dtype="float32")
+        super().setup()
+
+    def measure(self, pt: Point) -> list[Record]:
+        task: MemoryTask = self.job.task
+        batch, prompt_len = pt.params["batch"], pt.params["prompt_len"]
+        ids = seeded_tokens((batch, prompt_len), self.model.vocab_size, self.job.seed, self.job.device)
+        try:
+            if task.mode == "training":
+                probe = self._training_step_peak(ids)
+                analytic: dict[str, float] = {}
+            else:
+                probe = self._generation_peak(ids, task.new_tokens)
+                context = prompt_len + task.new_tokens
+                state = self.model.ref.spec.state_bytes_per_sequence(context, dtype_bytes(self.model.ref.dtype))
+                analytic = {"state_mib": mib(state * batch)}
+        finally:
+            free_memory(self.job.device)
+        weights = self.model.n_params * dtype_bytes(self.model.ref.dtype)
+        values = self._measured(probe) | analytic | {"weights_mib": mib(weights)}
+        fields: dict[str, Any] = {"cuda_graphs": False, "slice": dict(pt.params)}
+        if task.mode == "inference":
+            fields["slice"]["new_tokens"] = task.new_tokens
+        else:
+            fields["extra"] = {"autocast": self.autocast_dtype, "optimizer": "AdamW"}
+        return [self.record(pt, metric=name, value=value, unit="MiB", higher_is_better=False, **fields)
+                for name, value in values.items()]
+
+    def _measured(self, probe: PeakMemory) -> dict[str, float]:
+        if self.job.device == "cuda":
+            out = {"peak_alloc_mib": mib(probe.peak_bytes), "work_alloc_mib": mib(probe.growth_bytes),
+                   "peak_reserved_mib": mib(probe.peak_reserved_bytes or 0)}
+            if probe.nvml_used_bytes is not None:
+                out["nvml_used_mib"] = mib(probe.nvml_used_bytes)
+            return out
+        return {"peak_rss_mib": mib(probe.peak_bytes), "work_rss_mib": mib(probe.growth_bytes)}
+
+    def _generation_peak(self, ids: Any, new_tokens: int) -> PeakMemory:
+        import torch
+
+        with torch.inference_mode():
+            decoder = self.model.decoder(ids.shape[0], ids.shape[1] + new_tokens, cuda_graphs=False)
+            if self.job.device == "cuda":
+                # Warm up so lazy one-off buffers are counted at their steady size; torch's peak counter is
+                # exact whatever the caching allocator holds. (On the CPU, RSS only grows when memory comes
+                # from the OS, so the cold first generation is the one that shows its needs.)
+                decoder.generate(ids, new_tokens)
+                self.on_progress(0.5)
+            with PeakMemory(self.job.device) as probe:
+                decoder.generate(ids, new_tokens)
+            del decoder
+        return probe
+
+    def _training_step_peak(self, ids: Any) -> PeakMemory:
+        import torch
+
+        module = self.model.module
+        module.train()
+        optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+        half = self.autocast_dtype in ("float16", "bfloat16")
+        autocast = (torch.autocast(device_type=self.job.device, dtype=torch_dtype(self.autocast_dtype))
+                    if half else contextlib.nullcontext())
+        try:
+            with PeakMemory(self.job.device) as probe:
+                with autocast:
+                    logits = module(ids).logits
+                    loss = torch.nn.functional.cross_entropy(
+                        logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        finally:
+            del optimizer
+            module.eval()
+        return probe

@@ -1,0 +1,272 @@
+"""Suite files: the declarative input of every run, validated completely before anything runs.
+
+A suite names models and tasks; each task has a `kind` that selects its pydantic model (and, later, its
+runner). Unknown keys are rejected, defaults are filled here, and every error names the file and the field
+path (`suites/x.yaml: tasks[1].batch_sizes[0]: ...`), so a mistake costs seconds, not a half-finished run.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+
+from ssmbench.errors import UserError, did_you_mean
+from ssmbench.registry import MODELS
+
+Device = Literal["auto", "cpu", "cuda"]
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+Weights = Literal["pretrained", "random"]
+Backend = Literal["auto", "hf", "mamba_ssm"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Defaults(Strict):
+    """Settings every model and task inherits unless it sets its own."""
+
+    device: Device = "auto"
+    dtype: DType = "auto"  # float32 on CPU, float16 on CUDA
+    seed: int = 0
+    weights: Weights = "pretrained"
+
+
+class ModelRef(Strict):
+    """A model of the suite: a zoo name, optionally adjusted.
+
+    `base` lets a suite define a variant of a zoo model under a new name (its architecture, tokenizer and
+    family), with `overrides` applied to the config and `hf_id`/`path` naming other weights.
+    """
+
+    name: str
+    base: str | None = None
+    hf_id: str | None = None
+    path: str | None = None
+    weights: Weights | None = None
+    dtype: DType | None = None
+    backend: Backend = "auto"  # Mamba: mamba_ssm's fused MambaLMHeadModel or transformers' implementation
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelRef:
+        zoo_name = self.base or self.name
+        if zoo_name not in MODELS:
+            field = "base" if self.base else "name"
+            raise ValueError(f"{field}: unknown model {zoo_name!r}{did_you_mean(zoo_name, MODELS)}")
+        return self
+
+    @property
+    def zoo_name(self) -> str:
+        return self.base or self.name
+
+
+class TaskBase(Strict):
+    name: str | None = None  # defaults to the kind; unique within a suite
+    models: list[str] | None = None  # a subset of the suite's models, by name; all when absent
+
+
+class ThroughputTask(TaskBase):
+    """Greedy generation with prefill and decode timed apart, over a grid of batch sizes and prompt lengths.
+
+    Exactly `new_tokens` tokens are generated (no early stop), the way the Mamba paper measures.
+    """
+
+    kind: Literal["throughput"]
+    batch_sizes: list[PositiveInt] = [1]
+    prompt_lengths: list[PositiveInt] = [128]
+    new_tokens: Annotated[int, Field(ge=2)] = 32
+    warmup: Annotated[int, Field(ge=0)] = 1
+    repeats: Annotated[int, Field(ge=1)] = 5
+    # auto: with and without graphs on CUDA, without on CPU
+    cuda_graphs: Literal["auto"] | bool | list[bool] = "auto"
+    # also time the library's own generate() (mamba_ssm cg=True, transformers generate) as a reference row
+    library_baseline: bool = False
+
+
+class MemoryTask(TaskBase):
+    """Peak memory of generation (inference) or of one training step, beside the analytic state size."""
+
+    kind: Literal["memory"]
+    mode: Literal["inference", "training"] = "inference"
+    batch_sizes: list[PositiveInt] = [1]
+    prompt_lengths: list[PositiveInt] = [128]
+    new_tokens: Annotated[int, Field(ge=1)] = 8
+
+
+class ScanTask(TaskBase):
+    """The sequence-mixing kernels alone: selective scan vs causal attention vs a PyTorch scan (no models)."""
+
+    kind: Literal["scan"]
+    impls: list[Literal["selective_scan_cuda", "attention_sdpa", "scan_reference"]] = [
+        "selective_scan_cuda", "attention_sdpa", "scan_reference"]
+    passes: list[Literal["forward", "forward_backward"]] = ["forward"]
+    seq_lengths: list[PositiveInt] = [2**k for k in range(9, 20)]
+    d_inner: list[PositiveInt] = [1024]
+    d_state: PositiveInt = 16
+    batch: PositiveInt = 1
+    head_dim: PositiveInt = 64  # attention heads = d_inner / head_dim
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    reference_max_len: PositiveInt = 2**16  # the PyTorch scan is slow: longer lengths are skipped
+    warmup: Annotated[int, Field(ge=0)] = 3
+    repeats: Annotated[int, Field(ge=1)] = 20
+
+
+ZERO_SHOT_DEFAULT_TASKS = ["lambada_openai", "hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande"]
+
+
+class ZeroShotTask(TaskBase):
+    """lm-eval tasks, zero-shot by default, reported with the metric the Mamba paper uses for each."""
+
+    kind: Literal["zero_shot"]
+    tasks: list[str] = Field(default_factory=lambda: list(ZERO_SHOT_DEFAULT_TASKS))
+    num_fewshot: Annotated[int, Field(ge=0)] = 0
+    limit: Annotated[float, Field(gt=0)] | None = None  # examples per task (>= 1) or a fraction (< 1)
+    batch_size: PositiveInt | Literal["auto"] = "auto"
+    max_batch_size: PositiveInt = 64
+    include_path: str | None = None  # a directory of the user's own lm-eval task YAML
+
+
+Task = Annotated[ThroughputTask | MemoryTask | ScanTask | ZeroShotTask, Field(discriminator="kind")]
+TASK_MODELS: dict[str, type[TaskBase]] = {
+    "throughput": ThroughputTask, "memory": MemoryTask, "scan": ScanTask, "zero_shot": ZeroShotTask}
+TASK_KINDS: tuple[str, ...] = tuple(TASK_MODELS)
+QUALITY_KINDS = frozenset({"zero_shot"})
+
+
+class Suite(Strict):
+    name: str
+    description: str = ""
+    defaults: Defaults = Field(default_factory=Defaults)
+    require_fused_kernels: bool = False  # fail Mamba jobs rather than run them without mamba_ssm's kernels
+    smoke_test: bool = False  # lets quality tasks run on random weights (their tables say so)
+    models: list[ModelRef] = Field(default_factory=list)
+    tasks: list[Task]
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _names_to_refs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Suite:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: duplicate names {sorted({n for n in names if names.count(n) > 1})}")
+        task_names = [t.name or t.kind for t in self.tasks]
+        if len(set(task_names)) != len(task_names):
+            raise ValueError("tasks: two tasks share a name; give each a distinct `name`")
+        for i, task in enumerate(self.tasks):
+            for m in task.models or []:
+                if m not in names:
+                    raise ValueError(f"tasks[{i}].models: {m!r} is not one of the suite's models"
+                                     f"{did_you_mean(m, names)}")
+        return self
+
+    def task_name(self, task: Any) -> str:
+        return task.name or task.kind
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+def packaged_suites_dir() -> Path:
+    """The suites shipped with ssmbench: inside the wheel, or the repository's suites/ when editable."""
+    inside = resources.files("ssmbench").joinpath("suites")
+    if inside.is_dir():
+        return Path(str(inside))
+    return Path(__file__).resolve().parent.parent / "suites"
+
+
+def find_suite_file(path_or_name: str | Path) -> Path:
+    """A path as given if it exists, else a packaged suite by name (`smoke`, `compare.yaml`)."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    stem = path.name.removesuffix(".yaml").removesuffix(".yml")
+    packaged = packaged_suites_dir() / f"{stem}.yaml"
+    if packaged.is_file() and (path.parent == Path(".") or path.parent.name == "suites"):
+        return packaged
+    known = sorted(p.stem for p in packaged_suites_dir().glob("*.yaml"))
+    raise UserError(f"{path}: no such suite file{did_you_mean(stem, known)}; packaged suites: {', '.join(known)}")
+
+
+def load_suite(path_or_name: str | Path) -> tuple[Suite, Path]:
+    path = find_suite_file(path_or_name)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}: invalid YAML{where}: {problem}") from None
+    return parse_suite(data, source=str(path)), path
+
+
+def parse_suite(data: Any, source: str = "<suite>") -> Suite:
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a suite is a mapping with `name` and `tasks`, got {type(data).__name__}")
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"{source}: {describe_validation_error(exc, data)}") from None
+
+
+def describe_validation_error(exc: ValidationError, data: Any) -> str:
+    """The first error as `field.path: message`, with the kind's tag removed from the path."""
+    err = exc.errors()[0]
+    loc = [part for part in err["loc"] if part not in TASK_KINDS]
+    if err["type"] == "union_tag_invalid":
+        tag = err.get("ctx", {}).get("tag", "?")
+        msg = f"unknown task kind {tag!r}{did_you_mean(str(tag), TASK_KINDS)}; kinds: {', '.join(TASK_KINDS)}"
+        loc = [*loc, "kind"]
+    elif err["type"] == "union_tag_not_found":
+        msg = f"missing `kind` (one of {', '.join(TASK_KINDS)})"
+        loc = [*loc, "kind"]
+    elif err["type"] == "extra_forbidden":
+        field = str(loc[-1])
+        allowed = _allowed_keys(loc[:-1], data)
+        msg = f"unknown key {field!r}{did_you_mean(field, allowed)}"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        # Our validators start their messages with the sub-field they mean ("name: ...", "tasks[0].models: ...").
+        head, sep, rest = msg.partition(": ")
+        if sep and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
+            sub = head if head.startswith("[") else f".{head}" if loc else head
+            return f"{format_loc(loc) if loc else ''}{sub}: {rest}" + _more(exc)
+    return f"{format_loc(loc)}: {msg}" + _more(exc)
+
+
+def _more(exc: ValidationError) -> str:
+    more = len(exc.errors()) - 1
+    return f" (and {more} more)" if more else ""
+
+
+def format_loc(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _allowed_keys(parent_loc: list[Any], data: Any) -> list[str]:
+    """Field names of the mapping that holds the unknown key, for 'did you mean'."""
+    match parent_loc:
+        case []:
+            model: type[BaseModel] = Suite
+        case ["defaults"]:
+            model = Defaults
+        case ["models", int()]:
+            model = ModelRef
+        case ["tasks", int(i)]:
+            kind = data["tasks"][i].get("kind") if isinstance(data["tasks"][i], dict) else None
+            model = TASK_MODELS.get(kind, TaskBase)
+        case _:
+            return []
+    return list(model.model_fields)
