@@ -71,7 +71,8 @@ class Record(BaseModel):
     value: float | None = None
     unit: str = ""
     higher_is_better: bool | None = None
-    stats: Stats | None = None
+    stats: Stats | None = None  # over repeated measurements (timings)
+    stderr: float | None = None  # standard error of an estimate from samples (accuracies), same unit as value
     slice: dict[str, Any] = Field(default_factory=dict)
     kernel: str | None = None  # the code path that ran, e.g. mamba_ssm-cuda, hf-torch
     cuda_graphs: bool | None = None

@@ -52,6 +52,15 @@ class ModelSpec:
         return int(self.config.get("n_layer") or self.config["num_hidden_layers"])
 
     @property
+    def max_positions(self) -> int | None:
+        """The longest sequence the architecture accepts: GPT-2's learned position table; None otherwise.
+
+        Pythia's rotary positions extrapolate (max_position_embeddings is only where training stopped) and
+        Mamba has no positions at all.
+        """
+        return int(self.config["n_positions"]) if self.arch == "gpt2" else None
+
+    @property
     def d_model(self) -> int:
         return int(self.config.get("n_embd") or self.config["hidden_size"])
 

@@ -77,6 +77,15 @@ class ModelRunner(Runner):
         assert self.job.model is not None
         self.model = load_model(self.job.model)
 
+    def check_length(self, length: int) -> None:
+        """Skip a point whose sequence the architecture cannot hold (an index error on CUDA would poison
+        the whole process, not just this point)."""
+        assert self.job.model is not None
+        limit = self.job.model.spec.max_positions
+        if limit is not None and length > limit:
+            raise SkipPoint(f"{length} tokens exceed {self.job.model.name}'s {limit} positions "
+                            "(extend them with overrides: {n_positions: N} on random weights)")
+
     def record(self, point: Point, **fields: Any) -> Record:
         loaded: LoadedModel | None = getattr(self, "model", None)
         if loaded is None:

@@ -47,6 +47,7 @@ class MemoryRunner(ModelRunner):
     def measure(self, pt: Point) -> list[Record]:
         task: MemoryTask = self.job.task
         batch, prompt_len = pt.params["batch"], pt.params["prompt_len"]
+        self.check_length(prompt_len + (task.new_tokens if task.mode == "inference" else 0))
         ids = seeded_tokens((batch, prompt_len), self.model.vocab_size, self.job.seed, self.job.device)
         try:
             if task.mode == "training":

@@ -63,6 +63,7 @@ class ThroughputRunner(ModelRunner):
 
         task: ThroughputTask = self.job.task
         batch, prompt_len, graphs = pt.params["batch"], pt.params["prompt_len"], pt.params["cuda_graphs"]
+        self.check_length(prompt_len + task.new_tokens)
         ids = seeded_tokens((batch, prompt_len), self.model.vocab_size, self.job.seed, self.job.device)
         # A graph is captured during the first generation: that one is never timed.
         warmup = max(task.warmup, 1) if graphs else task.warmup
