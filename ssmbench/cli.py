@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,24 +22,24 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Benchmark and compare selective state-space models (Mamba) with Transformers.")
 
 
-class DeviceChoice(str, Enum):
+class DeviceChoice(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
 
 
-class WeightsChoice(str, Enum):
+class WeightsChoice(StrEnum):
     pretrained = "pretrained"
     random = "random"
 
 
-class ListWhat(str, Enum):
+class ListWhat(StrEnum):
     models = "models"
     tasks = "tasks"
     suites = "suites"
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     md = "md"
     csv = "csv"
     json = "json"
@@ -71,6 +71,7 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the job plan a
 def run(
     suite: Annotated[str | None, typer.Argument(help="Suite file, or the name of a packaged suite.")] = None,
     models: Annotated[str | None, typer.Option("--models", help="Comma-separated models replacing the suite's.")] = None,
+    tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated task names: run only these.")] = None,
     device: DeviceOpt = None,
     weights: WeightsOpt = None,
     out: OutOpt = Path("results"),
@@ -83,15 +84,15 @@ def run(
     from ssmbench.spec import load_suite
 
     if resume is not None:
-        if suite or models or device or weights:
+        if suite or models or tasks or device or weights:
             raise UserError("--resume takes the run's own suite.resolved.yaml; give no suite or overrides")
         _run_suite(load_resolved_suite(resume), out, dry_run, run_dir=resume)
         return
     if suite is None:
         raise UserError("give a suite file (e.g. suites/smoke.yaml) or --resume RUN_DIR")
     spec, _ = load_suite(suite)
-    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    spec = apply_overrides(spec, names, device.value if device else None, weights.value if weights else None)
+    spec = apply_overrides(spec, _split(models), device.value if device else None,
+                           weights.value if weights else None, _split(tasks))
     _run_suite(spec, out, dry_run)
 
 
@@ -112,6 +113,10 @@ def compare(
     spec, _ = load_suite(suite)
     spec = apply_overrides(spec, models, device.value if device else None, weights.value if weights else None)
     _run_suite(spec, out, dry_run)
+
+
+def _split(names: str | None) -> list[str] | None:
+    return [n.strip() for n in names.split(",") if n.strip()] if names else None
 
 
 def _run_suite(suite: Any, out: Path, dry_run: bool, run_dir: Path | None = None) -> None:
@@ -221,7 +226,7 @@ def report(
     fmt: Annotated[Format, typer.Option("--format", help="What to print.")] = Format.md,
 ) -> None:
     """Rebuild every table and plot of a run from its records.jsonl, and print one format."""
-    from ssmbench.report import render, write_report
+    from ssmbench.report import write_report
 
     if not (run_dir / "records.jsonl").is_file():
         raise UserError(f"{run_dir}: no records.jsonl here; give a run directory (results/<suite>/<run-id>)")

@@ -15,6 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ssmbench import __version__
+
 PACKAGES = ("ssmbench", "torch", "transformers", "mamba_ssm", "causal_conv1d", "lm_eval", "triton",
             "accelerate", "datasets", "pydantic")
 HF_SWITCHES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")
@@ -30,10 +32,13 @@ def package_version(name: str) -> str | None:
 
 
 def git_revision() -> str | None:
-    """The ssmbench source's commit, with '-dirty' when the tree has changes; None outside a checkout."""
+    """The ssmbench source's commit, with '-dirty' when the tree has changes; None outside a checkout.
+
+    A copy without .git (e.g. a tree shipped to a GPU machine) can name its commit in SSMBENCH_GIT_SHA.
+    """
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
-        return None
+        return os.environ.get("SSMBENCH_GIT_SHA")
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
                              capture_output=True, text=True, timeout=5).stdout.strip()
@@ -103,7 +108,7 @@ def collect() -> dict[str, Any]:
         "driver": driver_version() if cuda else None,
         "cuda_runtime": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "packages": {name: package_version(name) for name in PACKAGES},
+        "packages": {name: package_version(name) for name in PACKAGES} | {"ssmbench": __version__},
         "torch_version": torch.__version__,
         "fused_mamba_kernels": {"available": kernels.available, "detail": kernels.reason},
         "git": git_revision(),

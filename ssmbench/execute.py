@@ -13,6 +13,7 @@ the run goes on. Ctrl-C stops after writing what is done; `--resume` finishes th
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
@@ -148,8 +149,11 @@ def _run_job(job: Job, pending: list[Point], plan: Plan, run_id: str, on_progres
         return
     try:
         for pt in pending:
+            started = time.perf_counter()
             try:
                 records = runner.measure(pt)
+                elapsed = round(time.perf_counter() - started, 3)
+                records = [r.model_copy(update={"extra": r.extra | {"point_s": elapsed}}) for r in records]
             except KeyboardInterrupt:
                 raise
             except SkipPoint as exc:

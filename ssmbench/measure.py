@@ -132,6 +132,24 @@ def nvml_used_bytes() -> int | None:
         return None
 
 
+# Datasheet peak memory bandwidth (bytes/s) by GPU name, for the decode roofline. Sources: NVIDIA's H100,
+# H200 and A100 datasheets. A GPU not listed gets no roofline rather than a guess.
+PEAK_BANDWIDTH: dict[str, float] = {
+    "H100 80GB HBM3": 3.35e12,  # H100 SXM5
+    "H100 PCIe": 2.0e12,
+    "H100 NVL": 3.9e12,
+    "H200": 4.8e12,
+    "A100-SXM4-80GB": 2.039e12,
+    "A100-SXM4-40GB": 1.555e12,
+    "A100 80GB PCIe": 1.935e12,
+}
+
+
+def peak_bandwidth(device_name: str) -> float | None:
+    """The datasheet bandwidth of the named GPU (bytes/s), or None when it is not in the table."""
+    return next((bw for key, bw in PEAK_BANDWIDTH.items() if key in device_name), None)
+
+
 def dtype_bytes(dtype: str) -> int:
     return {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
 

@@ -61,9 +61,16 @@ class Plan:
 
 
 def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: str | None = None,
-                    weights: str | None = None) -> Suite:
-    """The suite as the command line adjusts it: another model list, device or weights for every model."""
+                    weights: str | None = None, tasks: Sequence[str] | None = None) -> Suite:
+    """The suite as the command line adjusts it: another model list, a subset of tasks, the device, or
+    the weights of every model."""
     update: dict[str, Any] = {}
+    if tasks:
+        names = [suite.task_name(t) for t in suite.tasks]
+        for name in tasks:
+            if name not in names:
+                raise UserError(f"--tasks: the suite has no task {name!r}{did_you_mean(name, names)}")
+        suite = suite.model_copy(update={"tasks": [t for t in suite.tasks if suite.task_name(t) in tasks]})
     if models:
         known = {m.name: m for m in suite.models}
         for name in models:

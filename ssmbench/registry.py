@@ -72,6 +72,12 @@ class ModelSpec:
         """
         return self.state_elements_per_sequence(context_len) * bytes_per_element
 
+    def decode_state_traffic_bytes(self, context_len: int, bytes_per_element: int) -> int:
+        """Bytes of inference state one decode step moves per sequence: every cached key and value read
+        once (the one new position written is negligible), or the SSM and conv state read and written back."""
+        size = self.state_bytes_per_sequence(context_len, bytes_per_element)
+        return size if self.family == "transformer" else 2 * size
+
     def state_elements_per_sequence(self, context_len: int) -> int:
         cfg = self.config
         if self.family == "transformer":

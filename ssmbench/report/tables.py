@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ssmbench.records import Record
@@ -18,7 +19,8 @@ from ssmbench.records import Record
 STATUS_CELL = {"oom": "OOM", "error": "ERR", "skipped": "—"}
 # Rows in this order where a kind names it; other metrics follow in order of appearance.
 METRIC_ORDER: dict[str, list[str]] = {
-    "throughput": ["decode_tok_s", "generate_tok_s", "prefill_ms", "decode_ms_per_token"],
+    "throughput": ["decode_tok_s", "generate_tok_s", "prefill_ms", "decode_ms_per_token", "achieved_gb_s",
+                   "bandwidth_fraction", "roofline_tok_s"],
     "memory": ["peak_alloc_mib", "work_alloc_mib", "peak_reserved_mib", "nvml_used_mib", "peak_rss_mib",
                "work_rss_mib", "state_mib", "weights_mib"],
 }
@@ -113,7 +115,7 @@ def comparison_table(task: str, frame: pd.DataFrame) -> Table:
     for key in keys:
         metric = key[0]
         label = f"{metric} ({units[metric]})" if units.get(metric) else metric
-        table_rows.append({"metric": label, **dict(zip(names, key[1:])),
+        table_rows.append({"metric": label, **dict(zip(names, key[1:], strict=True)),
                            **{m: cells[key].get(m, "") for m in models}})
     notes = [", ".join(f"{k}={v}" for k, v in constant.items())] if constant else []
     notes += _failure_notes(frame)
@@ -149,7 +151,7 @@ def _failure_notes(frame: pd.DataFrame) -> list[str]:
 
 def _slice_value(row: dict[str, Any], col: str) -> Any:
     value = row.get(col)
-    if isinstance(value, bool):
+    if isinstance(value, bool | np.bool_):
         return "on" if value else "off"
     if isinstance(value, float) and math.isnan(value):
         return ""

@@ -8,6 +8,7 @@ ones. Each repeat times the prompt pass (prefill) and the `new_tokens - 1` singl
 - decode_tok_s          batch * (new_tokens - 1) / decode time: the steady-state generation rate
 - decode_ms_per_token   decode time / (new_tokens - 1): per-token latency
 - generate_tok_s        batch * new_tokens / (prefill + decode): end to end, the Mamba paper's measure
+- achieved_gb_s, bandwidth_fraction, roofline_tok_s: decode seen as a memory-bound loop (see _roofline)
 
 With `library_baseline`, extra points (impl=library) time the backend library's own generate() end to end
 (mamba_ssm's `generate(cg=...)`, transformers' `generate`) on the same prompts, as the reference that
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssmbench.measure import free_memory, seeded_tokens, timed_ms
+from ssmbench.env import device_label
+from ssmbench.measure import dtype_bytes, free_memory, peak_bandwidth, seeded_tokens, timed_ms
+from ssmbench.models.base import Decoder
 from ssmbench.plan import Point, point
 from ssmbench.records import Record, summarised
 from ssmbench.registry import ResolvedModel
@@ -76,33 +79,61 @@ class ThroughputRunner(ModelRunner):
 
     def _time_decoder(self, pt: Point, ids: Any, warmup: int, fields: dict[str, Any]) -> list[Record]:
         task: ThroughputTask = self.job.task
-        batch, new, device = ids.shape[0], task.new_tokens, self.job.device
+        batch, new = ids.shape[0], task.new_tokens
         decoder = self.model.decoder(batch, ids.shape[1] + new, pt.params["cuda_graphs"])
-        prefill_ms: list[float] = []
-        decode_ms: list[float] = []
         try:
-            for i in range(warmup + task.repeats):
-                decoder.start()
-                first, t_prefill = timed_ms(lambda: decoder.prefill(ids), device)
-                _, t_decode = timed_ms(lambda first=first: decoder.decode(first, new - 1), device)
-                if i >= warmup:
-                    prefill_ms.append(t_prefill)
-                    decode_ms.append(t_decode)
-                self.on_progress((i + 1) / (warmup + task.repeats))
+            prefill_ms, decode_ms = self._repeat(decoder, ids, warmup)
         finally:
-            del decoder
-            free_memory(device)
+            del decoder  # its caches and graph go before the next point allocates its own
+            free_memory(self.job.device)
         steps = new - 1
+        decode_rates = [batch * steps / (t / 1e3) for t in decode_ms]
+        end_to_end = [batch * new / ((p + d) / 1e3) for p, d in zip(prefill_ms, decode_ms, strict=True)]
         return [
             self.record(pt, **summarised("prefill_ms", prefill_ms, "ms", False), **fields),
-            self.record(pt, **summarised("decode_tok_s", [batch * steps / (t / 1e3) for t in decode_ms],
-                                         "tok/s", True), **fields),
+            self.record(pt, **summarised("decode_tok_s", decode_rates, "tok/s", True), **fields),
             self.record(pt, **summarised("decode_ms_per_token", [t / steps for t in decode_ms], "ms", False),
                         **fields),
-            self.record(pt, **summarised("generate_tok_s", [batch * new / ((p + d) / 1e3)
-                                                            for p, d in zip(prefill_ms, decode_ms)],
-                                         "tok/s", True), **fields),
+            self.record(pt, **summarised("generate_tok_s", end_to_end, "tok/s", True), **fields),
+            *self._roofline(pt, [t / steps for t in decode_ms], fields),
         ]
+
+    def _roofline(self, pt: Point, step_ms: list[float], fields: dict[str, Any]) -> list[Record]:
+        """Decode as a memory-bound loop: the bytes one step must read (all weights, plus each sequence's KV
+        cache or SSM state at the mean context of the decode) over the step time, against the GPU's
+        datasheet bandwidth; `roofline_tok_s` is the rate at that peak (an analytic limit, not measured)."""
+        spec, dtype = self.model.ref.spec, self.model.ref.dtype
+        batch, new = pt.params["batch"], self.job.task.new_tokens
+        context = pt.params["prompt_len"] + new // 2
+        step_bytes = (self.model.n_params * dtype_bytes(dtype)
+                      + batch * spec.decode_state_traffic_bytes(context, dtype_bytes(dtype)))
+        fields = {**fields, "extra": {"bytes_per_step": step_bytes, "mean_context": context}}
+        achieved = [step_bytes / (t / 1e3) / 1e9 for t in step_ms]
+        out = [self.record(pt, **summarised("achieved_gb_s", achieved, "GB/s", True), **fields)]
+        peak = peak_bandwidth(device_label(self.job.device))
+        if peak is not None:
+            out += [
+                self.record(pt, **summarised("bandwidth_fraction", [a * 1e9 / peak for a in achieved], "of peak",
+                                             True), **fields),
+                self.record(pt, metric="roofline_tok_s", value=batch * peak / step_bytes, unit="tok/s",
+                            higher_is_better=True, **fields | {"extra": fields["extra"] | {"peak_b_s": peak}}),
+            ]
+        return out
+
+    def _repeat(self, decoder: Decoder, ids: Any, warmup: int) -> tuple[list[float], list[float]]:
+        """Prefill and decode times (ms) of each timed repeat."""
+        task: ThroughputTask = self.job.task
+        prefill_ms: list[float] = []
+        decode_ms: list[float] = []
+        for i in range(warmup + task.repeats):
+            decoder.start()
+            first, t_prefill = timed_ms(lambda: decoder.prefill(ids), self.job.device)
+            _, t_decode = timed_ms(lambda first=first: decoder.decode(first, task.new_tokens - 1), self.job.device)
+            if i >= warmup:
+                prefill_ms.append(t_prefill)
+                decode_ms.append(t_decode)
+            self.on_progress((i + 1) / (warmup + task.repeats))
+        return prefill_ms, decode_ms
 
     def _time_library(self, pt: Point, ids: Any, warmup: int, fields: dict[str, Any]) -> list[Record]:
         task: ThroughputTask = self.job.task
