@@ -14,6 +14,9 @@ import pytest  # noqa: E402
 
 from ssmbench.registry import MODELS, ResolvedModel  # noqa: E402
 
+# Fixture modules shared by tests/ and tests/gpu/ (tests/ is on sys.path through this conftest).
+pytest_plugins = ["lm_eval_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

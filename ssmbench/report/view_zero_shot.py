@@ -1,0 +1,252 @@
+"""Zero-shot tables in the layouts of their sources, measured beside the reference figures.
+
+- The paper's wide table (Gu & Dao 2023, Table 3): models as rows, the six tasks as columns, accuracies in
+  percent with one decimal, Avg = mean of the six accuracies. A model with a Table 3 row gets two more rows:
+  the paper's figures and the difference.
+- The source slides' comparison: models as columns, metrics as rows, accuracies as fractions with four
+  decimals. A model the slides show gets a column of the slides' figures and one of the difference.
+- Every other lm-eval task: each metric lm-eval returned, models as columns.
+
+A difference is flagged ⚠ when it exceeds two standard errors of the measurement (lm-eval's stderr), the
+point past which chance alone rarely explains it. Notes state how the numbers were obtained, and say so
+loudly when they come from random weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ssmbench.reference import (
+    PAPER,
+    SLIDES,
+    Column,
+    ReferenceRow,
+    Source,
+    reported_metrics,
+    zero_shot_sources,
+)
+from ssmbench.report import register_view
+from ssmbench.report.tables import STATUS_CELL, Table, _failure_notes
+
+AVG = "avg"  # the Avg column's key beside the paper's column keys
+FLAG = "⚠"
+SMOKE_NOTE = "SMOKE TEST: random weights, numbers meaningless (the suite sets `smoke_test: true`)"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One metric of one model, or why there is none (status)."""
+
+    value: float | None
+    stderr: float | None
+    status: str  # ok, error, oom, skipped; "" when the task was not run for this model
+
+
+class Results:
+    """The records of one zero_shot task, looked up by (model, lm-eval task, metric)."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self.models = list(dict.fromkeys(frame["model"].dropna()))
+        self.lm_tasks = set(frame["slice.lm_eval_task"].dropna())
+        self._cells: dict[tuple[str, str, str], Measured] = {}
+        self._failed: dict[tuple[str, str], str] = {}
+        for row in frame.to_dict("records"):
+            key = (row["model"], row["slice.lm_eval_task"])
+            if row["status"] == "ok":
+                self._cells[(*key, row["metric"])] = Measured(row["value"], _number(row["stderr"]), "ok")
+            else:
+                self._failed[key] = row["status"]
+
+    def get(self, model: str, task: str, metric: str) -> Measured:
+        cell = self._cells.get((model, task, metric))
+        return cell if cell is not None else Measured(None, None, self.status(model, task))
+
+    def status(self, model: str, task: str) -> str:
+        """Why a task has no figures for a model: its point's status, or "" when it did not run."""
+        return self._failed.get((model, task), "")
+
+    def random_weights(self, model: str) -> bool:
+        return bool((self.frame.loc[self.frame["model"] == model, "weights"] == "random").any())
+
+    def reference_row(self, source: Source, model: str) -> ReferenceRow | None:
+        """The source's row for this model; never for random weights, which no reference describes."""
+        return None if self.random_weights(model) else source.row_for(model)
+
+
+@register_view("zero_shot")
+def zero_shot_tables(task: str, frame: pd.DataFrame) -> list[Table]:
+    results = Results(frame)
+    sources = zero_shot_sources()
+    tables = []
+    if results.lm_tasks & {c.task for c in sources[PAPER].columns}:
+        tables.append(paper_table(task, results, sources[PAPER]))
+    if results.lm_tasks & {c.task for c in sources[SLIDES].columns}:
+        tables.append(slides_table(task, results, sources[SLIDES], sources[PAPER]))
+    others = sorted(results.lm_tasks - set(reported_metrics()))
+    if others:
+        tables.append(other_tasks_table(task, frame[frame["slice.lm_eval_task"].isin(others)]))
+    return tables
+
+
+# --- the paper's wide table ------------------------------------------------------------------------------
+
+def paper_table(task: str, results: Results, paper: Source) -> Table:
+    columns = [c for c in paper.columns if c.task in results.lm_tasks]
+    with_avg = len(columns) == len(paper.columns)
+    titles = {c.key: c.title for c in columns} | ({AVG: "Avg"} if with_avg else {})
+    # (scale, decimals) as the paper prints: accuracies in percent with one decimal, perplexity with two
+    style = {c.key: (100.0, 1) if c.is_accuracy else (1.0, 2) for c in columns} | {AVG: (100.0, 1)}
+    metric_list = ", ".join(f"{c.title} = {c.task} {c.metric}" for c in paper.columns)
+    notes = [f"Columns as Table 3 of the Mamba paper reports them: {metric_list}; accuracies in %, "
+             "Avg = mean of the six accuracies; ± = lm-eval's standard error"]
+    if not with_avg:
+        notes.append("Avg needs all six tasks; this run has " + ", ".join(dict.fromkeys(c.task for c in columns)))
+    rows = []
+
+    def add(model: str, figures: str, cells: dict[str, str]) -> None:
+        rows.append({"model": model, "figures": figures, **{titles[k]: cells[k] for k in titles}})
+
+    for model in results.models:
+        measured = {c.key: results.get(model, c.task, c.metric) for c in columns}
+        if with_avg:
+            measured[AVG] = average([measured[c.key] for c in columns if c.is_accuracy])
+        add(model, "measured (random weights)" if results.random_weights(model) else "measured",
+            {k: _cell(cell, *style[k]) for k, cell in measured.items()})
+        ref = results.reference_row(paper, model)
+        if ref is None:
+            continue
+        figures = {**ref.figures, AVG: paper.mean_accuracy(ref)}
+        add(model, f"{paper.label}: {ref.label}", {k: _fixed(figures[k] * style[k][0], style[k][1]) for k in measured})
+        add(model, "Δ", {k: _delta(cell, figures[k], *style[k]) for k, cell in measured.items()})
+        if with_avg and paper.avg_misprinted(ref):
+            notes.append(f"{ref.label}: the paper prints Avg {ref.printed_avg * 100:.1f}, but the mean of its six "
+                         f"accuracies is {figures[AVG] * 100:.1f}; Avg here is that mean")
+    return Table(f"{task}: Mamba paper Table 3 layout", pd.DataFrame(rows),
+                 _notes(results, paper, notes), task)
+
+
+def average(cells: list[Measured]) -> Measured:
+    """The mean of accuracies, with the standard error of a mean of independent estimates."""
+    if not cells or any(c.status != "ok" for c in cells):
+        return Measured(None, None, "")
+    errors = [c.stderr for c in cells]
+    stderr = math.sqrt(sum(e * e for e in errors)) / len(cells) if None not in errors else None
+    return Measured(sum(c.value for c in cells) / len(cells), stderr, "ok")
+
+
+# --- the slides' comparison ------------------------------------------------------------------------------
+
+def slides_table(task: str, results: Results, slides: Source, paper: Source) -> Table:
+    """The slides' rows, then the paper's metrics the slides lack, so all six tasks show side by side."""
+    shown = {(c.task, c.metric) for c in slides.columns}
+    extra = [Column(c.key, f"{c.task} ({c.metric})", c.task, c.metric) for c in paper.columns
+             if (c.task, c.metric) not in shown]
+    decimals = 4  # the slides print four decimals for every figure
+    rows = []
+    for column in [c for c in [*slides.columns, *extra] if c.task in results.lm_tasks]:
+        row = {"metric": column.title}
+        for model in results.models:
+            cell = results.get(model, column.task, column.metric)
+            row[model] = _cell(cell, 1.0, decimals)
+            ref = results.reference_row(slides, model)
+            if ref is not None:
+                figures = {(c.task, c.metric): ref.figures[c.key] for c in slides.columns}
+                figure = figures.get((column.task, column.metric))
+                row[f"{slides.label}: {ref.label}"] = "" if figure is None else _fixed(figure, decimals)
+                row[f"Δ {model}"] = _delta(cell, figure, 1.0, decimals)
+        rows.append(row)
+    notes = ["Rows as the source slides print them (accuracies as fractions); arc_challenge there is lm-eval's "
+             "acc, the paper's ARC-C is acc_norm; ± = lm-eval's standard error"]
+    return Table(f"{task}: source slides layout (models as columns)", pd.DataFrame(rows),
+                 _notes(results, slides, notes), task)
+
+
+# --- every other task ------------------------------------------------------------------------------------
+
+def other_tasks_table(task: str, frame: pd.DataFrame) -> Table:
+    """Every metric lm-eval returned for tasks the references do not cover, models as columns."""
+    results = Results(frame)
+    rows = []
+    ok = frame[frame["status"] == "ok"]
+    pairs = dict.fromkeys(zip(ok["slice.lm_eval_task"], ok["metric"], strict=True))
+    for lm_task, metric in pairs:
+        rows.append({"lm-eval task": lm_task, "metric": metric,
+                     **{m: _cell(results.get(m, lm_task, metric), 1.0, 4) for m in results.models}})
+    for lm_task in sorted(results.lm_tasks - {t for t, _ in pairs}):
+        rows.append({"lm-eval task": lm_task, "metric": "",
+                     **{m: STATUS_CELL.get(results.status(m, lm_task), "") for m in results.models}})
+    return Table(f"{task}: other lm-eval tasks", pd.DataFrame(rows),
+                 _notes(results, None, ["All metrics lm-eval returned, on its scale; ± = its standard error"]),
+                 task)
+
+
+# --- cells and notes -------------------------------------------------------------------------------------
+
+def _fixed(value: float, decimals: int) -> str:
+    """Fixed decimals like the sources print, or three significant digits for huge values (random weights)."""
+    return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.{decimals}f}"
+
+
+def _cell(cell: Measured, scale: float, decimals: int) -> str:
+    if cell.status != "ok":
+        return STATUS_CELL.get(cell.status, "")
+    text = _fixed(cell.value * scale, decimals)
+    return text if cell.stderr is None else f"{text} ±{_fixed(cell.stderr * scale, decimals)}"
+
+
+def _delta(cell: Measured, reference: float | None, scale: float, decimals: int) -> str:
+    """measured − reference, flagged when it exceeds two standard errors of the measurement."""
+    if cell.status != "ok" or reference is None:
+        return ""
+    diff = cell.value - reference
+    text = ("+" if diff >= 0 else "") + _fixed(diff * scale, decimals)
+    return f"{text} {FLAG}" if beyond_two_stderr(diff, cell.stderr) else text
+
+
+def beyond_two_stderr(diff: float, stderr: float | None) -> bool:
+    return stderr is not None and abs(diff) > 2 * stderr
+
+
+def _notes(results: Results, source: Source | None, specific: list[str]) -> list[str]:
+    frame = results.frame
+    smoke = [SMOKE_NOTE] if (frame["weights"] == "random").any() else []
+    reference = ([f"{source.label}: {source.citation}. Δ = measured − {source.label}; {FLAG} = |Δ| beyond two "
+                  "standard errors of the measurement"] if source is not None else [])
+    return smoke + method_notes(frame) + specific + reference + _failure_notes(frame)
+
+
+def method_notes(frame: pd.DataFrame) -> list[str]:
+    """How the figures were obtained, read from the records' slices and fields."""
+    ok = frame[frame["status"] == "ok"]
+    if ok.empty:
+        return []
+    limits = [float(v) for v in dict.fromkeys(ok["slice.limit"].dropna())]
+    subset = ("limit " + ", ".join(f"{v:.0%} of the examples" if v < 1 else f"{v:.0f} examples" for v in limits)
+              + " per task (a subset: not comparable with full-set figures)" if limits else "full evaluation sets")
+    samples = ", ".join(f"{t} {_int(n)}" for t, n in
+                        ok.groupby("slice.lm_eval_task", sort=False)["slice.n_samples"].max().items())
+    runs = "; ".join(f"{model}: {', '.join(_values(group, 'kernel'))}, {', '.join(_values(group, 'dtype'))}, "
+                     f"{', '.join(_values(group, 'weights'))} weights"
+                     for model, group in ok.groupby("model", sort=False))
+    return [f"Measured with lm-eval {', '.join(_values(ok, 'slice.lm_eval'))} (`lm_eval.simple_evaluate` on HFLM "
+            f"around the transformers model), {', '.join(_values(ok, 'slice.num_fewshot'))}-shot, {subset}, "
+            f"batch size {', '.join(_values(ok, 'slice.batch_size'))}; samples evaluated: {samples}",
+            f"Runs: {runs}"]
+
+
+def _values(frame: pd.DataFrame, column: str) -> list[str]:
+    if column not in frame:
+        return []
+    return [str(_int(v)) for v in dict.fromkeys(frame[column].dropna())]
+
+
+def _int(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _number(value: object) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
