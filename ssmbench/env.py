@@ -37,8 +37,9 @@ def git_revision() -> str | None:
     A copy without .git (e.g. a tree shipped to a GPU machine) can name its commit in SSMBENCH_GIT_SHA.
     """
     root = Path(__file__).resolve().parent.parent
-    if not (root / ".git").exists():
-        return os.environ.get("SSMBENCH_GIT_SHA")
+    named = os.environ.get("SSMBENCH_GIT_SHA")
+    if named or not (root / ".git").exists():
+        return named
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
                              capture_output=True, text=True, timeout=5).stdout.strip()
