@@ -109,10 +109,21 @@ class PeakMemory:
                 self._thread.join()
             self.peak_bytes = max(self.peak_bytes, _rss())
 
+    def then(self, later: PeakMemory) -> PeakMemory:
+        """The peaks over this region followed by `later` (probes reset torch's counter, so they cannot
+        nest): the larger peaks, measured from this region's base."""
+        return PeakMemory(self.device, base_bytes=self.base_bytes, peak_bytes=max(self.peak_bytes, later.peak_bytes),
+                          peak_reserved_bytes=_max_or_none(self.peak_reserved_bytes, later.peak_reserved_bytes),
+                          nvml_used_bytes=_max_or_none(self.nvml_used_bytes, later.nvml_used_bytes))
+
     @property
     def growth_bytes(self) -> int:
         """Peak minus what was held at entry: what the measured work itself needed."""
         return self.peak_bytes - self.base_bytes
+
+
+def _max_or_none(a: int | None, b: int | None) -> int | None:
+    return None if a is None and b is None else max(a or 0, b or 0)
 
 
 def _rss() -> int:

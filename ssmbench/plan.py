@@ -89,8 +89,9 @@ def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: s
 
 def resolve_model(ref: ModelRef, suite: Suite, device: str) -> ResolvedModel:
     spec = MODELS[ref.zoo_name]
-    if ref.overrides or ref.base:
-        spec = dataclasses.replace(spec, name=ref.name, config={**spec.config, **ref.overrides})
+    if ref.overrides or ref.base or ref.tokenizer:
+        spec = dataclasses.replace(spec, name=ref.name, config={**spec.config, **ref.overrides},
+                                   tokenizer=ref.tokenizer or spec.tokenizer)
     weights = ref.weights or suite.defaults.weights
     if is_tiny(spec) and not (ref.path or ref.hf_id):
         weights = "random"  # tiny models exist only as random initialisations

@@ -56,6 +56,7 @@ class ModelRef(Strict):
     base: str | None = None
     hf_id: str | None = None
     path: str | None = None
+    tokenizer: str | None = None  # a hub id or directory, or "bytes" (the offline byte-level tokenizer)
     weights: Weights | None = None
     dtype: DType | None = None
     backend: Backend = "auto"  # Mamba: mamba_ssm's fused MambaLMHeadModel or transformers' implementation

@@ -21,8 +21,9 @@ STATUS_CELL = {"oom": "OOM", "error": "ERR", "skipped": "—"}
 METRIC_ORDER: dict[str, list[str]] = {
     "throughput": ["decode_tok_s", "generate_tok_s", "prefill_ms", "decode_ms_per_token", "achieved_gb_s",
                    "bandwidth_fraction", "roofline_tok_s"],
-    "memory": ["peak_alloc_mib", "work_alloc_mib", "peak_reserved_mib", "nvml_used_mib", "peak_rss_mib",
-               "work_rss_mib", "state_mib", "weights_mib"],
+    "memory": ["peak_alloc_mib", "decode_peak_alloc_mib", "work_alloc_mib", "peak_reserved_mib",
+               "decode_peak_reserved_mib", "nvml_used_mib", "peak_rss_mib", "decode_peak_rss_mib", "work_rss_mib",
+               "state_mib", "weights_mib"],
 }
 
 

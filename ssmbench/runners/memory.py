@@ -11,7 +11,9 @@ this size are trained). This is the setting of the Mamba paper's training-memory
 
 Metrics: peak_alloc_mib (all of it, weights included), work_alloc_mib (the peak less what was held before:
 cache, activations, gradients, optimizer state), peak_reserved_mib and nvml_used_mib on CUDA, peak_rss_mib
-and work_rss_mib on the CPU, weights_mib and (inference) state_mib from the architecture.
+and work_rss_mib on the CPU; for inference also decode_peak_* (the peak over the decode steps alone, after
+the prompt pass: weights + KV cache or SSM state + one step); weights_mib and (inference) state_mib from
+the architecture.
 """
 
 from __future__ import annotations
@@ -51,17 +53,16 @@ class MemoryRunner(ModelRunner):
         ids = seeded_tokens((batch, prompt_len), self.model.vocab_size, self.job.seed, self.job.device)
         try:
             if task.mode == "training":
-                probe = self._training_step_peak(ids)
-                analytic: dict[str, float] = {}
+                values = self._measured(self._training_step_peak(ids))
             else:
-                probe = self._generation_peak(ids, task.new_tokens)
+                whole, decode = self._generation_peaks(ids, task.new_tokens)
                 context = prompt_len + task.new_tokens
                 state = self.model.ref.spec.state_bytes_per_sequence(context, dtype_bytes(self.model.ref.dtype))
-                analytic = {"state_mib": mib(state * batch)}
+                values = self._measured(whole) | {f"decode_{k}": v for k, v in self._measured(decode).items()
+                                                  if k.startswith("peak_")} | {"state_mib": mib(state * batch)}
         finally:
             free_memory(self.job.device)
-        weights = self.model.n_params * dtype_bytes(self.model.ref.dtype)
-        values = self._measured(probe) | analytic | {"weights_mib": mib(weights)}
+        values["weights_mib"] = mib(self.model.n_params * dtype_bytes(self.model.ref.dtype))
         fields: dict[str, Any] = {"cuda_graphs": False, "slice": dict(pt.params)}
         if task.mode == "inference":
             fields["slice"]["new_tokens"] = task.new_tokens
@@ -79,21 +80,28 @@ class MemoryRunner(ModelRunner):
             return out
         return {"peak_rss_mib": mib(probe.peak_bytes), "work_rss_mib": mib(probe.growth_bytes)}
 
-    def _generation_peak(self, ids: Any, new_tokens: int) -> PeakMemory:
+    def _generation_peaks(self, ids: Any, new_tokens: int) -> tuple[PeakMemory, PeakMemory]:
+        """Peaks over the whole generation and over its decode steps alone. The prompt pass's activations
+        (which grow with the prompt for both families) dominate the first; the second is weights plus the
+        KV cache or SSM state plus one step's activations: where the two families differ."""
         import torch
 
+        device = self.job.device
         with torch.inference_mode():
             decoder = self.model.decoder(ids.shape[0], ids.shape[1] + new_tokens, cuda_graphs=False)
-            if self.job.device == "cuda":
+            if device == "cuda":
                 # Warm up so lazy one-off buffers are counted at their steady size; torch's peak counter is
                 # exact whatever the caching allocator holds. (On the CPU, RSS only grows when memory comes
                 # from the OS, so the cold first generation is the one that shows its needs.)
                 decoder.generate(ids, new_tokens)
                 self.on_progress(0.5)
-            with PeakMemory(self.job.device) as probe:
-                decoder.generate(ids, new_tokens)
+            decoder.start()
+            with PeakMemory(device) as prefill:
+                first = decoder.prefill(ids)
+            with PeakMemory(device) as decode:
+                decoder.decode(first, new_tokens - 1)
             del decoder
-        return probe
+        return prefill.then(decode), decode
 
     def _training_step_peak(self, ids: Any) -> PeakMemory:
         import torch
