@@ -26,12 +26,16 @@ def _pyplot():
     return plt
 
 
-def _line_plot(path: Path, title: str, xlabel: str, ylabel: str,
-               series: list[tuple[str, list[float], list[float], str]], log: bool = True) -> Path:
+def line_plot(path: Path, title: str, xlabel: str, ylabel: str,
+              series: list[tuple[str, list[float], list[float], str]], log: bool = True,
+              marker_x: tuple[float, str] | None = None) -> Path:
+    """One PNG: a line per (label, xs, ys, style), log-log by default, optionally a labelled vertical line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for label, xs, ys, style in series:
         ax.plot(xs, ys, style, marker="o", label=label)
+    if marker_x is not None:
+        ax.axvline(marker_x[0], color="grey", linestyle=":", label=marker_x[1])
     if log:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -56,7 +60,7 @@ def plot_throughput(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
             label = f"{model} ({'graphs' if graphs else 'eager'}{'' if impl == 'ssmbench' else ', ' + impl})"
             series.append((label, list(g["slice.batch"]), list(g["value"]), "-" if graphs else "--"))
         if series:
-            paths.append(_line_plot(out / f"{task}_decode_tok_s_prompt{int(prompt_len)}.png",
+            paths.append(line_plot(out / f"{task}_decode_tok_s_prompt{int(prompt_len)}.png",
                                     f"{task}: decode throughput, prompt {int(prompt_len)}",
                                     "batch size", "decode tokens / s", series))
     return paths
@@ -74,7 +78,7 @@ def plot_memory(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
                 if not m.empty:
                     series.append((f"{model} {suffix}", list(m["slice.prompt_len"]), list(m["value"]), style))
         if series and by_batch["slice.prompt_len"].nunique() > 1:
-            paths.append(_line_plot(out / f"{task}_memory_batch{int(batch)}.png",
+            paths.append(line_plot(out / f"{task}_memory_batch{int(batch)}.png",
                                     f"{task}: memory vs prompt length, batch {int(batch)}",
                                     "prompt length (tokens)", "MiB", series))
     return paths

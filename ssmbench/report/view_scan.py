@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ssmbench.report import register_view
-from ssmbench.report.plots import PLOTTERS, _pyplot
+from ssmbench.report.plots import PLOTTERS, line_plot
 from ssmbench.report.tables import STATUS_CELL, Table, format_value
 
 SCAN, ATTENTION, REFERENCE = "selective_scan_cuda", "attention_sdpa", "scan_reference"
@@ -166,23 +166,13 @@ def plot_scan(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def _plot(ms: pd.DataFrame, path: Path, title: str) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for impl in [i for i in SHORT if i in ms]:
-        series = ms[impl].dropna()
-        ax.plot(series.index, series.values, marker="o", label=f"{SHORT[impl]} ({impl})")
+    series = [(f"{SHORT[impl]} ({impl})", list(ms[impl].dropna().index), list(ms[impl].dropna().values), "-")
+              for impl in SHORT if impl in ms]
     first = crossover(ms)
+    marker = None
     if first is not None and first > ms[[SCAN, ATTENTION]].dropna().index.min():
-        ax.axvline(first, color="grey", linestyle=":", label=f"crossover L = {first:,}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set(title=title, xlabel="sequence length L", ylabel="ms (median)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        marker = (first, f"crossover L = {first:,}")
+    return line_plot(path, title, "sequence length L", "ms (median)", series, marker_x=marker)
 
 
 PLOTTERS["scan"] = plot_scan
