@@ -1,0 +1,216 @@
+"""The decoders on the CPU: ssmbench's greedy loop gives the library's tokens, reuse and the static KV cache
+change nothing; the byte tokenizer; loading weights offline fails with the remedy; the backend choice.
+
+The CUDA-graph counterparts live in tests/gpu/test_decoders_gpu.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_ref
+
+from ssmbench.errors import JobError
+from ssmbench.models import choose_backend, load_model
+from ssmbench.models.tokenizers import byte_tokenizer, load_tokenizer
+from ssmbench.registry import BYTES_EOS_ID, MODELS, ResolvedModel
+
+TINY = ["tiny-gpt2", "tiny-pythia", "tiny-mamba"]
+BATCH, PROMPT, NEW = 2, 12, 8
+
+
+@pytest.fixture(scope="module", params=TINY)
+def tiny(request):
+    return load_model(tiny_ref(request.param))
+
+
+def prompt(vocab: int, seed: int = 3) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (BATCH, PROMPT), generator=gen)
+
+
+def test_loaded_model_says_what_runs(tiny):
+    spec = MODELS[tiny.name]
+    assert tiny.backend == "hf"
+    assert tiny.kernel == ("hf-torch" if spec.family == "ssm" else "hf-sdpa")
+    assert tiny.n_params == sum(p.numel() for p in tiny.module.parameters())
+    assert tiny.n_params == pytest.approx(spec.params_nominal, rel=0.05)
+    assert tiny.vocab_size == 512 and not tiny.module.training
+    assert next(tiny.module.parameters()).dtype == torch.float32
+    assert tiny.record_fields() == {"model": tiny.name, "family": spec.family, "kernel": tiny.kernel,
+                                    "weights": "random", "dtype": "float32", "seed": 0}
+    assert tiny.library_generate_label == "transformers.generate"
+
+
+def test_random_weights_follow_the_seed():
+    a, b = load_model(tiny_ref("tiny-pythia")), load_model(tiny_ref("tiny-pythia"))
+    c = load_model(tiny_ref("tiny-pythia", seed=1))
+    pa, pb, pc = (next(m.module.parameters()) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_decoder_equals_library_generate(tiny):
+    ids = prompt(tiny.vocab_size)
+    with torch.inference_mode():
+        ours = tiny.decoder(BATCH, PROMPT + NEW, cuda_graphs=False).generate(ids, NEW)
+        theirs = tiny.library_generate(ids, NEW, cuda_graphs=False)
+    assert ours.shape == (BATCH, NEW) and ours.dtype == torch.long
+    assert torch.equal(ours, theirs)
+    assert ours.unique().numel() > 1  # not a degenerate constant output
+
+
+def test_prefill_and_decode_compose_to_generate(tiny):
+    ids = prompt(tiny.vocab_size, seed=5)
+    with torch.inference_mode():
+        decoder = tiny.decoder(BATCH, PROMPT + NEW, cuda_graphs=False)
+        whole = decoder.generate(ids, NEW)
+        decoder.start()
+        first = decoder.prefill(ids)
+        rest = decoder.decode(first, NEW - 1)
+    assert torch.equal(first, whole[:, 0]) and torch.equal(rest, whole[:, 1:])
+
+
+def test_decoder_reuse_gives_identical_tokens(tiny):
+    ids, other = prompt(tiny.vocab_size), prompt(tiny.vocab_size, seed=9)
+    with torch.inference_mode():
+        decoder = tiny.decoder(BATCH, PROMPT + NEW, cuda_graphs=False)
+        first = decoder.generate(ids, NEW)
+        decoder.generate(other, NEW)  # a different sequence in between must leave nothing behind
+        again = decoder.generate(ids, NEW)
+        fresh = tiny.decoder(BATCH, PROMPT + NEW, cuda_graphs=False).generate(ids, NEW)
+    assert torch.equal(first, again) and torch.equal(first, fresh)
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-pythia"])
+def test_static_cache_equals_dynamic_cache(name: str):
+    model = load_model(tiny_ref(name))
+    ids = prompt(model.vocab_size)
+    with torch.inference_mode():
+        dynamic = model.decoder(BATCH, PROMPT + NEW, cuda_graphs=False).generate(ids, NEW)
+        static_decoder = model.decoder(BATCH, PROMPT + NEW, cuda_graphs=False, static_cache=True)
+        static = static_decoder.generate(ids, NEW)
+        static_again = static_decoder.generate(ids, NEW)  # the reset in place works
+    assert static_decoder.static_cache
+    assert torch.equal(static, dynamic) and torch.equal(static_again, dynamic)
+
+
+def test_mamba_has_no_static_cache_to_choose():
+    model = load_model(tiny_ref("tiny-mamba"))
+    with pytest.raises(ValueError, match="no static cache"):
+        model.decoder(1, 16, cuda_graphs=False, static_cache=True)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_cuda_graphs_on_the_cpu_are_refused(name: str):
+    model = load_model(tiny_ref(name))
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        model.decoder(1, 16, cuda_graphs=True)
+    with pytest.raises(ValueError, match="eager only"):
+        model.library_generate(prompt(model.vocab_size), 4, cuda_graphs=True)
+
+
+# --- tokenizers -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["hello world", "  two  spaces\n\ttab\r\n", "héllo — 日本語 🐍", "\x00\xff"])
+def test_byte_tokenizer_round_trips(text: str):
+    tok = byte_tokenizer()
+    ids = tok(text)["input_ids"]
+    assert ids == list(text.encode("utf-8"))  # one token per UTF-8 byte, no specials added
+    assert tok.decode(ids) == text
+
+
+def test_byte_tokenizer_end_of_text():
+    tok = byte_tokenizer()
+    assert tok.eos_token_id == BYTES_EOS_ID == 256
+    assert tok.pad_token_id == tok.bos_token_id == 256
+    assert len(tok) == 257
+    assert tok("<|endoftext|>")["input_ids"] == [256]
+    assert tok.decode([104, 105, 256], skip_special_tokens=True) == "hi"
+    assert load_tokenizer(tiny_ref("tiny-mamba")) is tok  # tiny models use it, built once
+
+
+# --- weights offline ------------------------------------------------------------------------------------
+
+def pretrained(name: str = "gpt2", **changes) -> ResolvedModel:
+    return ResolvedModel(**{"name": name, "spec": MODELS[name], "weights": "pretrained", "dtype": "float32",
+                            "device": "cpu"} | changes)
+
+
+def assert_remedies(message: str, name: str, source: str) -> None:
+    assert message.startswith(f"model {name!r}: weights {source!r} could not be loaded")
+    assert f"`hf download {source}`" in message and "`path:`" in message and "`weights: random`" in message
+
+
+def test_uncached_hub_weights_fail_with_the_remedies():
+    with pytest.raises(JobError) as info:
+        load_model(pretrained(hf_id="ssmbench-tests/never-cached"))
+    assert_remedies(str(info.value), "gpt2", "ssmbench-tests/never-cached")
+
+
+def test_a_missing_local_checkpoint_fails_with_the_remedies(tmp_path: Path):
+    missing = str(tmp_path / "no-such-checkpoint")
+    with pytest.raises(JobError) as info:
+        load_model(pretrained(path=missing))
+    assert_remedies(str(info.value), "gpt2", missing)
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "models/hf.py load_hf catches only OSError around from_pretrained; an existing directory without a "
+    "config.json raises ValueError ('Unrecognized model in ...'), which escapes as a bug-style error "
+    "instead of the JobError with the remedies"))
+def test_an_empty_checkpoint_directory_fails_with_the_remedies(tmp_path: Path):
+    with pytest.raises(JobError) as info:
+        load_model(pretrained(path=str(tmp_path)))
+    assert_remedies(str(info.value), "gpt2", str(tmp_path))
+
+
+def test_no_transformers_checkpoint_for_mamba2():
+    with pytest.raises(JobError, match=r"model 'mamba2-130m': no transformers checkpoint is published"):
+        load_model(pretrained("mamba2-130m"))
+
+
+def test_uncached_tokenizer_fails_with_the_remedy():
+    with pytest.raises(JobError, match=r"tokenizer 'ssmbench-tests/never-cached' is not available offline.*"
+                                       r"`hf download ssmbench-tests/never-cached`"):
+        load_tokenizer(pretrained(path="ssmbench-tests/never-cached"))
+
+
+def test_a_local_checkpoint_loads_as_pretrained(tmp_path: Path):
+    source = load_model(tiny_ref("tiny-gpt2", seed=4))
+    source.module.save_pretrained(tmp_path)
+    loaded = load_model(tiny_ref("tiny-gpt2", weights="pretrained", path=str(tmp_path)))
+    assert loaded.ref.describe_source() == str(tmp_path)
+    for (name, a), b in zip(source.module.state_dict().items(), loaded.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+# --- backend choice -------------------------------------------------------------------------------------
+
+def test_choose_backend_on_the_cpu():
+    assert choose_backend(tiny_ref("tiny-gpt2")) == ("hf", None)
+    assert choose_backend(tiny_ref("tiny-gpt2", require_fused=True)) == ("hf", None)  # no fused path to require
+    backend, note = choose_backend(tiny_ref("tiny-mamba"))
+    assert backend == "hf"
+    assert note == "tiny-mamba: fused Mamba kernels unavailable (on CPU); running transformers' PyTorch path"
+    assert choose_backend(tiny_ref("tiny-mamba", backend="hf")) == ("hf", None)  # asked for: no note
+
+
+@pytest.mark.parametrize("changes", [{"require_fused": True}, {"backend": "mamba_ssm"}])
+def test_fused_kernels_demanded_on_the_cpu_fail_the_job(changes: dict):
+    with pytest.raises(JobError, match=r"^model 'tiny-mamba': fused Mamba kernels required but unavailable: "
+                                       r"the device is the CPU$"):
+        choose_backend(tiny_ref("tiny-mamba", **changes))
+    with pytest.raises(JobError):
+        load_model(tiny_ref("tiny-mamba", **changes))
+
+
+def test_mamba_ssm_backend_is_for_mamba_only():
+    with pytest.raises(JobError, match="backend mamba_ssm is for Mamba models only"):
+        choose_backend(tiny_ref("tiny-pythia", backend="mamba_ssm"))
+
+
+def test_required_fused_kernels_refuse_transformers_torch_path():
+    with pytest.raises(JobError, match="fused Mamba kernels required but transformers runs its PyTorch path"):
+        load_model(tiny_ref("tiny-mamba", backend="hf", require_fused=True))
