@@ -75,11 +75,15 @@ def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: s
         known = {m.name: m for m in suite.models}
         for name in models:
             if name not in known and name not in MODELS:
-                raise UserError(f"--models: unknown model {name!r}{did_you_mean(name, [*known, *MODELS])}")
-        new_models = [known.get(n) or ModelRef(name=n) for n in models]
-        update["models"] = new_models
-        update["tasks"] = [t.model_copy(update={"models": [m for m in t.models if m in models] or None})
-                           if t.models else t for t in suite.tasks]
+                raise UserError(f"--models: unknown model {name!r}"
+                                f"{did_you_mean(name, dict.fromkeys([*known, *MODELS]))}")
+        update["models"] = [known.get(n) or ModelRef(name=n) for n in models]
+        # A task the suite restricted to other models is dropped, not widened to these.
+        tasks = [t if not t.models else t.model_copy(update={"models": [m for m in t.models if m in models]})
+                 for t in suite.tasks]
+        update["tasks"] = [t for t in tasks if t.models is None or t.models]
+        if not update["tasks"]:
+            raise UserError(f"--models: no task of suite {suite.name!r} runs on {', '.join(models)}")
     if weights:
         update["models"] = [m.model_copy(update={"weights": weights}) for m in update.get("models", suite.models)]
     if device:
@@ -95,6 +99,9 @@ def resolve_model(ref: ModelRef, suite: Suite, device: str) -> ResolvedModel:
     weights = ref.weights or suite.defaults.weights
     if is_tiny(spec) and not (ref.path or ref.hf_id):
         weights = "random"  # tiny models exist only as random initialisations
+    if ref.overrides and weights == "pretrained":
+        raise UserError(f"models: {ref.name!r} sets overrides, which change the architecture of random "
+                        "weights only (a checkpoint brings its own config); add `weights: random`")
     dtype = ref.dtype or suite.defaults.dtype
     if dtype == "auto":
         dtype = "float16" if device == "cuda" else "float32"
@@ -113,13 +120,11 @@ def build_plan(suite: Suite, device: str) -> Plan:
     for task in suite.tasks:
         name = suite.task_name(task)
         runner = runner_class(task.kind)
-        if not runner.uses_models:
+        if not task.uses_models:
             job = Job(name, name, task, None, device, suite.defaults.seed)
             job.points = runner.points(task, None, device)
             jobs.append(job)
             continue
-        if not models:
-            raise UserError(f"tasks: {name!r} needs models but the suite lists none")
         for model_name in task.models or list(models):
             model = models[model_name]
             job = Job(f"{name}/{model_name}", name, task, model, device, suite.defaults.seed)

@@ -98,7 +98,12 @@ class RecordWriter:
 
     def __init__(self, path: Path):
         self.path = path
+        # A run killed mid-write leaves a last line without its newline: end it, so that what is appended
+        # next starts on its own line (the reader drops the broken one and its point is redone).
+        ends_cleanly = not path.exists() or path.stat().st_size == 0 or path.read_bytes().endswith(b"\n")
         self._file = path.open("a", encoding="utf-8")
+        if not ends_cleanly:
+            self._file.write("\n")
 
     def write(self, records: Iterable[Record]) -> None:
         """Write one point's records in a single write, so a point is either all there or not at all."""
@@ -119,23 +124,23 @@ class RecordWriter:
 
 
 def read_records(path: Path) -> list[Record]:
-    """All records of a run. A truncated last line (the process died mid-write) is dropped."""
+    """All records of a run. A line that is not JSON is a write cut short by a killed process: it is
+    dropped (its point has no complete records, so --resume redoes it). A JSON line that is not a valid
+    record is an error: something else wrote it."""
     return list(iter_records(path))
 
 
 def iter_records(path: Path) -> Iterator[Record]:
     if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
+    for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         try:
-            yield Record.model_validate(json.loads(line))
-        except (json.JSONDecodeError, ValueError):
-            if i == len(lines) - 1:
-                return  # an interrupted write; the point is redone on resume
-            raise
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        yield Record.model_validate(data)
 
 
 def latest_attempts(records: Iterable[Record]) -> list[Record]:

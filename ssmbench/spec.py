@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -76,6 +76,8 @@ class ModelRef(Strict):
 
 
 class TaskBase(Strict):
+    uses_models: ClassVar[bool] = True  # False for kinds that measure kernels alone
+
     name: str | None = None  # defaults to the kind; unique within a suite
     models: list[str] | None = None  # a subset of the suite's models, by name; all when absent
 
@@ -110,6 +112,8 @@ class MemoryTask(TaskBase):
 
 class ScanTask(TaskBase):
     """The sequence-mixing kernels alone: selective scan vs causal attention vs a PyTorch scan (no models)."""
+
+    uses_models: ClassVar[bool] = False
 
     kind: Literal["scan"]
     impls: list[Literal["selective_scan_cuda", "attention_sdpa", "scan_reference"]] = [
@@ -173,6 +177,8 @@ class Suite(Strict):
         if len(set(task_names)) != len(task_names):
             raise ValueError("tasks: two tasks share a name; give each a distinct `name`")
         for i, task in enumerate(self.tasks):
+            if task.uses_models and not names:
+                raise ValueError(f"tasks[{i}]: kind {task.kind!r} runs on models, and the suite lists none")
             for m in task.models or []:
                 if m not in names:
                     raise ValueError(f"tasks[{i}].models: {m!r} is not one of the suite's models"

@@ -156,10 +156,6 @@ def test_a_missing_local_checkpoint_fails_with_the_remedies(tmp_path: Path):
     assert_remedies(str(info.value), "gpt2", missing)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "models/hf.py load_hf catches only OSError around from_pretrained; an existing directory without a "
-    "config.json raises ValueError ('Unrecognized model in ...'), which escapes as a bug-style error "
-    "instead of the JobError with the remedies"))
 def test_an_empty_checkpoint_directory_fails_with_the_remedies(tmp_path: Path):
     with pytest.raises(JobError) as info:
         load_model(pretrained(path=str(tmp_path)))

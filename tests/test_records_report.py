@@ -63,16 +63,13 @@ def test_truncated_last_line_is_dropped(tmp_path: Path):
     full = path.read_text()
     path.write_text(full + rec("batch=3").model_dump_json()[:50])  # the process died mid-write
     assert [r.point for r in read_records(path)] == ["batch=1", "batch=2"]
-    path.write_text(full + '{"task": "t"}\n')  # whole JSON, but not a record: also dropped when last
-    assert [r.point for r in read_records(path)] == ["batch=1", "batch=2"]
 
 
-def test_corrupt_middle_line_raises(tmp_path: Path):
+def test_cut_short_middle_line_is_dropped_but_a_foreign_record_raises(tmp_path: Path):
     path = tmp_path / "records.jsonl"
     lines = [rec("batch=1").model_dump_json(), "{not json", rec("batch=2").model_dump_json()]
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(json.JSONDecodeError):
-        read_records(path)
+    assert [r.point for r in read_records(path)] == ["batch=1", "batch=2"]
     path.write_text("\n".join([lines[0], '{"task": "t"}', lines[2]]) + "\n")
     with pytest.raises(ValueError):
         read_records(path)
@@ -84,10 +81,6 @@ def test_blank_lines_are_ignored(tmp_path: Path):
     assert [r.point for r in read_records(path)] == ["batch=1", "batch=2"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "records.py RecordWriter appends after a truncated last line without ending it: the next point's "
-    "records are glued onto the broken line (silently lost), and once another point follows, read_records "
-    "raises on that now-middle line, so --resume and `report` fail after a crash mid-write"))
 def test_appending_after_a_truncated_line_loses_nothing(tmp_path: Path):
     path = tmp_path / "records.jsonl"
     with RecordWriter(path) as writer:
@@ -283,10 +276,6 @@ def test_render_formats():
         render(tables, "html")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "report/tables.py tidy_frame strips the `slice.` prefix without checking for clashes with the record's "
-    "own columns: throughput records have both slice.cuda_graphs and cuda_graphs, so table.csv has two "
-    "`cuda_graphs` columns (and scan records two `dtype` columns)"))
 def test_csv_column_names_are_unique():
     header = next(csv.reader(io.StringIO(render([], "csv", records=throughput_records()))))
     assert len(header) == len(set(header)), header

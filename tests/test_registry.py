@@ -171,9 +171,16 @@ def test_base_and_overrides_make_a_variant():
 
 
 def test_overrides_change_the_analytic_sizes():
-    s = suite_with([{"name": "mamba-130m", "overrides": {"num_hidden_layers": 12, "state_size": 32}}])
+    s = suite_with([{"name": "mamba-130m", "weights": "random",
+                     "overrides": {"num_hidden_layers": 12, "state_size": 32}}])
     spec: ModelSpec = resolve_model(s.models[0], s, "cpu").spec
     assert spec.state_elements_per_sequence(1) == 12 * 1536 * (32 + 4)
+
+
+def test_overrides_on_pretrained_weights_are_refused():
+    s = suite_with([{"name": "mamba-130m", "weights": "pretrained", "overrides": {"num_hidden_layers": 12}}])
+    with pytest.raises(UserError, match="weights: random"):
+        resolve_model(s.models[0], s, "cpu")
 
 
 def test_tokenizer_override():

@@ -255,8 +255,6 @@ def test_override_unknown_names_are_refused(smoke: Suite):
         apply_overrides(smoke, tasks=["memory"])
 
 
-@pytest.mark.xfail(strict=True, reason="plan.apply_overrides suggests a suite model twice: it passes "
-                   "[*suite models, *MODELS] to did_you_mean, and the suite's models are zoo names too")
 def test_override_model_suggestion_names_each_model_once(smoke: Suite):
     with pytest.raises(UserError) as info:
         apply_overrides(smoke, models=["tiny-gtp2"])
@@ -269,10 +267,14 @@ def test_a_model_free_task_needs_no_models():
     assert parsed.models == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "spec.Suite accepts a suite whose model task has no models (the `models` list defaults to empty): "
-    "`ssmbench validate` says ok, and only plan.build_plan refuses it at `run` time, with a message that "
-    "names no file ('tasks: ... needs models but the suite lists none')"))
 def test_a_model_task_without_models_is_refused_when_the_suite_is_built():
     with pytest.raises(UserError, match=r"^suites/x.yaml: .*models"):
         parse_suite({"name": "t", "tasks": [{"kind": "throughput"}]}, source="suites/x.yaml")
+
+
+def test_override_models_drops_tasks_restricted_to_other_models(smoke: Suite):
+    narrowed = apply_overrides(smoke, models=["gpt2"])
+    assert [(narrowed.task_name(t), t.models) for t in narrowed.tasks] == [("throughput-full-size", ["gpt2"])]
+    with pytest.raises(UserError, match="no task"):
+        apply_overrides(parse_suite({"name": "s", "models": ["gpt2", "tiny-gpt2"],
+                                     "tasks": [{"kind": "memory", "models": ["tiny-gpt2"]}]}), models=["gpt2"])

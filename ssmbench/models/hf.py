@@ -62,7 +62,7 @@ def load_hf(ref: ResolvedModel) -> HFModel:
                            "on a GPU, give a local `path:`, or `weights: random`")
         try:
             module = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(ref.device)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a directory without a usable config.json
             raise offline_weights_error(ref, source, exc) from None
     module.eval()
     n_params = sum(p.numel() for p in module.parameters())

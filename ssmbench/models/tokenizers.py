@@ -44,6 +44,6 @@ def load_tokenizer(ref: ResolvedModel) -> Any:
         raise JobError(f"model {ref.name!r}: no tokenizer is known; give a local `path:`")
     try:
         return AutoTokenizer.from_pretrained(source)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a directory that holds no tokenizer
         raise JobError(f"model {ref.name!r}: tokenizer {source!r} is not available offline "
                        f"({str(exc).splitlines()[0][:120]}); download it first (`hf download {source}`)") from None

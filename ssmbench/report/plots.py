@@ -50,7 +50,7 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str,
 
 def plot_throughput(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
     ok = frame[(frame["status"] == "ok") & (frame["metric"] == "decode_tok_s")]
-    if ok.empty or "slice.batch" not in ok:
+    if ok.empty or "slice.batch" not in ok or "slice.impl" not in ok:
         return []
     paths = []
     for prompt_len, by_prompt in ok.groupby("slice.prompt_len"):

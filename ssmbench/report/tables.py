@@ -50,7 +50,9 @@ def tidy_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per record with its slice columns: the CSV for pandas and spreadsheets."""
     slices = [c for c in frame.columns if c.startswith("slice.")]
     cols = [c for c in TIDY_COLUMNS if c in frame.columns]
-    return frame[cols[:4] + slices + cols[4:]].rename(columns=lambda c: c.removeprefix("slice."))
+    # A slice key that is also a record field (cuda_graphs, dtype) keeps its prefix: names stay unique.
+    rename = {c: c.removeprefix("slice.") for c in slices if c.removeprefix("slice.") not in frame.columns}
+    return frame[cols[:4] + slices + cols[4:]].rename(columns=rename)
 
 
 def records_frame(records: list[Record]) -> pd.DataFrame:

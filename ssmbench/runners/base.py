@@ -25,7 +25,6 @@ class SkipPoint(Exception):
 
 class Runner(ABC):
     kind: ClassVar[str]
-    uses_models: ClassVar[bool] = True
 
     def __init__(self, job: Job, run_id: str, suite_name: str, on_progress: Any = None):
         self.job, self.run_id, self.suite_name = job, run_id, suite_name

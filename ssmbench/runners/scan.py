@@ -73,7 +73,6 @@ class Workload:
 
 class ScanRunner(Runner):
     kind = "scan"
-    uses_models = False
 
     @classmethod
     def points(cls, task: ScanTask, model: ResolvedModel | None, device: str) -> list[Point]:
