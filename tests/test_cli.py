@@ -221,6 +221,21 @@ def test_compare_dry_run_refuses_quality_on_random_weights(tmp_path: Path):
     assert not (tmp_path / "out").exists()
 
 
+def test_compare_prints_models_side_by_side(tmp_path: Path):
+    suite = tmp_path / "cmp.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "cmp", "defaults": {"device": "cpu", "weights": "random"}, "models": ["gpt2"],
+        "tasks": [{"kind": "throughput", "batch_sizes": [1], "prompt_lengths": [8], "new_tokens": 4,
+                   "warmup": 0, "repeats": 2}]}))
+    result = invoke("compare", "tiny-gpt2", "tiny-mamba", "--suite", suite, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "metric" in line and "tiny-gpt2" in line)
+    assert header.index("tiny-gpt2") < header.index("tiny-mamba")  # models are the columns, in order
+    columns = [cell.strip() for cell in header.strip("┃ ").split("┃")]
+    assert columns == ["metric", "tiny-gpt2", "tiny-mamba"]  # the suite's own gpt2 was replaced
+    assert "decode_tok_s (tok/s)" in result.stdout
+
+
 # --- an end-to-end run ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
