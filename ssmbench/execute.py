@@ -27,7 +27,7 @@ from ssmbench import console
 from ssmbench.errors import JobError, UserError
 from ssmbench.measure import free_memory, is_oom
 from ssmbench.plan import Job, Plan, Point
-from ssmbench.records import Record, RecordWriter, point_attempts, read_records
+from ssmbench.records import RecordWriter, point_attempts, read_records
 from ssmbench.runners import runner_class
 from ssmbench.runners.base import Runner, SkipPoint
 
@@ -128,14 +128,14 @@ class JobBar:
 
 def _run_job(job: Job, pending: list[Point], plan: Plan, run_id: str, on_progress: Any):
     """Yield (point, records) for each pending point of one job; never raises for a job's failure."""
+    runner: Runner = runner_class(job.kind)(job, run_id, plan.suite.name, on_progress)
     if job.skip_reason:
         console.note(f"{job.id}: skipped: {job.skip_reason}")
         for pt in pending:
-            yield pt, [_status_record(job, pt, plan, run_id, "skipped", job.skip_reason)]
+            yield pt, [runner.record(pt, status="skipped", message=job.skip_reason)]
         return
     if job.backend_note:
         console.note(job.backend_note)
-    runner: Runner = runner_class(job.kind)(job, run_id, plan.suite.name, on_progress)
     try:
         runner.setup()
     except KeyboardInterrupt:
@@ -144,7 +144,7 @@ def _run_job(job: Job, pending: list[Point], plan: Plan, run_id: str, on_progres
         status, message = _classify(exc)
         console.failure(f"{job.id}: {message}")
         for pt in pending:
-            yield pt, [_status_record(job, pt, plan, run_id, status, message, runner)]
+            yield pt, [runner.record(pt, status=status, message=message)]
         runner.teardown()
         return
     try:
@@ -157,13 +157,13 @@ def _run_job(job: Job, pending: list[Point], plan: Plan, run_id: str, on_progres
             except KeyboardInterrupt:
                 raise
             except SkipPoint as exc:
-                records = [_status_record(job, pt, plan, run_id, "skipped", str(exc), runner)]
+                records = [runner.record(pt, status="skipped", message=str(exc))]
             except Exception as exc:
                 status, message = _classify(exc)
                 free_memory(job.device)
                 if status == "error":
                     console.failure(f"{job.id} [{pt.key}]: {message}")
-                records = [_status_record(job, pt, plan, run_id, status, message, runner)]
+                records = [runner.record(pt, status=status, message=message)]
             yield pt, records
     finally:
         runner.teardown()
@@ -177,19 +177,6 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     tb = traceback.format_exception(exc)
     where = next((line.strip() for line in reversed(tb) if 'File "' in line), "")
     return "error", f"{type(exc).__name__}: {exc} ({where.splitlines()[0] if where else 'no traceback'})"
-
-
-def _status_record(job: Job, pt: Point, plan: Plan, run_id: str, status: str, message: str,
-                   runner: Runner | None = None) -> Record:
-    if runner is not None:
-        return runner.record(pt, status=status, message=message)
-    fields: dict[str, Any] = {}
-    if job.model is not None:
-        fields = {"model": job.model.name, "family": job.model.spec.family, "weights": job.model.weights,
-                  "dtype": job.model.dtype}
-    return Record(run_id=run_id, suite=plan.suite.name, task=job.task_name, kind=job.kind, job=job.id,
-                  point=pt.key, slice=dict(pt.params), seed=job.seed, device=job.device, status=status,
-                  message=message, **fields)
 
 
 def _progress() -> Any:
