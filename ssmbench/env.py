@@ -6,6 +6,7 @@ collected once per run (and by `ssmbench env`).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -117,6 +118,7 @@ def collect() -> dict[str, Any]:
     }
 
 
+@functools.cache
 def device_label(device: str) -> str:
     """What a record's `device` says: 'cpu' or the GPU's name (e.g. 'NVIDIA H100 80GB HBM3')."""
     if device == "cuda":

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ssmbench.errors import UserError, did_you_mean
+from ssmbench.errors import JobError, UserError, did_you_mean
 from ssmbench.registry import MODELS, ResolvedModel, is_tiny
 from ssmbench.spec import QUALITY_KINDS, ModelRef, Suite
 
@@ -130,7 +130,7 @@ def build_plan(suite: Suite, device: str) -> Plan:
             job = Job(f"{name}/{model_name}", name, task, model, device, suite.defaults.seed)
             try:
                 job.backend_note = choose_backend(model)[1]
-            except Exception as exc:  # e.g. fused kernels required: recorded as the job's failure later
+            except JobError as exc:  # e.g. fused kernels required: recorded as the job's failure later
                 job.backend_note = str(exc)
             job.points = runner.points(task, model, device)
             if task.kind in QUALITY_KINDS and model.weights == "random" and not suite.smoke_test:

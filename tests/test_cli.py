@@ -384,18 +384,23 @@ def test_a_model_that_does_not_load_fails_its_job_only(tmp_path: Path):
     assert "| ERR " in table and "> ERR gpt2 (2 points): model 'gpt2': weights" in table
 
 
-@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, MemoryError], ids=["cuda-oom", "host-oom"])
-def test_oom_is_a_result_and_the_run_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type):
+def run_grid_failing_at_batch_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException) -> Result:
+    """Run the batch 1-3 grid with ThroughputRunner.measure raising `error` on the batch-2 point."""
     measure = ThroughputRunner.measure
 
-    def oom_at_batch_2(self, pt):
+    def fail_at_batch_2(self, pt):
         if pt.params["batch"] == 2:
-            raise error("CUDA out of memory. Tried to allocate 20.00 GiB")
+            raise error
         return measure(self, pt)
 
-    monkeypatch.setattr(ThroughputRunner, "measure", oom_at_batch_2)
+    monkeypatch.setattr(ThroughputRunner, "measure", fail_at_batch_2)
     suite = write(tmp_path / "grid.yaml", GRID_SUITE.replace("[1, 2, 3, 4]", "[1, 2, 3]"))
-    result = invoke("run", suite, "--out", tmp_path / "out")
+    return invoke("run", suite, "--out", tmp_path / "out")
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, MemoryError], ids=["cuda-oom", "host-oom"])
+def test_oom_is_a_result_and_the_run_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type):
+    result = run_grid_failing_at_batch_2(tmp_path, monkeypatch, error("CUDA out of memory. Tried to allocate 20.00 GiB"))
     assert result.exit_code == 0, result.output
     assert "points: 2 ok, 1 oom." in unwrapped(result.stderr)
     records = read_records(only_run_dir(tmp_path / "out", "grid") / "records.jsonl")
@@ -474,16 +479,7 @@ def test_interrupt_then_resume_finishes_only_the_missing_points(tmp_path: Path, 
 
 
 def test_a_failed_point_is_retried_on_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    measure = ThroughputRunner.measure
-
-    def flaky_at_batch_2(self, pt):
-        if pt.params["batch"] == 2:
-            raise RuntimeError("flaky")
-        return measure(self, pt)
-
-    monkeypatch.setattr(ThroughputRunner, "measure", flaky_at_batch_2)
-    suite = write(tmp_path / "grid.yaml", GRID_SUITE.replace("[1, 2, 3, 4]", "[1, 2, 3]"))
-    result = invoke("run", suite, "--out", tmp_path / "out")
+    result = run_grid_failing_at_batch_2(tmp_path, monkeypatch, RuntimeError("flaky"))
     assert result.exit_code == 1, result.output
     run_dir = only_run_dir(tmp_path / "out", "grid")
     (failed,) = [r for r in read_records(run_dir / "records.jsonl") if r.status != "ok"]
@@ -506,3 +502,19 @@ def test_a_failed_point_is_retried_on_resume(tmp_path: Path, monkeypatch: pytest
     assert "| ERR " not in table and "flaky" not in table
     rows = json.loads((run_dir / "table.json").read_text())[1]["rows"]
     assert all(row["tiny-gpt2"] not in ("", "ERR") for row in rows if row["batch"] == 2)
+
+
+def test_training_memory_step_records_fp32_master_weights(tmp_path: Path):
+    suite = write(tmp_path / "train.yaml", yaml.safe_dump({
+        "name": "train", "defaults": {"device": "cpu", "dtype": "bfloat16"}, "models": ["tiny-gpt2", "tiny-mamba"],
+        "tasks": [{"kind": "memory", "mode": "training", "batch_sizes": [2], "prompt_lengths": [32]}]}))
+    result = invoke("run", suite, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    records = read_records(only_run_dir(tmp_path / "out", "train") / "records.jsonl")
+    for model in ("tiny-gpt2", "tiny-mamba"):
+        mine = {r.metric: r for r in records if r.model == model}
+        assert set(mine) == {"peak_rss_mib", "work_rss_mib", "weights_mib"}  # no inference-only metrics
+        weights = mine["weights_mib"]
+        assert weights.dtype == "float32" and weights.extra["autocast"] == "bfloat16"
+        assert weights.value == pytest.approx(weights.extra["params"] * 4 / 2**20)
+        assert mine["peak_rss_mib"].value > 0 and mine["peak_rss_mib"].slice["mode"] == "training"

@@ -43,8 +43,12 @@ def _load_views() -> None:
 
 
 def build_tables(records: list[Record]) -> list[Table]:
+    return tables_of(records_frame(latest_attempts(records)))
+
+
+def tables_of(frame: pd.DataFrame) -> list[Table]:
+    """The models table, then each task's tables: its kind's view, or the generic comparison."""
     _load_views()
-    frame = records_frame(latest_attempts(records))
     if frame.empty:
         return []
     tables = [models_table(frame)] if frame["model"].notna().any() else []
@@ -67,8 +71,8 @@ def header_lines(run_dir: Path, records: list[Record]) -> list[str]:
             f"CPU: {env.get('cpu', '?')}",
             f"- {versions}; ssmbench {pk.get('ssmbench', '?')} (git {env.get('git') or '—'})",
             f"- fused Mamba kernels: {'yes' if kernels.get('available') else 'no'} ({kernels.get('detail', '?')})",
-            "- cells: median over repeats ± relative standard deviation; OOM = out of memory (the paper's ✗), "
-            "ERR = failed (see notes), — = skipped", ""]
+            "- cells: median over repeats ± relative standard deviation (zero-shot tables: lm-eval's standard "
+            "error); OOM = out of memory (the paper's ✗), ERR = failed (see notes), — = skipped", ""]
 
 
 def render(tables: list[Table], fmt: str, header: list[str] | None = None,
@@ -90,13 +94,14 @@ def write_report(run_dir: Path, formats: tuple[str, ...] = ("md", "csv", "json")
     from ssmbench.report.plots import draw_plots
 
     records = read_records(run_dir / "records.jsonl")
-    tables = build_tables(records)
+    frame = records_frame(latest_attempts(records))
+    tables = tables_of(frame)
     header = header_lines(run_dir, records)
     suffix = {"md": "md", "csv": "csv", "json": "json", "latex": "tex"}
     for fmt in formats:
         _write_atomic(run_dir / f"table.{suffix[fmt]}", render(tables, fmt, header, records))
     if records:
-        draw_plots(records_frame(latest_attempts(records)), run_dir)
+        draw_plots(frame, run_dir)
     return tables
 
 

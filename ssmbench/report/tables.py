@@ -121,7 +121,7 @@ def comparison_table(task: str, frame: pd.DataFrame) -> Table:
         table_rows.append({"metric": label, **dict(zip(names, key[1:], strict=True)),
                            **{m: cells[key].get(m, "") for m in models}})
     notes = [", ".join(f"{k}={v}" for k, v in constant.items())] if constant else []
-    notes += _failure_notes(frame)
+    notes += failure_notes(frame)
     return Table(title=f"{task} ({kind})", frame=pd.DataFrame(table_rows), notes=notes, task=task)
 
 
@@ -142,7 +142,8 @@ def models_table(frame: pd.DataFrame) -> Table:
     return Table(title="Models", frame=pd.DataFrame(rows))
 
 
-def _failure_notes(frame: pd.DataFrame) -> list[str]:
+def failure_notes(frame: pd.DataFrame) -> list[str]:
+    """One note per (model, status, message): what the OOM/ERR/— cells of a table stand for."""
     failed = frame[frame["status"].isin(["error", "oom", "skipped"])]
     notes = []
     for (model, status, message), group in failed.groupby(["model", "status", "message"], dropna=False, sort=False):

@@ -29,7 +29,7 @@ from ssmbench.reference import (
     zero_shot_sources,
 )
 from ssmbench.report import register_view
-from ssmbench.report.tables import STATUS_CELL, Table, _failure_notes
+from ssmbench.report.tables import STATUS_CELL, Table, failure_notes
 
 AVG = "avg"  # the Avg column's key beside the paper's column keys
 FLAG = "⚠"
@@ -216,7 +216,7 @@ def _notes(results: Results, source: Source | None, specific: list[str]) -> list
     smoke = [SMOKE_NOTE] if (frame["weights"] == "random").any() else []
     reference = ([f"{source.label}: {source.citation}. Δ = measured − {source.label}; {FLAG} = |Δ| beyond two "
                   "standard errors of the measurement"] if source is not None else [])
-    return smoke + method_notes(frame) + specific + reference + _failure_notes(frame)
+    return smoke + method_notes(frame) + specific + reference + failure_notes(frame)
 
 
 def method_notes(frame: pd.DataFrame) -> list[str]:

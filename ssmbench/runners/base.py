@@ -70,11 +70,15 @@ class ModelRunner(Runner):
 
     model: LoadedModel
 
+    def model_to_load(self) -> ResolvedModel:
+        """The suite's model as this kind loads it; a kind may adjust it (the dtype, the backend)."""
+        assert self.job.model is not None
+        return self.job.model
+
     def setup(self) -> None:
         from ssmbench.models import load_model
 
-        assert self.job.model is not None
-        self.model = load_model(self.job.model)
+        self.model = load_model(self.model_to_load())
 
     def check_length(self, length: int) -> None:
         """Skip a point whose sequence the architecture cannot hold (an index error on CUDA would poison

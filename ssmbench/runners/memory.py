@@ -19,6 +19,7 @@ the architecture.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
 
 from ssmbench.measure import PeakMemory, dtype_bytes, free_memory, mib, seeded_tokens
@@ -37,14 +38,15 @@ class MemoryRunner(ModelRunner):
     def points(cls, task: MemoryTask, model: ResolvedModel | None, device: str) -> list[Point]:
         return [point(mode=task.mode, batch=b, prompt_len=p) for b in task.batch_sizes for p in task.prompt_lengths]
 
-    def setup(self) -> None:
-        if self.job.task.mode == "training" and self.job.model is not None:
-            # Mixed-precision training keeps fp32 master weights; the suite's dtype is the autocast dtype.
-            import dataclasses
+    def model_to_load(self) -> ResolvedModel:
+        """Mixed-precision training keeps fp32 master weights; the suite's dtype becomes the autocast dtype."""
+        ref = super().model_to_load()
+        return dataclasses.replace(ref, dtype="float32") if self.job.task.mode == "training" else ref
 
-            self.autocast_dtype = self.job.model.dtype
-            self.job.model = dataclasses.replace(self.job.model, dtype="float32")
-        super().setup()
+    @property
+    def autocast_dtype(self) -> str:
+        assert self.job.model is not None
+        return self.job.model.dtype
 
     def measure(self, pt: Point) -> list[Record]:
         task: MemoryTask = self.job.task

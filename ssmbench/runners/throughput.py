@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from ssmbench.env import device_label
+from ssmbench.errors import JobError
 from ssmbench.measure import dtype_bytes, free_memory, peak_bandwidth, seeded_tokens, timed_ms
 from ssmbench.models.base import Decoder
 from ssmbench.plan import Point, point
@@ -50,7 +51,7 @@ class ThroughputRunner(ModelRunner):
         if task.library_baseline and model is not None:
             try:
                 backend = choose_backend(model)[0]
-            except Exception:
+            except JobError:  # the job will fail at setup with this error; its points still need naming
                 backend = "hf"
             # transformers' generate has no graph path short of torch.compile: it is timed eager only.
             lib_graphs = [g for g in graphs if backend == "mamba_ssm" or not g]

@@ -140,6 +140,9 @@ class ZeroShotRunner(ModelRunner):
     def needs(cls, task: ZeroShotTask, model: ResolvedModel | None, device: str) -> list[str]:
         return ["lm-eval datasets (in the Hugging Face cache when offline)"]
 
+    def model_to_load(self) -> ResolvedModel:
+        return dataclasses.replace(super().model_to_load(), backend="hf")
+
     def setup(self) -> None:
         """Load the model through transformers whatever the device, and wrap it for lm-eval.
 
@@ -147,8 +150,6 @@ class ZeroShotRunner(ModelRunner):
         calls the same fused kernels when they are installed, and `kernel` records whether it did.
         """
         from lm_eval.models.huggingface import HFLM
-
-        from ssmbench.models import load_model
 
         ref = self.job.model
         assert ref is not None
@@ -162,7 +163,7 @@ class ZeroShotRunner(ModelRunner):
         if task.include_path and not Path(task.include_path).is_dir():
             raise JobError(f"include_path {task.include_path!r} is not a directory (relative paths start from "
                            "the working directory)")
-        self.model = load_model(dataclasses.replace(ref, backend="hf"))
+        super().setup()
         self.lm = HFLM(pretrained=self.model.module, tokenizer=self.model.tokenizer(),
                        batch_size=task.batch_size, max_batch_size=task.max_batch_size)
         self.manager = task_manager(task.include_path)
