@@ -11,39 +11,38 @@ import json
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 
 from ssmbench import console
 from ssmbench.errors import UserError
+from ssmbench.rundir import TABLE_FORMATS, RunDir
+from ssmbench.spec import Device, Weights
+
+if TYPE_CHECKING:
+    from ssmbench.jobs import Plan
+    from ssmbench.report import Table
+    from ssmbench.spec import Suite
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark and compare selective state-space models (Mamba) with Transformers.")
 
 
-class DeviceChoice(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+def _choices(name: str, values: tuple[str, ...]) -> type[StrEnum]:
+    """A command-line choice whose values are the spec's literals, so the two cannot drift apart."""
+    return StrEnum(name, {v: v for v in values})  # type: ignore[return-value]
 
 
-class WeightsChoice(StrEnum):
-    pretrained = "pretrained"
-    random = "random"
+DeviceChoice = _choices("DeviceChoice", get_args(Device))
+WeightsChoice = _choices("WeightsChoice", get_args(Weights))
+Format = _choices("Format", tuple(TABLE_FORMATS))
 
 
 class ListWhat(StrEnum):
     models = "models"
     tasks = "tasks"
     suites = "suites"
-
-
-class Format(StrEnum):
-    md = "md"
-    csv = "csv"
-    json = "json"
-    latex = "latex"
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -79,14 +78,14 @@ def run(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Run a suite: every task on every model, into results/<suite>/<run-id>/."""
-    from ssmbench.execute import load_resolved_suite
     from ssmbench.plan import apply_overrides
     from ssmbench.spec import load_suite
 
     if resume is not None:
         if suite or models or tasks or device or weights:
             raise UserError("--resume takes the run's own suite.resolved.yaml; give no suite or overrides")
-        _run_suite(load_resolved_suite(resume), out, dry_run, run_dir=resume)
+        run_dir = RunDir.existing(resume)
+        _run_suite(load_suite(run_dir.resolved_suite_path)[0], out, dry_run, run_dir)
         return
     if suite is None:
         raise UserError("give a suite file (e.g. suites/smoke.yaml) or --resume RUN_DIR")
@@ -119,9 +118,10 @@ def _split(names: str | None) -> list[str] | None:
     return [n.strip() for n in names.split(",") if n.strip()] if names else None
 
 
-def _run_suite(suite: Any, out: Path, dry_run: bool, run_dir: Path | None = None) -> None:
+def _run_suite(suite: Suite, out: Path, dry_run: bool, run_dir: RunDir | None = None) -> None:
     from ssmbench.env import resolve_device
-    from ssmbench.execute import execute, new_run_dir
+    from ssmbench.execute import execute
+    from ssmbench.kinds import all_kinds
     from ssmbench.plan import build_plan
     from ssmbench.report import write_report
 
@@ -129,12 +129,11 @@ def _run_suite(suite: Any, out: Path, dry_run: bool, run_dir: Path | None = None
     if dry_run:
         _print_plan(plan)
         return
-    run_dir = run_dir or new_run_dir(out, suite.name)
+    run_dir = run_dir or RunDir.create(out, suite.name)
     console.err.print(f"run directory: [bold]{run_dir}[/] ({plan.n_points} points in {len(plan.jobs)} jobs, "
                       f"device {plan.device})")
     summary = execute(plan, run_dir)
-    tables = write_report(run_dir)
-    _print_tables(tables)
+    _print_tables(write_report(run_dir, all_kinds()).tables)
     counts = ", ".join(f"{n} {s}" for s, n in summary.statuses.items()) or "nothing to do"
     console.err.print(f"points: {counts}. Tables and plots: {run_dir}/table.md")
     if summary.interrupted:
@@ -144,17 +143,16 @@ def _run_suite(suite: Any, out: Path, dry_run: bool, run_dir: Path | None = None
         raise typer.Exit(1)
 
 
-def _print_plan(plan: Any) -> None:
+def _print_plan(plan: Plan) -> None:
     from rich.table import Table as RichTable
 
-    from ssmbench.runners import runner_class
+    from ssmbench.kinds import get_kind
 
-    table = RichTable(title=f"{plan.suite.name}: {len(plan.jobs)} jobs, {plan.n_points} points on {plan.device}")
+    table = RichTable(title=f"{plan.suite_name}: {len(plan.jobs)} jobs, {plan.n_points} points on {plan.device}")
     for col in ("job", "kind", "points", "sweep", "weights", "needs", "note"):
         table.add_column(col)
     for job in plan.jobs:
-        runner = runner_class(job.kind)
-        needs = runner.needs(job.task, job.model, job.device)
+        needs = get_kind(job.kind).runner.needs(job.task, job.model, job.device)
         if job.model is not None and job.model.weights == "pretrained":
             needs = [*needs, f"weights: {job.model.describe_source()}"]
         sweep = "; ".join(p.key for p in job.points[:3]) + (" …" if len(job.points) > 3 else "")
@@ -164,7 +162,7 @@ def _print_plan(plan: Any) -> None:
     console.out.print(table)
 
 
-def _print_tables(tables: list[Any]) -> None:
+def _print_tables(tables: list[Table]) -> None:
     from rich.table import Table as RichTable
 
     for t in tables:
@@ -185,7 +183,7 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="models, tasks or suites
     from rich.table import Table as RichTable
 
     if what is ListWhat.models:
-        from ssmbench.registry import MODELS
+        from ssmbench.zoo import MODELS
 
         table = RichTable("model", "family", "arch", "params", "hub id", "mamba_ssm id", "notes")
         for spec in MODELS.values():
@@ -193,11 +191,11 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="models, tasks or suites
                           >= 1e7 else f"{spec.params_nominal / 1e6:.2f}M", spec.hf_id or "—",
                           spec.mamba_ssm_id or "—", spec.notes)
     elif what is ListWhat.tasks:
-        from ssmbench.runners import DESCRIPTIONS
+        from ssmbench.kinds import all_kinds
 
         table = RichTable("kind", "what it measures")
-        for kind, text in DESCRIPTIONS.items():
-            table.add_row(kind, text)
+        for kind in all_kinds().values():
+            table.add_row(kind.name, kind.description)
     else:
         from ssmbench.spec import load_suite, packaged_suites_dir
 
@@ -226,14 +224,13 @@ def report(
     fmt: Annotated[Format, typer.Option("--format", help="What to print.")] = Format.md,
 ) -> None:
     """Rebuild every table and plot of a run from its records.jsonl, and print one format."""
+    from ssmbench.kinds import all_kinds
     from ssmbench.report import write_report
 
-    if not (run_dir / "records.jsonl").is_file():
-        raise UserError(f"{run_dir}: no records.jsonl here; give a run directory (results/<suite>/<run-id>)")
-    formats = ("md", "csv", "json", "latex") if fmt is Format.latex else ("md", "csv", "json")
-    write_report(run_dir, formats)
-    suffix = {"md": "md", "csv": "csv", "json": "json", "latex": "tex"}[fmt.value]
-    console.out.print((run_dir / f"table.{suffix}").read_text(), markup=False, highlight=False, soft_wrap=True)
+    run = RunDir.existing(run_dir, need=RunDir.RECORDS)
+    formats = tuple(dict.fromkeys(("md", "csv", "json", fmt.value)))
+    report_ = write_report(run, all_kinds(), formats)
+    console.out.print(report_.rendered[fmt.value], markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

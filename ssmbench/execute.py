@@ -1,10 +1,4 @@
-"""Run a plan: one run directory, records appended point by point, failures recorded, resumable.
-
-    results/<suite>/<run-id>/
-        suite.resolved.yaml   the suite with every override applied (what --resume reads back)
-        env.json              hardware and software (env.resume<N>.json for each resumption)
-        records.jsonl         one record a line, flushed per point
-        table.md/.csv/.json   rebuilt from records.jsonl at the end (and by `ssmbench report`)
+"""Run a plan into a run directory: records appended point by point, failures recorded, resumable.
 
 An OOM is a result (status oom); any other exception fails its point (status error, with the message) and
 the run goes on. Ctrl-C stops after writing what is done; `--resume` finishes the rest.
@@ -12,32 +6,29 @@ the run goes on. Ctrl-C stops after writing what is done; `--resume` finishes th
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from ssmbench import console
+from ssmbench import console, env
 from ssmbench.errors import JobError, UserError
+from ssmbench.jobs import Job, Plan, Point
+from ssmbench.kinds import get_kind
+from ssmbench.kinds.base import JobContext, SkipPoint
 from ssmbench.measure import free_memory, is_oom
-from ssmbench.plan import Job, Plan, Point
-from ssmbench.records import RecordWriter, point_attempts, read_records
-from ssmbench.runners import runner_class
-from ssmbench.runners.base import Runner, SkipPoint
+from ssmbench.records import Record, RecordWriter, point_attempts
+from ssmbench.rundir import RunDir
 
-RESOLVED_SUITE = "suite.resolved.yaml"
-RECORDS = "records.jsonl"
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 @dataclass
 class RunSummary:
-    run_dir: Path
+    run: RunDir
     statuses: Counter[str] = field(default_factory=Counter)
     interrupted: bool = False
 
@@ -46,57 +37,24 @@ class RunSummary:
         return self.statuses["error"] > 0
 
 
-def new_run_dir(out: Path, suite_name: str) -> Path:
-    """A fresh directory under out/<suite>/; never an existing one."""
-    base = out / suite_name / datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
-def write_run_header(run_dir: Path, plan: Plan) -> None:
-    from ssmbench import env
-
-    resolved = plan.suite.model_copy(update={"defaults": plan.suite.defaults.model_copy(update={"device": plan.device})})
-    (run_dir / RESOLVED_SUITE).write_text(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
-    name = "env.json"
-    n = 1
-    while (run_dir / name).exists():
-        n += 1
-        name = f"env.resume{n - 1}.json"
-    (run_dir / name).write_text(json.dumps(env.collect(), indent=2))
-
-
-def load_resolved_suite(run_dir: Path) -> Any:
-    from ssmbench.spec import load_suite
-
-    path = run_dir / RESOLVED_SUITE
-    if not path.is_file():
-        raise UserError(f"{run_dir}: not a run directory (no {RESOLVED_SUITE})")
-    suite, _ = load_suite(path)
-    return suite
-
-
-def execute(plan: Plan, run_dir: Path) -> RunSummary:
-    """Run every pending point of the plan into run_dir; returns how the points ended."""
-    write_run_header(run_dir, plan)
-    summary = RunSummary(run_dir)
-    attempts = point_attempts(read_records(run_dir / RECORDS))
+def execute(plan: Plan, run: RunDir) -> RunSummary:
+    """Run every pending point of the plan into the run directory; returns how the points ended."""
+    run.write_header(plan.resolved_suite, env.collect())
+    summary = RunSummary(run)
+    attempts = point_attempts(run.read_records())
     todo = [(job, [p for p in job.points if not attempts.get((job.id, p.key), (0, False))[1]])
             for job in plan.jobs]
     todo = [(job, pts) for job, pts in todo if pts]
     already = plan.n_points - sum(len(pts) for _, pts in todo)
     if already:
         console.note(f"resuming: {already} of {plan.n_points} points already done")
-    with RecordWriter(run_dir / RECORDS) as writer, _progress() as progress:
+    with RecordWriter(run.records_path) as writer, _progress() as progress:
         jobs_bar = progress.add_task("jobs", total=len(todo))
         try:
             for job, pending in todo:
                 job_bar = JobBar(progress, job.id, len(pending))
-                for pt, records in _run_job(job, pending, plan, run_dir.name, job_bar.within_point):
+                context = JobContext(run.name, plan.suite_name, run.artifacts(job.id), job_bar.within_point)
+                for pt, records in _run_job(job, pending, context):
                     attempt = attempts.get((job.id, pt.key), (-1, False))[0] + 1
                     writer.write([r.model_copy(update={"attempt": attempt}) for r in records])
                     summary.statuses[records[0].status] += 1  # a point's records share its status
@@ -111,7 +69,7 @@ def execute(plan: Plan, run_dir: Path) -> RunSummary:
 class JobBar:
     """The inner progress bar: one job's points, advanced in fractions inside long points."""
 
-    def __init__(self, progress: Any, description: str, n_points: int):
+    def __init__(self, progress: Progress, description: str, n_points: int):
         self.progress, self.done = progress, 0
         self.bar = progress.add_task(description, total=n_points)
 
@@ -126,9 +84,9 @@ class JobBar:
         self.progress.remove_task(self.bar)
 
 
-def _run_job(job: Job, pending: list[Point], plan: Plan, run_id: str, on_progress: Any):
+def _run_job(job: Job[Any], pending: list[Point], context: JobContext) -> Iterator[tuple[Point, list[Record]]]:
     """Yield (point, records) for each pending point of one job; never raises for a job's failure."""
-    runner: Runner = runner_class(job.kind)(job, run_id, plan.suite.name, on_progress)
+    runner = get_kind(job.kind).runner(job, context)
     if job.skip_reason:
         console.note(f"{job.id}: skipped: {job.skip_reason}")
         for pt in pending:
@@ -179,7 +137,7 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     return "error", f"{type(exc).__name__}: {exc} ({where.splitlines()[0] if where else 'no traceback'})"
 
 
-def _progress() -> Any:
+def _progress() -> Progress:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

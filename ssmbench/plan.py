@@ -8,56 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from ssmbench.errors import JobError, UserError, did_you_mean
-from ssmbench.registry import MODELS, ResolvedModel, is_tiny
-from ssmbench.spec import QUALITY_KINDS, ModelRef, Suite
-
-
-@dataclass(frozen=True)
-class Point:
-    """One sweep point: `key` names it in records ("batch=1,prompt=128,graphs=off"); `params` feed the
-    runner and become the record's slice."""
-
-    key: str
-    params: dict[str, Any]
-
-
-def point(**params: Any) -> Point:
-    def show(v: Any) -> str:
-        return ("on" if v else "off") if isinstance(v, bool) else str(v)
-
-    return Point(",".join(f"{k}={show(v)}" for k, v in params.items()), params)
-
-
-@dataclass
-class Job:
-    id: str  # "<task>/<model>" or "<task>" for model-free tasks
-    task_name: str
-    task: Any  # the task's pydantic model
-    model: ResolvedModel | None
-    device: str
-    seed: int
-    points: list[Point] = field(default_factory=list)
-    skip_reason: str | None = None  # the whole job is refused (e.g. a quality task on random weights)
-    backend_note: str | None = None  # e.g. fused kernels unavailable, running transformers' PyTorch path
-
-    @property
-    def kind(self) -> str:
-        return self.task.kind
-
-
-@dataclass
-class Plan:
-    suite: Suite
-    device: str
-    jobs: list[Job]
-
-    @property
-    def n_points(self) -> int:
-        return sum(len(j.points) for j in self.jobs)
+from ssmbench.jobs import Job, Plan, TaskBase
+from ssmbench.kinds import get_kind
+from ssmbench.models import choose_backend
+from ssmbench.spec import ModelRef, Suite
+from ssmbench.zoo import MODELS, ResolvedModel, is_tiny
 
 
 def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: str | None = None,
@@ -66,11 +26,11 @@ def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: s
     the weights of every model."""
     update: dict[str, Any] = {}
     if tasks:
-        names = [suite.task_name(t) for t in suite.tasks]
+        names = [t.task_name for t in suite.tasks]
         for name in tasks:
             if name not in names:
                 raise UserError(f"--tasks: the suite has no task {name!r}{did_you_mean(name, names)}")
-        suite = suite.model_copy(update={"tasks": [t for t in suite.tasks if suite.task_name(t) in tasks]})
+        suite = suite.model_copy(update={"tasks": [t for t in suite.tasks if t.task_name in tasks]})
     if models:
         known = {m.name: m for m in suite.models}
         for name in models:
@@ -79,9 +39,9 @@ def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: s
                                 f"{did_you_mean(name, dict.fromkeys([*known, *MODELS]))}")
         update["models"] = [known.get(n) or ModelRef(name=n) for n in models]
         # A task the suite restricted to other models is dropped, not widened to these.
-        tasks = [t if not t.models else t.model_copy(update={"models": [m for m in t.models if m in models]})
-                 for t in suite.tasks]
-        update["tasks"] = [t for t in tasks if t.models is None or t.models]
+        narrowed = [t if not t.models else t.model_copy(update={"models": [m for m in t.models if m in models]})
+                    for t in suite.tasks]
+        update["tasks"] = [t for t in narrowed if t.models is None or t.models]
         if not update["tasks"]:
             raise UserError(f"--models: no task of suite {suite.name!r} runs on {', '.join(models)}")
     if weights:
@@ -112,29 +72,33 @@ def resolve_model(ref: ModelRef, suite: Suite, device: str) -> ResolvedModel:
 
 def build_plan(suite: Suite, device: str) -> Plan:
     """Expand the suite into jobs (task x model) with their points; `device` is already resolved."""
-    from ssmbench.models import choose_backend
-    from ssmbench.runners import runner_class
-
     models = {ref.name: resolve_model(ref, suite, device) for ref in suite.models}
-    jobs: list[Job] = []
+    jobs: list[Job[Any]] = []
     for task in suite.tasks:
-        name = suite.task_name(task)
-        runner = runner_class(task.kind)
         if not task.uses_models:
-            job = Job(name, name, task, None, device, suite.defaults.seed)
-            job.points = runner.points(task, None, device)
-            jobs.append(job)
+            jobs.append(_job(task, None, suite, device))
             continue
-        for model_name in task.models or list(models):
-            model = models[model_name]
-            job = Job(f"{name}/{model_name}", name, task, model, device, suite.defaults.seed)
-            try:
-                job.backend_note = choose_backend(model)[1]
-            except JobError as exc:  # e.g. fused kernels required: recorded as the job's failure later
-                job.backend_note = str(exc)
-            job.points = runner.points(task, model, device)
-            if task.kind in QUALITY_KINDS and model.weights == "random" and not suite.smoke_test:
-                job.skip_reason = (f"{task.kind} on random weights measures nothing; use pretrained weights, "
-                                   "or set `smoke_test: true` in the suite to exercise the pipeline anyway")
-            jobs.append(job)
-    return Plan(suite, device, jobs)
+        jobs += [_job(task, models[name], suite, device) for name in task.models or list(models)]
+    return Plan(suite.name, device, jobs, resolved_suite_yaml(suite, device))
+
+
+def _job(task: TaskBase, model: ResolvedModel | None, suite: Suite, device: str) -> Job[Any]:
+    kind = get_kind(task.kind)
+    job_id = task.task_name if model is None else f"{task.task_name}/{model.name}"
+    job = Job(job_id, task, model, device, suite.defaults.seed, points=kind.runner.points(task, model, device))
+    if model is None:
+        return job
+    try:
+        job.backend_note = choose_backend(model)[1]
+    except JobError as exc:  # e.g. fused kernels required: recorded as the job's failure later
+        job.backend_note = str(exc)
+    if kind.quality and model.weights == "random" and not suite.smoke_test:
+        job.skip_reason = (f"{task.kind} on random weights measures nothing; use pretrained weights, "
+                           "or set `smoke_test: true` in the suite to exercise the pipeline anyway")
+    return job
+
+
+def resolved_suite_yaml(suite: Suite, device: str) -> str:
+    """The suite with the device resolved, as --resume will read it back."""
+    resolved = suite.model_copy(update={"defaults": suite.defaults.model_copy(update={"device": device})})
+    return yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False)

@@ -19,7 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+# 2: a value lives in the slice when the point varies it, else in the record's field, never in both
+# (version 1 wrote throughput's cuda_graphs and scan's dtype twice; read_records converts).
+SCHEMA_VERSION = 2
 Status = Literal["ok", "oom", "error", "skipped"]
 # A job's point counts as done (not redone on --resume) once it has records with these statuses.
 DONE_STATUSES = frozenset({"ok", "oom", "skipped"})
@@ -73,9 +75,12 @@ class Record(BaseModel):
     higher_is_better: bool | None = None
     stats: Stats | None = None  # over repeated measurements (timings)
     stderr: float | None = None  # standard error of an estimate from samples (accuracies), same unit as value
+    # The sweep point's coordinates and the settings that define the figure. A value the job varies from
+    # point to point (throughput's cuda_graphs) lives here; one that holds for the whole job lives in its
+    # field below (memory's cuda_graphs, every dtype). Never in both.
     slice: dict[str, Any] = Field(default_factory=dict)
     kernel: str | None = None  # the code path that ran, e.g. mamba_ssm-cuda, hf-torch
-    cuda_graphs: bool | None = None
+    cuda_graphs: bool | None = None  # None when the slice says (or when graphs do not apply)
     weights: str | None = None  # pretrained | random
     dtype: str | None = None
     device: str | None = None  # cpu, or the GPU's name
@@ -84,6 +89,41 @@ class Record(BaseModel):
     message: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)  # anything else worth keeping (params, n_samples...)
     time: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def graphs(self) -> bool | None:
+        """Whether the step ran from a CUDA graph, wherever the record keeps it."""
+        return self.slice.get("cuda_graphs", self.cuda_graphs)
+
+    @property
+    def point_id(self) -> tuple[str, str]:
+        """The unit of recording and resuming: a job's sweep point. All records of a point share it."""
+        return (self.job, self.point)
+
+    @property
+    def identity(self) -> RecordKey:
+        """What the figure measures, independent of the run that measured it: (kind, task, model, slice,
+        metric). Two runs' records with equal identities measure the same thing, which is how runs are
+        compared; within a run's latest attempts, an identity appears once."""
+        slice_items = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in self.slice.items()))
+        return (self.kind, self.task, self.model, slice_items, self.metric)
+
+
+RecordKey = tuple[str, str, str | None, tuple[tuple[str, str], ...], str | None]
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A record as read from disk, in the current schema. Version 1 stored throughput's cuda_graphs and
+    scan's dtype both in the slice and in the field: the field of a swept value and the slice copy of a
+    fixed one go."""
+    if data.get("schema_version", 1) >= SCHEMA_VERSION:
+        return data
+    data = dict(data, slice=dict(data.get("slice") or {}), schema_version=SCHEMA_VERSION)
+    if "cuda_graphs" in data["slice"]:
+        data["cuda_graphs"] = None
+    if "dtype" in data["slice"] and data["slice"]["dtype"] == data.get("dtype"):
+        del data["slice"]["dtype"]
+    return data
 
 
 def summarised(metric: str, samples: Sequence[float], unit: str, higher_is_better: bool) -> dict[str, Any]:
@@ -140,24 +180,24 @@ def iter_records(path: Path) -> Iterator[Record]:
             data = json.loads(line)
         except json.JSONDecodeError:
             continue
-        yield Record.model_validate(data)
+        yield Record.model_validate(upgrade(data))
 
 
 def latest_attempts(records: Iterable[Record]) -> list[Record]:
-    """The records of each point's latest attempt: what a table shows after retries on resume."""
+    """The records of each point's latest attempt: what a table shows after retries on resume. A point is
+    retried as a whole (a failed point has a status record and no metrics), so attempts are compared point
+    by point, not measurement by measurement."""
     records = list(records)
     last: dict[tuple[str, str], int] = {}
     for r in records:
-        key = (r.job, r.point)
-        last[key] = max(last.get(key, 0), r.attempt)
-    return [r for r in records if r.attempt == last[(r.job, r.point)]]
+        last[r.point_id] = max(last.get(r.point_id, 0), r.attempt)
+    return [r for r in records if r.attempt == last[r.point_id]]
 
 
 def point_attempts(records: Iterable[Record]) -> dict[tuple[str, str], tuple[int, bool]]:
     """(job, point) -> (latest attempt, done). Done points (ok, oom, skipped) are not redone on resume."""
     out: dict[tuple[str, str], tuple[int, bool]] = {}
     for r in latest_attempts(records):
-        key = (r.job, r.point)
-        _, done = out.get(key, (r.attempt, True))
-        out[key] = (r.attempt, done and r.status in DONE_STATUSES)
+        _, done = out.get(r.point_id, (r.attempt, True))
+        out[r.point_id] = (r.attempt, done and r.status in DONE_STATUSES)
     return out

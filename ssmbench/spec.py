@@ -1,39 +1,30 @@
 """Suite files: the declarative input of every run, validated completely before anything runs.
 
-A suite names models and tasks; each task has a `kind` that selects its pydantic model (and, later, its
-runner). Unknown keys are rejected, defaults are filled here, and every error names the file and the field
+A suite names models and tasks; each task has a `kind` that selects its pydantic model from the kinds'
+registry (ssmbench.kinds). Unknown keys are rejected, defaults are filled here, and every error names the file and the field
 path (`suites/x.yaml: tasks[1].batch_sizes[0]: ...`), so a mistake costs seconds, not a half-finished run.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PositiveInt,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from ssmbench.errors import UserError, did_you_mean
-from ssmbench.registry import MODELS
+from ssmbench.jobs import Strict, TaskBase
+from ssmbench.kinds import get_kind, kind_names, registered
+from ssmbench.zoo import MODELS
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Weights = Literal["pretrained", "random"]
 Backend = Literal["auto", "hf", "mamba_ssm"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Defaults(Strict):
@@ -75,91 +66,16 @@ class ModelRef(Strict):
         return self.base or self.name
 
 
-class TaskBase(Strict):
-    uses_models: ClassVar[bool] = True  # False for kinds that measure kernels alone
-
-    name: str | None = None  # defaults to the kind; unique within a suite
-    models: list[str] | None = None  # a subset of the suite's models, by name; all when absent
-
-
-class ThroughputTask(TaskBase):
-    """Greedy generation with prefill and decode timed apart, over a grid of batch sizes and prompt lengths.
-
-    Exactly `new_tokens` tokens are generated (no early stop), the way the Mamba paper measures.
-    """
-
-    kind: Literal["throughput"]
-    batch_sizes: list[PositiveInt] = [1]
-    prompt_lengths: list[PositiveInt] = [128]
-    new_tokens: Annotated[int, Field(ge=2)] = 32
-    warmup: Annotated[int, Field(ge=0)] = 1
-    repeats: Annotated[int, Field(ge=1)] = 5
-    # auto: with and without graphs on CUDA, without on CPU
-    cuda_graphs: Literal["auto"] | bool | list[bool] = "auto"
-    # also time the library's own generate() (mamba_ssm cg=True, transformers generate) as a reference row
-    library_baseline: bool = False
-
-
-class MemoryTask(TaskBase):
-    """Peak memory of generation (inference) or of one training step, beside the analytic state size."""
-
-    kind: Literal["memory"]
-    mode: Literal["inference", "training"] = "inference"
-    batch_sizes: list[PositiveInt] = [1]
-    prompt_lengths: list[PositiveInt] = [128]
-    new_tokens: Annotated[int, Field(ge=1)] = 8
-
-
-class ScanTask(TaskBase):
-    """The sequence-mixing kernels alone: selective scan vs causal attention vs a PyTorch scan (no models)."""
-
-    uses_models: ClassVar[bool] = False
-
-    kind: Literal["scan"]
-    impls: list[Literal["selective_scan_cuda", "attention_sdpa", "scan_reference"]] = [
-        "selective_scan_cuda", "attention_sdpa", "scan_reference"]
-    passes: list[Literal["forward", "forward_backward"]] = ["forward"]
-    seq_lengths: list[PositiveInt] = [2**k for k in range(9, 20)]
-    d_inner: list[PositiveInt] = [1024]
-    d_state: PositiveInt = 16
-    batch: PositiveInt = 1
-    head_dim: PositiveInt = 64  # attention heads = d_inner / head_dim
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    reference_max_len: PositiveInt = 2**16  # the PyTorch scan is slow: longer lengths are skipped
-    warmup: Annotated[int, Field(ge=0)] = 3
-    repeats: Annotated[int, Field(ge=1)] = 20
-
-
-ZERO_SHOT_DEFAULT_TASKS = ["lambada_openai", "hellaswag", "piqa", "arc_easy", "arc_challenge", "winogrande"]
-
-
-class ZeroShotTask(TaskBase):
-    """lm-eval tasks, zero-shot by default, reported with the metric the Mamba paper uses for each."""
-
-    kind: Literal["zero_shot"]
-    tasks: list[str] = Field(default_factory=lambda: list(ZERO_SHOT_DEFAULT_TASKS))
-    num_fewshot: Annotated[int, Field(ge=0)] = 0
-    limit: Annotated[float, Field(gt=0)] | None = None  # examples per task (>= 1) or a fraction (< 1)
-    batch_size: PositiveInt | Literal["auto"] = "auto"
-    max_batch_size: PositiveInt = 64
-    include_path: str | None = None  # a directory of the user's own lm-eval task YAML
-
-
-Task = Annotated[ThroughputTask | MemoryTask | ScanTask | ZeroShotTask, Field(discriminator="kind")]
-TASK_MODELS: dict[str, type[TaskBase]] = {
-    "throughput": ThroughputTask, "memory": MemoryTask, "scan": ScanTask, "zero_shot": ZeroShotTask}
-TASK_KINDS: tuple[str, ...] = tuple(TASK_MODELS)
-QUALITY_KINDS = frozenset({"zero_shot"})
-
-
 class Suite(Strict):
+    """A suite. Its `tasks` are validated against the registered kinds (see `suite_model`)."""
+
     name: str
     description: str = ""
     defaults: Defaults = Field(default_factory=Defaults)
     require_fused_kernels: bool = False  # fail Mamba jobs rather than run them without mamba_ssm's kernels
     smoke_test: bool = False  # lets quality tasks run on random weights (their tables say so)
     models: list[ModelRef] = Field(default_factory=list)
-    tasks: list[Task]
+    tasks: list[TaskBase]
 
     @field_validator("models", mode="before")
     @classmethod
@@ -173,7 +89,9 @@ class Suite(Strict):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"models: duplicate names {sorted({n for n in names if names.count(n) > 1})}")
-        task_names = [t.name or t.kind for t in self.tasks]
+        if not self.tasks:
+            raise ValueError("tasks: the suite has no tasks; list at least one")
+        task_names = [t.task_name for t in self.tasks]
         if len(set(task_names)) != len(task_names):
             raise ValueError("tasks: two tasks share a name; give each a distinct `name`")
         for i, task in enumerate(self.tasks):
@@ -185,8 +103,18 @@ class Suite(Strict):
                                      f"{did_you_mean(m, names)}")
         return self
 
-    def task_name(self, task: Any) -> str:
-        return task.name or task.kind
+
+def suite_model() -> type[Suite]:
+    """Suite with `tasks` as the discriminated union of every registered kind's task model: a suite is
+    checked against the kinds that exist when it is read, including ones registered after import."""
+    return _suite_model(registered())
+
+
+@functools.cache
+def _suite_model(registered: tuple[tuple[str, str], ...]) -> type[Suite]:
+    models = tuple(get_kind(name).task for name, _ in registered)
+    task = models[0] if len(models) == 1 else Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007
+    return create_model("Suite", __base__=Suite, __doc__=Suite.__doc__, tasks=(list[task], ...))
 
 
 # --- loading -------------------------------------------------------------------------------------------
@@ -228,7 +156,7 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
     if not isinstance(data, dict):
         raise UserError(f"{source}: a suite is a mapping with `name` and `tasks`, got {type(data).__name__}")
     try:
-        return Suite.model_validate(data)
+        return suite_model().model_validate(data)
     except ValidationError as exc:
         raise UserError(f"{source}: {describe_validation_error(exc, data)}") from None
 
@@ -236,13 +164,14 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
 def describe_validation_error(exc: ValidationError, data: Any) -> str:
     """The first error as `field.path: message`, with the kind's tag removed from the path."""
     err = exc.errors()[0]
-    loc = [part for part in err["loc"] if part not in TASK_KINDS]
+    kinds = kind_names()
+    loc = [part for part in err["loc"] if part not in kinds]
     if err["type"] == "union_tag_invalid":
         tag = err.get("ctx", {}).get("tag", "?")
-        msg = f"unknown task kind {tag!r}{did_you_mean(str(tag), TASK_KINDS)}; kinds: {', '.join(TASK_KINDS)}"
+        msg = f"unknown task kind {tag!r}{did_you_mean(str(tag), kinds)}; kinds: {', '.join(kinds)}"
         loc = [*loc, "kind"]
     elif err["type"] == "union_tag_not_found":
-        msg = f"missing `kind` (one of {', '.join(TASK_KINDS)})"
+        msg = f"missing `kind` (one of {', '.join(kinds)})"
         loc = [*loc, "kind"]
     elif err["type"] == "extra_forbidden":
         field = str(loc[-1])
@@ -281,7 +210,7 @@ def _allowed_keys(parent_loc: list[Any], data: Any) -> list[str]:
             model = ModelRef
         case ["tasks", int(i)]:
             kind = data["tasks"][i].get("kind") if isinstance(data["tasks"][i], dict) else None
-            model = TASK_MODELS.get(kind, TaskBase)
+            model = get_kind(kind).task if kind in kind_names() else TaskBase
         case _:
             return []
     return list(model.model_fields)

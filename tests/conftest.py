@@ -12,7 +12,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from ssmbench.registry import MODELS, ResolvedModel  # noqa: E402
+from ssmbench.zoo import MODELS, ResolvedModel  # noqa: E402
 
 # Fixture modules shared by tests/ and tests/gpu/ (tests/ is on sys.path through this conftest).
 pytest_plugins = ["lm_eval_fixtures"]

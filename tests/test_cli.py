@@ -19,8 +19,8 @@ from conftest import REPO
 from typer.testing import CliRunner
 
 from ssmbench.cli import app
+from ssmbench.kinds.throughput import ThroughputRunner
 from ssmbench.records import Record, read_records
-from ssmbench.runners.throughput import ThroughputRunner
 from ssmbench.spec import load_suite
 
 TINY_SUITE = """\
@@ -271,7 +271,8 @@ def test_every_record_says_how_it_ran(e2e: Path):
     assert {r.status for r in records} == {"ok"}
     for r in records:
         assert r.kernel == ("hf-torch" if r.model == "tiny-mamba" else "hf-sdpa")
-        assert (r.device, r.dtype, r.weights, r.seed, r.cuda_graphs) == ("cpu", "float32", "random", 0, False)
+        assert (r.device, r.dtype, r.weights, r.seed, r.graphs) == ("cpu", "float32", "random", 0, False)
+        assert "cuda_graphs" not in r.slice or r.cuda_graphs is None  # stored once: the slice or the field
         assert r.run_id == e2e.name and r.suite == "tiny" and r.attempt == 0
         assert r.value is not None and r.unit and r.extra["params"] > 0
     points = points_of(records)
@@ -340,21 +341,21 @@ def test_report_rebuilds_from_records_alone(e2e: Path, tmp_path: Path, fmt: str,
 
 
 def test_new_run_dir_never_reuses_a_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import ssmbench.execute as execute
+    import ssmbench.rundir as rundir
 
     class FrozenClock(datetime):
         @classmethod
         def now(cls, tz=None):
             return datetime(2026, 1, 2, 3, 4, 5)
 
-    monkeypatch.setattr(execute, "datetime", FrozenClock)
-    made = [execute.new_run_dir(tmp_path, "tiny") for _ in range(3)]  # three runs in one second
+    monkeypatch.setattr(rundir, "datetime", FrozenClock)
+    made = [rundir.RunDir.create(tmp_path, "tiny").path for _ in range(3)]  # three runs in one second
     assert [p.name for p in made] == ["20260102-030405", "20260102-030405-2", "20260102-030405-3"]
     assert all(p.is_dir() and p.parent == tmp_path / "tiny" and not list(p.iterdir()) for p in made)
 
 
 def test_report_on_a_directory_that_is_not_a_run(tmp_path: Path):
-    assert_user_error(invoke("report", tmp_path), str(tmp_path), "no records.jsonl here")
+    assert_user_error(invoke("report", tmp_path), str(tmp_path), "not a run directory (no records.jsonl)")
 
 
 # --- failures during a run ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from conftest import tiny_ref
 from ssmbench.errors import JobError
 from ssmbench.models import choose_backend, load_model
 from ssmbench.models.tokenizers import byte_tokenizer, load_tokenizer
-from ssmbench.registry import BYTES_EOS_ID, MODELS, ResolvedModel
+from ssmbench.zoo import BYTES_EOS_ID, MODELS, ResolvedModel
 
 TINY = ["tiny-gpt2", "tiny-pythia", "tiny-mamba"]
 BATCH, PROMPT, NEW = 2, 12, 8

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-import ssmbench.report as report
+import ssmbench.rundir as rundir
+from ssmbench.kinds import all_kinds
 from ssmbench.records import (
     DONE_STATUSES,
     Record,
@@ -25,6 +26,7 @@ from ssmbench.records import (
 )
 from ssmbench.report import build_tables, header_lines, render, write_report
 from ssmbench.report.tables import format_value
+from ssmbench.rundir import RunDir
 
 # --- records.jsonl --------------------------------------------------------------------------------------
 
@@ -49,7 +51,7 @@ def test_jsonl_round_trip(tmp_path: Path):
     assert back == [*first, *second, rec("batch=3").model_copy(update={"time": back[-1].time})]
     assert back[0].stats == Stats.of([1.0, 2.0, 3.0]) and back[0].value == 2.0
     assert len(path.read_text().splitlines()) == 4
-    assert all(json.loads(line)["schema_version"] == 1 for line in path.read_text().splitlines())
+    assert all(json.loads(line)["schema_version"] == 2 for line in path.read_text().splitlines())
 
 
 def test_missing_file_has_no_records(tmp_path: Path):
@@ -180,7 +182,7 @@ def throughput_records() -> list[Record]:
 
 
 def test_comparison_layout():
-    models, table = build_tables(throughput_records())
+    models, table = build_tables(throughput_records(), all_kinds())
     assert models.title == "Models"
     assert list(models.frame["model"]) == ["gpt2", "mamba"]
     assert models.frame.iloc[0].to_dict() == {"model": "gpt2", "family": "transformer", "params": "124.4M",
@@ -210,7 +212,7 @@ def test_comparison_layout():
 def test_several_varying_slices_sort_numerically():
     records = [trec(m, b, "decode_tok_s", [float(b * p)], prompt=p)
                for m in ("gpt2", "mamba") for p in (1024, 256) for b in (16, 2)]
-    (_, table) = build_tables(records)
+    (_, table) = build_tables(records, all_kinds())
     assert list(table.frame.columns) == ["metric", "batch", "prompt_len", "gpt2", "mamba"]
     assert [(r.batch, r.prompt_len) for r in table.frame.itertuples()] == [(2, 256), (2, 1024), (16, 256),
                                                                           (16, 1024)]
@@ -220,7 +222,7 @@ def test_several_varying_slices_sort_numerically():
 def test_failures_in_a_task_of_only_failures():
     records = [trec("gpt2", 1, None, status="error", message="weights not cached"),
                trec("gpt2", 2, None, status="error", message="weights not cached")]
-    (_, table) = build_tables(records)
+    (_, table) = build_tables(records, all_kinds())
     assert list(table.frame["gpt2"]) == ["ERR", "ERR"]
     assert table.notes[-1] == "ERR gpt2 (2 points): weights not cached"
 
@@ -228,7 +230,7 @@ def test_failures_in_a_task_of_only_failures():
 def test_the_table_shows_the_latest_attempt():
     records = [trec("gpt2", 1, None, status="error", message="flaky"),
                trec("gpt2", 1, "decode_tok_s", [50.0], attempt=1)]
-    (_, table) = build_tables(records)
+    (_, table) = build_tables(records, all_kinds())
     assert list(table.frame["gpt2"]) == ["50.0"]
     assert not any("flaky" in n for n in table.notes)
 
@@ -237,8 +239,8 @@ def test_tasks_get_a_table_each_in_order():
     records = throughput_records()[:2] + [
         trec("gpt2", 1, "peak_rss_mib", [300.0], "MiB", task="mem", kind="memory"),
         trec("gpt2", 1, "state_mib", [0.5], "MiB", task="mem", kind="memory")]
-    assert [t.title for t in build_tables(records)] == ["Models", "decode (throughput)", "mem (memory)"]
-    assert build_tables([]) == []
+    assert [t.title for t in build_tables(records, all_kinds())] == ["Models", "decode (throughput)", "mem (memory)"]
+    assert build_tables([], all_kinds()) == []
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -253,7 +255,7 @@ def test_format_value(args: tuple, expected: str):
 
 def test_render_formats():
     records = throughput_records()
-    tables = build_tables(records)
+    tables = build_tables(records, all_kinds())
     md = render(tables, "md", ["# decode run", ""])
     assert md.startswith("# decode run\n")
     assert "### decode (throughput)" in md and "| decode_tok_s (tok/s) | 1" in md
@@ -308,14 +310,14 @@ def test_write_report_writes_tables_and_plots(tmp_path: Path, monkeypatch: pytes
     run_dir = run_dir_with(tmp_path, records)
     (run_dir / "table.md").write_text("stale")
     replaced: list[tuple[str, str]] = []
-    real_replace = report.os.replace
+    real_replace = rundir.os.replace
 
     def spy(src: Any, dst: Any) -> None:
         replaced.append((Path(src).name, Path(dst).name))
         real_replace(src, dst)
 
-    monkeypatch.setattr(report.os, "replace", spy)
-    tables = write_report(run_dir)
+    monkeypatch.setattr(rundir.os, "replace", spy)
+    tables = write_report(RunDir(run_dir), all_kinds()).tables
     assert [t.title for t in tables] == ["Models", "decode (throughput)", "mem (memory)"]
     # Each table file is written beside itself and moved into place: a reader never sees half a file.
     assert replaced == [("table.md.tmp", "table.md"), ("table.csv.tmp", "table.csv"),
@@ -327,7 +329,7 @@ def test_write_report_writes_tables_and_plots(tmp_path: Path, monkeypatch: pytes
     assert "- torch 2.4.0, transformers 5.17.0; ssmbench 0.1.0 (git abc123)" in md
     assert "- fused Mamba kernels: yes (mamba_ssm 2.2.2)" in md
     assert "### mem (memory)" in md and "| peak_rss_mib (MiB) |" in md
-    assert md == render(tables, "md", header_lines(run_dir, records))
+    assert md == render(tables, "md", header_lines(RunDir(run_dir), records))
     assert len(list(csv.DictReader((run_dir / "table.csv").open()))) == len(records)
     assert [t["title"] for t in json.loads((run_dir / "table.json").read_text())] == [t.title for t in tables]
     pngs = sorted(p.name for p in run_dir.glob("*.png"))
@@ -338,11 +340,11 @@ def test_write_report_writes_tables_and_plots(tmp_path: Path, monkeypatch: pytes
 
 def test_write_report_latex_and_empty_runs(tmp_path: Path):
     run_dir = run_dir_with(tmp_path, throughput_records())
-    write_report(run_dir, ("md", "latex"))
-    assert (run_dir / "table.tex").read_text() == render(build_tables(throughput_records()), "latex")
+    write_report(RunDir(run_dir), all_kinds(), ("md", "latex"))
+    assert (run_dir / "table.tex").read_text() == render(build_tables(throughput_records(), all_kinds()), "latex")
     empty = tmp_path / "nothing" / "run-1"
     empty.mkdir(parents=True)
     (empty / "records.jsonl").write_text("")
-    assert write_report(empty) == []
+    assert write_report(RunDir(empty), all_kinds()).tables == []
     assert (empty / "table.md").read_text().startswith("# nothing — run run-1\n")  # no env.json: dashes, no crash
     assert not list(empty.glob("*.png"))

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from ssmbench.cli import app
+from ssmbench.kinds import all_kinds
+from ssmbench.kinds.scan.runner import pass_bytes, reference_scan, scan_inputs
 from ssmbench.records import Record
-from ssmbench.report import build_tables
-from ssmbench.report.plots import draw_plots
+from ssmbench.report import build_tables, draw_plots
 from ssmbench.report.tables import records_frame
-from ssmbench.runners.scan import pass_bytes, reference_scan, scan_inputs
 
 
 def naive_scan(u, delta, A, B, C, D, z, delta_bias):
@@ -118,7 +118,7 @@ def test_cpu_run_measures_the_torch_paths_and_skips_the_cuda_kernel(cpu_run):
         (too_long,) = by[("scan_reference", mode, 64)]
         assert too_long["status"] == "skipped" and "reference_max_len=32" in too_long["message"]
     for r in records:
-        assert {"batch": 1, "d_state": 4, "dtype": "bfloat16", "d_inner": 32}.items() <= r["slice"].items()
+        assert {"batch": 1, "d_state": 4, "d_inner": 32}.items() <= r["slice"].items() and "dtype" not in r["slice"]
         assert r["model"] is None and r["dtype"] == "bfloat16"
         if r["status"] == "ok":
             assert r["stats"]["n"] == 2 and r["extra"]["bytes"] > 0
@@ -137,9 +137,9 @@ def _fake(impl: str, length: int, ms: float, mode: str = "forward") -> Record:
     kernel = {"selective_scan_cuda": "mamba_ssm.selective_scan_cuda", "attention_sdpa": "torch.sdpa-flash",
               "scan_reference": "torch.reference-scan"}[impl]
     return Record(task="scan", kind="scan", job="scan", point=f"impl={impl},seq_len={length}", metric="ms",
-                  value=ms, unit="ms", higher_is_better=False, kernel=kernel,
+                  value=ms, unit="ms", higher_is_better=False, kernel=kernel, dtype="bfloat16",
                   slice={"impl": impl, "pass": mode, "d_inner": 1024, "seq_len": length, "batch": 1,
-                         "d_state": 16, "dtype": "bfloat16"})
+                         "d_state": 16})
 
 
 # Figures seen on an H100 (the GPU-efficiency issue) around the crossover, with a made-up reference.
@@ -150,7 +150,7 @@ def test_view_finds_the_crossover_and_checks_the_paper(tmp_path):
     records = [_fake(impl, length, ms) for length, row in H100.items()
                for impl, ms in zip(("selective_scan_cuda", "attention_sdpa", "scan_reference"), row, strict=True)
                if ms is not None]
-    (table,) = build_tables(records)
+    (table,) = build_tables(records, all_kinds())
     assert list(table.frame.columns) == ["L", "scan ms", "attention ms", "reference ms", "attention/scan",
                                          "reference/scan", "scan GB/s", "attention GB/s", "reference GB/s"]
     assert list(table.frame["attention/scan"]) == ["0.845×", "1.18×", "2.06×"]
@@ -158,13 +158,13 @@ def test_view_finds_the_crossover_and_checks_the_paper(tmp_path):
     assert "crossover: L = 4,096 — the scan is faster from there on (attention is faster at 2,048)" in notes
     assert "beyond 2K (attention/scan > 1 for every L > 2,048): true — 1.18–2.06×" in notes
     assert "measured 563–727× over L = 2,048…4,096, above the paper's range" in notes
-    (png,) = draw_plots(records_frame(records), tmp_path)
+    (png,) = draw_plots(records_frame(records), all_kinds(), tmp_path)
     assert png.name == "scan_ms_forward_d1024.png" and png.stat().st_size > 0
 
 
 def test_view_reports_a_failed_claim_and_no_crossover():
     records = [_fake("selective_scan_cuda", 4096, 0.2), _fake("attention_sdpa", 4096, 0.1),
                _fake("selective_scan_cuda", 2048, 0.1), _fake("attention_sdpa", 2048, 0.2)]
-    notes = "\n".join(build_tables(records)[0].notes)
+    notes = "\n".join(build_tables(records, all_kinds())[0].notes)
     assert "crossover: none — attention is faster at L = 4,096" in notes
     assert "false — 0.5–0.5×" in notes and "attention faster at L = 4,096" in notes

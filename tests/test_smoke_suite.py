@@ -22,7 +22,7 @@ def plan() -> Plan:
 
 
 def test_smoke_jobs(plan: Plan):
-    assert plan.device == "cpu" and plan.suite.name == "smoke"
+    assert plan.device == "cpu" and plan.suite_name == "smoke"
     assert [j.id for j in plan.jobs] == [
         *(f"throughput-tiny/{m}" for m in TINY),
         "throughput-full-size/gpt2", "throughput-full-size/mamba-130m",

@@ -10,13 +10,13 @@ import pytest
 from conftest import REPO
 
 from ssmbench.errors import UserError
+from ssmbench.kinds.memory import MemoryTask
+from ssmbench.kinds.throughput import ThroughputTask
 from ssmbench.plan import apply_overrides
 from ssmbench.spec import (
     Defaults,
-    MemoryTask,
     ModelRef,
     Suite,
-    ThroughputTask,
     find_suite_file,
     load_suite,
     packaged_suites_dir,
@@ -59,7 +59,7 @@ def error_of(data: Any, source: str = "suites/x.yaml") -> str:
 def test_a_valid_suite_parses():
     parsed = parse_suite(suite())
     assert [m.name for m in parsed.models] == ["tiny-gpt2", "tiny-mamba"]
-    assert [parsed.task_name(t) for t in parsed.tasks] == ["memory", "throughput"]
+    assert [t.task_name for t in parsed.tasks] == ["memory", "throughput"]
 
 
 def test_unknown_task_kind_suggests_the_close_one():
@@ -214,15 +214,15 @@ def smoke() -> Suite:
 
 def test_override_tasks_keeps_only_those(smoke: Suite):
     out = apply_overrides(smoke, tasks=["memory-tiny", "throughput-full-size"])
-    assert [out.task_name(t) for t in out.tasks] == ["throughput-full-size", "memory-tiny"]  # suite order
+    assert [t.task_name for t in out.tasks] == ["throughput-full-size", "memory-tiny"]  # suite order
     assert out.models == smoke.models
-    assert [smoke.task_name(t) for t in smoke.tasks] == ["throughput-tiny", "throughput-full-size", "memory-tiny"]
+    assert [t.task_name for t in smoke.tasks] == ["throughput-tiny", "throughput-full-size", "memory-tiny"]
 
 
 def test_override_models_replaces_the_suites(smoke: Suite):
     out = apply_overrides(smoke, models=["tiny-mamba", "pythia-70m"])
     assert [m.name for m in out.models] == ["tiny-mamba", "pythia-70m"]
-    tasks = {out.task_name(t): t for t in out.tasks}
+    tasks = {t.task_name: t for t in out.tasks}
     # A task's subset keeps the listed models it had.
     assert tasks["throughput-tiny"].models == ["tiny-mamba"]
     assert tasks["memory-tiny"].models == ["tiny-mamba"]
@@ -274,7 +274,7 @@ def test_a_model_task_without_models_is_refused_when_the_suite_is_built():
 
 def test_override_models_drops_tasks_restricted_to_other_models(smoke: Suite):
     narrowed = apply_overrides(smoke, models=["gpt2"])
-    assert [(narrowed.task_name(t), t.models) for t in narrowed.tasks] == [("throughput-full-size", ["gpt2"])]
+    assert [(t.task_name, t.models) for t in narrowed.tasks] == [("throughput-full-size", ["gpt2"])]
     with pytest.raises(UserError, match="no task"):
         apply_overrides(parse_suite({"name": "s", "models": ["gpt2", "tiny-gpt2"],
                                      "tasks": [{"kind": "memory", "models": ["tiny-gpt2"]}]}), models=["gpt2"])

@@ -16,11 +16,13 @@ from lm_eval_fixtures import FIXTURE_TASKS, LIMIT, UNCACHED, suite_data  # noqa:
 from typer.testing import CliRunner
 
 from ssmbench.errors import JobError
+from ssmbench.kinds import all_kinds
+from ssmbench.kinds.base import JobContext
+from ssmbench.kinds.zero_shot.runner import ZeroShotRunner, scores, unit_of
 from ssmbench.plan import build_plan
 from ssmbench.records import Record, read_records
 from ssmbench.reference import PAPER, SLIDES, reported_metrics, zero_shot_sources
 from ssmbench.report import build_tables
-from ssmbench.runners.zero_shot import ZeroShotRunner, scores, unit_of
 from ssmbench.spec import parse_suite
 
 # --- (1) ssmbench's figures are lm-eval's -----------------------------------------------------------------
@@ -33,7 +35,7 @@ def test_figures_equal_lm_eval_simple_evaluate(task_dir: Path, model: str) -> No
 
     suite = parse_suite(suite_data(task_dir, [model], FIXTURE_TASKS))
     job = build_plan(suite, "cpu").jobs[0]
-    runner = ZeroShotRunner(job, "test", suite.name)
+    runner = ZeroShotRunner(job, JobContext("test", suite.name, task_dir / "artifacts"))
     runner.setup()
     try:
         records = [r for pt in job.points for r in runner.measure(pt)]
@@ -151,7 +153,7 @@ def _table(tables: list, words: str):
 
 
 def test_paper_table_layout_with_reference_and_flags() -> None:
-    table = _table(build_tables(_synthetic_records()), "Table 3 layout")
+    table = _table(build_tables(_synthetic_records(), all_kinds()), "Table 3 layout")
     frame = table.frame
     assert list(frame.columns) == ["model", "figures", "LAMBADA ppl", "LAMBADA acc", "HellaSwag", "PIQA", "ARC-E",
                                    "ARC-C", "WinoGrande", "Avg"]
@@ -171,7 +173,7 @@ def test_paper_table_layout_with_reference_and_flags() -> None:
 
 
 def test_slides_table_layout_models_as_columns() -> None:
-    table = _table(build_tables(_synthetic_records()), "slides layout")
+    table = _table(build_tables(_synthetic_records(), all_kinds()), "slides layout")
     frame = table.frame
     assert list(frame.columns) == ["metric", "gpt2", "slides: small gpt2", "Δ gpt2", "mamba-130m",
                                    "slides: small mamba", "Δ mamba-130m"]
@@ -193,7 +195,7 @@ def test_misprinted_paper_avg_is_named_in_a_note() -> None:
     paper = zero_shot_sources()[PAPER]
     ref = paper.row_for("mamba-370m")
     records = [_record("mamba-370m", c.task, c.metric, ref.figures[c.key], 0.005) for c in paper.columns]
-    table = _table(build_tables(records), "Table 3 layout")
+    table = _table(build_tables(records, all_kinds()), "Table 3 layout")
     assert table.frame.iloc[1]["Avg"] == "51.7"  # the mean of the printed six, not the printed 50.0
     assert table.frame.iloc[2]["Avg"] == "+0.0"
     assert any("prints Avg 50.0, but the mean of its six accuracies is 51.7" in n for n in table.notes)
@@ -205,7 +207,7 @@ def test_random_weights_and_other_tasks_and_failures() -> None:
                Record(task="zero-shot", kind="zero_shot", job="zero-shot/gpt2", point="lm_eval_task=piqa",
                       model="gpt2", weights="random", status="error", message="dataset not cached",
                       slice={"lm_eval_task": "piqa"})]
-    tables = build_tables(records)
+    tables = build_tables(records, all_kinds())
     paper = _table(tables, "Table 3 layout")
     assert list(paper.frame["figures"]) == ["measured (random weights)"]  # no reference rows for random weights
     # Columns of the tasks that ran (or failed), no Avg without all six.
@@ -282,4 +284,4 @@ def test_fused_backend_is_refused_with_the_reason(task_dir: Path) -> None:
     data = suite_data(task_dir, [{"name": "tiny-mamba", "backend": "mamba_ssm"}], FIXTURE_TASKS)
     job = build_plan(parse_suite(data), "cpu").jobs[0]
     with pytest.raises(JobError, match="zero_shot runs through transformers"):
-        ZeroShotRunner(job, "test", "zs-test").setup()
+        ZeroShotRunner(job, JobContext("test", "zs-test", task_dir / "artifacts")).setup()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ssmbench.errors import JobError
 from ssmbench.models.base import Decoder, LoadedModel
 from ssmbench.models.kernels import fused_mamba_kernels
-from ssmbench.registry import ResolvedModel
+from ssmbench.zoo import ResolvedModel
 
 __all__ = ["Decoder", "LoadedModel", "choose_backend", "load_model"]
 

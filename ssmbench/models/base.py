@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ssmbench.registry import ResolvedModel
+from ssmbench.zoo import ResolvedModel
 
 if TYPE_CHECKING:
     import torch

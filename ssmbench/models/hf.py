@@ -16,32 +16,11 @@ from typing import Any
 
 from ssmbench.errors import JobError
 from ssmbench.models.base import Decoder, LoadedModel
+from ssmbench.models.common import build_config, offline_weights_error, torch_dtype
 from ssmbench.models.kernels import fused_mamba_kernels
-from ssmbench.registry import ResolvedModel
+from ssmbench.zoo import ResolvedModel
 
 CACHE_ARGUMENTS = ("cache", "past_key_values", "cache_params")
-
-
-def torch_dtype(name: str) -> Any:
-    import torch
-
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
-
-
-def build_config(ref: ResolvedModel) -> Any:
-    from transformers import AutoConfig
-
-    kwargs = dict(ref.spec.config)
-    model_type = kwargs.pop("model_type")
-    return AutoConfig.for_model(model_type, **kwargs)
-
-
-def offline_weights_error(ref: ResolvedModel, source: str, exc: Exception) -> JobError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return JobError(
-        f"model {ref.name!r}: weights {source!r} could not be loaded ({first[:160]}). Remedies: download them "
-        f"first (`hf download {source}`), give a local checkpoint (`path:` in the suite's model entry), or use "
-        f"`weights: random` for speed and memory tasks")
 
 
 def load_hf(ref: ResolvedModel) -> HFModel:

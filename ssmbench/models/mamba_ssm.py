@@ -12,8 +12,8 @@ from typing import Any
 
 from ssmbench.errors import JobError
 from ssmbench.models.base import Decoder, LoadedModel
-from ssmbench.models.hf import offline_weights_error, torch_dtype
-from ssmbench.registry import ModelSpec, ResolvedModel
+from ssmbench.models.common import offline_weights_error, torch_dtype
+from ssmbench.zoo import ModelSpec, ResolvedModel
 
 
 def mamba_ssm_config(spec: ModelSpec) -> Any:

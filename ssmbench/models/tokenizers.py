@@ -10,7 +10,7 @@ import functools
 from typing import Any
 
 from ssmbench.errors import JobError
-from ssmbench.registry import BYTES_EOS_ID, BYTES_TOKENIZER, ResolvedModel
+from ssmbench.zoo import BYTES_EOS_ID, BYTES_TOKENIZER, ResolvedModel
 
 EOS_TOKEN = "<|endoftext|>"
 

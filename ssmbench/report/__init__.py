@@ -1,72 +1,71 @@
 """Tables and plots of a run, rebuilt from records.jsonl (and env.json for the header) alone.
 
-`write_report(run_dir)` writes table.md, table.csv, table.json (and table.tex on request) atomically, plus
-the PNG plots; `ssmbench report RUN_DIR` calls it, and so does every run at its end.
+Which tables and plots a task gets is its kind's business: the caller passes the kinds (name -> anything
+with `tables(task, frame)` and `plots(task, frame, out)`, as ssmbench.kinds.all_kinds() returns), and
+report stays a pure function of records and kinds. A kind it is not given gets the generic comparison.
+
+`write_report(run, kinds)` writes table.md, table.csv, table.json (and table.tex on request) atomically,
+plus the PNG plots; `ssmbench report RUN_DIR` calls it, and so does every run at its end. A run directory
+that cannot be written (read-only, a full disk) still gets its tables printed, with a warning.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import pandas as pd
 
-from ssmbench.records import Record, latest_attempts, read_records
+from ssmbench import console
+from ssmbench.records import Record, latest_attempts
 from ssmbench.report.tables import Table, comparison_table, models_table, records_frame, tidy_frame
-
-FORMATS = ("md", "csv", "json", "latex")
-# kind -> function(task name, that task's records frame) -> tables; a kind without one gets the generic
-# side-by-side comparison.
-KindView = Callable[[str, pd.DataFrame], list[Table]]
-KIND_VIEWS: dict[str, KindView] = {}
+from ssmbench.rundir import TABLE_FORMATS, RunDir
 
 
-def register_view(kind: str) -> Callable[[KindView], KindView]:
-    def decorate(fn: KindView) -> KindView:
-        KIND_VIEWS[kind] = fn
-        return fn
+class KindReport(Protocol):
+    """What report needs of a task kind (ssmbench.kinds.base.Kind provides it)."""
 
-    return decorate
+    def tables(self, task: str, frame: pd.DataFrame) -> list[Table]: ...
 
-
-def _load_views() -> None:
-    """Import the kind-specific report modules (they register themselves)."""
-    import importlib
-    import pkgutil
-
-    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if info.name.startswith("view_"):
-            importlib.import_module(f"ssmbench.report.{info.name}")
+    def plots(self, task: str, frame: pd.DataFrame, out: Path) -> list[Path]: ...
 
 
-def build_tables(records: list[Record]) -> list[Table]:
-    return tables_of(records_frame(latest_attempts(records)))
+def build_tables(records: list[Record], kinds: Mapping[str, KindReport]) -> list[Table]:
+    return tables_of(records_frame(latest_attempts(records)), kinds)
 
 
-def tables_of(frame: pd.DataFrame) -> list[Table]:
-    """The models table, then each task's tables: its kind's view, or the generic comparison."""
-    _load_views()
+def tables_of(frame: pd.DataFrame, kinds: Mapping[str, KindReport]) -> list[Table]:
+    """The models table, then each task's tables: its kind's, or the generic comparison."""
     if frame.empty:
         return []
     tables = [models_table(frame)] if frame["model"].notna().any() else []
     for task, group in frame.groupby("task", sort=False):
-        view = KIND_VIEWS.get(str(group["kind"].iloc[0]))
-        tables += view(str(task), group) if view else [comparison_table(str(task), group)]
+        kind = kinds.get(str(group["kind"].iloc[0]))
+        tables += kind.tables(str(task), group) if kind else [comparison_table(str(task), group)]
     return tables
 
 
-def header_lines(run_dir: Path, records: list[Record]) -> list[str]:
-    env = _read_json(run_dir / "env.json")
+def draw_plots(frame: pd.DataFrame, kinds: Mapping[str, KindReport], out: Path) -> list[Path]:
+    paths: list[Path] = []
+    for task, group in frame.groupby("task", sort=False):
+        kind = kinds.get(str(group["kind"].iloc[0]))
+        if kind is not None:
+            paths += kind.plots(str(task), group, out)
+    return paths
+
+
+def header_lines(run: RunDir, records: list[Record]) -> list[str]:
+    env = run.read_env()
     gpus = ", ".join(g["name"] for g in env.get("gpus", [])) or "none"
     pk = env.get("packages", {})
     versions = ", ".join(f"{n} {pk[n]}" for n in ("torch", "transformers", "mamba_ssm", "causal_conv1d", "lm_eval")
                          if pk.get(n))
-    suite = records[0].suite if records else run_dir.parent.name
+    suite = records[0].suite if records else run.path.parent.name
     kernels = env.get("fused_mamba_kernels", {})
-    return [f"# {suite} — run {run_dir.name}", "",
+    return [f"# {suite} — run {run.name}", "",
             f"- GPU: {gpus}; driver {env.get('driver') or '—'}; CUDA {env.get('cuda_runtime') or '—'}; "
             f"CPU: {env.get('cpu', '?')}",
             f"- {versions}; ssmbench {pk.get('ssmbench', '?')} (git {env.get('git') or '—'})",
@@ -90,29 +89,29 @@ def render(tables: list[Table], fmt: str, header: list[str] | None = None,
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def write_report(run_dir: Path, formats: tuple[str, ...] = ("md", "csv", "json")) -> list[Table]:
-    from ssmbench.report.plots import draw_plots
+@dataclass
+class Report:
+    tables: list[Table]
+    rendered: dict[str, str]  # format -> text, as written to table.<suffix>
 
-    records = read_records(run_dir / "records.jsonl")
+
+def write_report(run: RunDir, kinds: Mapping[str, KindReport],
+                 formats: tuple[str, ...] = ("md", "csv", "json")) -> Report:
+    """Render every table of the run in `formats` and write them (and the plots) into the run directory.
+    Failing to write is a warning: the rendered tables are returned all the same."""
+    records = run.read_records()
     frame = records_frame(latest_attempts(records))
-    tables = tables_of(frame)
-    header = header_lines(run_dir, records)
-    suffix = {"md": "md", "csv": "csv", "json": "json", "latex": "tex"}
-    for fmt in formats:
-        _write_atomic(run_dir / f"table.{suffix[fmt]}", render(tables, fmt, header, records))
-    if records:
-        draw_plots(frame, run_dir)
-    return tables
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
+    tables = tables_of(frame, kinds)
+    header = header_lines(run, records)
+    rendered = {fmt: render(tables, fmt, header, records) for fmt in formats}
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+        for fmt, text in rendered.items():
+            run.write_atomic(run.table_path(fmt), text)
+        if records:
+            draw_plots(frame, kinds, run.path)
+    except OSError as exc:
+        console.note(f"{run}: tables and plots not written ({exc.strerror or exc}); printing them only")
+    return Report(tables, rendered)
+
+
+__all__ = ["TABLE_FORMATS", "KindReport", "Report", "Table", "build_tables", "render", "tables_of", "write_report"]

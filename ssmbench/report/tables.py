@@ -8,6 +8,7 @@ or what happened instead: OOM (the paper's ✗), ERR, or — for a skipped point
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,16 +18,6 @@ import pandas as pd
 from ssmbench.records import Record
 
 STATUS_CELL = {"oom": "OOM", "error": "ERR", "skipped": "—"}
-# Rows in this order where a kind names it; other metrics follow in order of appearance.
-METRIC_ORDER: dict[str, list[str]] = {
-    "throughput": ["decode_tok_s", "generate_tok_s", "prefill_ms", "decode_ms_per_token", "achieved_gb_s",
-                   "bandwidth_fraction", "roofline_tok_s"],
-    "memory": ["peak_alloc_mib", "decode_peak_alloc_mib", "work_alloc_mib", "peak_reserved_mib",
-               "decode_peak_reserved_mib", "nvml_used_mib", "peak_rss_mib", "decode_peak_rss_mib", "work_rss_mib",
-               "state_mib", "weights_mib"],
-}
-
-
 @dataclass
 class Table:
     """A titled table for people (markdown, terminal) and machines (CSV, JSON)."""
@@ -48,11 +39,10 @@ TIDY_COLUMNS = ["task", "kind", "model", "family", "metric", "value", "unit", "s
 
 def tidy_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per record with its slice columns: the CSV for pandas and spreadsheets."""
-    slices = [c for c in frame.columns if c.startswith("slice.")]
+    # cuda_graphs is a column of its own wherever the record keeps it (records_frame): no second copy.
+    slices = [c for c in frame.columns if c.startswith("slice.") and c.removeprefix("slice.") not in frame.columns]
     cols = [c for c in TIDY_COLUMNS if c in frame.columns]
-    # A slice key that is also a record field (cuda_graphs, dtype) keeps its prefix: names stay unique.
-    rename = {c: c.removeprefix("slice.") for c in slices if c.removeprefix("slice.") not in frame.columns}
-    return frame[cols[:4] + slices + cols[4:]].rename(columns=rename)
+    return frame[cols[:4] + slices + cols[4:]].rename(columns={c: c.removeprefix("slice.") for c in slices})
 
 
 def records_frame(records: list[Record]) -> pd.DataFrame:
@@ -60,6 +50,7 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
     rows = []
     for r in records:
         row = r.model_dump(exclude={"slice", "stats", "extra"})
+        row["cuda_graphs"] = r.graphs
         row.update({f"slice.{k}": v for k, v in r.slice.items()})
         if r.stats is not None:
             row.update(std=r.stats.std, n=r.stats.n, p10=r.stats.p10, p90=r.stats.p90)
@@ -91,17 +82,18 @@ def slice_columns(frame: pd.DataFrame) -> tuple[list[str], dict[str, Any]]:
     return varying, constant
 
 
-def ordered_metrics(kind: str, frame: pd.DataFrame) -> list[str]:
+def ordered_metrics(frame: pd.DataFrame, order: Sequence[str] = ()) -> list[str]:
+    """The metrics of the frame, those named in `order` first (in that order), the rest as they appear."""
     seen = list(dict.fromkeys(frame["metric"].dropna()))
-    preferred = [m for m in METRIC_ORDER.get(kind, []) if m in seen]
+    preferred = [m for m in order if m in seen]
     return preferred + [m for m in seen if m not in preferred]
 
 
-def comparison_table(task: str, frame: pd.DataFrame) -> Table:
+def comparison_table(task: str, frame: pd.DataFrame, metric_order: Sequence[str] = ()) -> Table:
     """Models as columns, (metric, varying slice) as rows; failures fill every metric of their point."""
     kind = str(frame["kind"].iloc[0])
     varying, constant = slice_columns(frame)
-    metrics = ordered_metrics(kind, frame)
+    metrics = ordered_metrics(frame, metric_order)
     units = frame.dropna(subset=["metric"]).groupby("metric")["unit"].first().to_dict()
     models = list(dict.fromkeys(frame["model"].fillna("-")))
     cells: dict[tuple, dict[str, str]] = {}

@@ -13,7 +13,7 @@ import torch
 
 from ssmbench.models import load_model
 from ssmbench.models.kernels import fused_mamba_kernels
-from ssmbench.registry import MODELS, ResolvedModel
+from ssmbench.zoo import MODELS, ResolvedModel
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

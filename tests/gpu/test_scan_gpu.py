@@ -26,8 +26,8 @@ import torch
 from typer.testing import CliRunner
 
 from ssmbench.cli import app
+from ssmbench.kinds.scan.runner import reference_scan, scan_inputs
 from ssmbench.models.kernels import fused_mamba_kernels
-from ssmbench.runners.scan import reference_scan, scan_inputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -10,15 +10,15 @@ import torch
 
 from ssmbench.errors import UserError
 from ssmbench.plan import resolve_model
-from ssmbench.registry import MODELS, ModelSpec, ResolvedModel, get_model, is_tiny
 from ssmbench.spec import ModelRef, parse_suite
+from ssmbench.zoo import MODELS, ModelSpec, ResolvedModel, get_model, is_tiny
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_zoo_config_builds_with_its_nominal_parameter_count(name: str):
     from transformers import AutoModelForCausalLM
 
-    from ssmbench.models.hf import build_config
+    from ssmbench.models.common import build_config
 
     spec = MODELS[name]
     ref = ResolvedModel(name=name, spec=spec, weights="random", dtype="float32", device="meta")

@@ -18,9 +18,6 @@ from typing import Any, Literal
 from ssmbench.errors import UserError, did_you_mean
 
 Family = Literal["transformer", "ssm"]
-Arch = Literal["gpt2", "gpt_neox", "mamba", "mamba2"]
-
-ARCH_FAMILY: dict[str, Family] = {"gpt2": "transformer", "gpt_neox": "transformer", "mamba": "ssm", "mamba2": "ssm"}
 
 # The byte-level tokenizer the tiny models use (ssmbench.models.tokenizers): no download, any text
 # round-trips. Ids 0-255 are bytes, 256 is the end-of-text token.
@@ -29,12 +26,92 @@ BYTES_EOS_ID = 256
 _TINY_SPECIAL = {"bos_token_id": BYTES_EOS_ID, "eos_token_id": BYTES_EOS_ID}
 
 
+class Architecture:
+    """What ssmbench must know about one architecture, read from a transformers-style config dict.
+
+    Each architecture answers for itself (its family, its widths, its position limit, and above all the size
+    of the state a sequence carries while decoding), so a new one (S4D, H3, Hyena, ...) is one subclass and
+    one line in ARCHITECTURES, without touching the generic code that uses these numbers.
+    """
+
+    family: Family
+
+    def n_layers(self, config: dict[str, Any]) -> int:
+        return int(config["num_hidden_layers"])
+
+    def d_model(self, config: dict[str, Any]) -> int:
+        return int(config["hidden_size"])
+
+    def max_positions(self, config: dict[str, Any]) -> int | None:
+        """The longest sequence the architecture accepts, or None when it has no hard limit."""
+        return None
+
+    def state_elements_per_sequence(self, config: dict[str, Any], context_len: int) -> int:
+        """Elements of the inference state one sequence carries after `context_len` tokens."""
+        raise NotImplementedError
+
+    def state_traffic_factor(self) -> int:
+        """How many times one decode step moves its state: a KV cache is read once (the new position's
+        write is negligible); a recurrent state is read and written back (2)."""
+        return 1 if self.family == "transformer" else 2
+
+
+class _KVCache(Architecture):
+    """Attention with a key and a value of d_model for every past token in every layer: grows with context."""
+
+    family: Family = "transformer"
+
+    def state_elements_per_sequence(self, config: dict[str, Any], context_len: int) -> int:
+        return 2 * self.n_layers(config) * self.d_model(config) * context_len
+
+
+class GPT2(_KVCache):
+    def n_layers(self, config: dict[str, Any]) -> int:
+        return int(config["n_layer"])
+
+    def d_model(self, config: dict[str, Any]) -> int:
+        return int(config["n_embd"])
+
+    def max_positions(self, config: dict[str, Any]) -> int | None:
+        """GPT-2's learned position table ends at n_positions."""
+        return int(config["n_positions"])
+
+
+class GPTNeoX(_KVCache):
+    """Pythia. Its rotary positions extrapolate: max_position_embeddings is where training stopped, not a limit."""
+
+
+class Mamba(Architecture):
+    """A fixed-size convolution window and SSM state per layer, whatever the context."""
+
+    family: Family = "ssm"
+
+    def d_inner(self, config: dict[str, Any]) -> int:
+        return int(config.get("expand", 2)) * self.d_model(config)
+
+    def state_elements_per_sequence(self, config: dict[str, Any], context_len: int) -> int:
+        d_state, d_conv = int(config["state_size"]), int(config.get("conv_kernel", 4))
+        return self.n_layers(config) * self.d_inner(config) * (d_state + d_conv)
+
+
+class Mamba2(Mamba):
+    """Mamba-2's convolution also runs over the B and C projections (n_groups x d_state each)."""
+
+    def state_elements_per_sequence(self, config: dict[str, Any], context_len: int) -> int:
+        d_inner, d_state = self.d_inner(config), int(config["state_size"])
+        conv_dim = d_inner + 2 * int(config.get("n_groups", 1)) * d_state
+        return self.n_layers(config) * (d_inner * d_state + conv_dim * int(config.get("conv_kernel", 4)))
+
+
+ARCHITECTURES: dict[str, Architecture] = {"gpt2": GPT2(), "gpt_neox": GPTNeoX(), "mamba": Mamba(), "mamba2": Mamba2()}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model of the zoo: what it is, where its weights live, and how to build it from scratch."""
 
     name: str
-    arch: Arch
+    arch: str  # a key of ARCHITECTURES (transformers' model_type)
     config: dict[str, Any]
     params_nominal: int
     hf_id: str | None = None  # a transformers checkpoint (AutoModelForCausalLM)
@@ -44,25 +121,27 @@ class ModelSpec:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
     @property
+    def architecture(self) -> Architecture:
+        return ARCHITECTURES[self.arch]
+
+    @property
     def family(self) -> Family:
-        return ARCH_FAMILY[self.arch]
+        return self.architecture.family
 
     @property
     def n_layers(self) -> int:
-        return int(self.config.get("n_layer") or self.config["num_hidden_layers"])
+        return self.architecture.n_layers(self.config)
 
     @property
     def max_positions(self) -> int | None:
-        """The longest sequence the architecture accepts: GPT-2's learned position table; None otherwise.
-
-        Pythia's rotary positions extrapolate (max_position_embeddings is only where training stopped) and
-        Mamba has no positions at all.
-        """
-        return int(self.config["n_positions"]) if self.arch == "gpt2" else None
+        return self.architecture.max_positions(self.config)
 
     @property
     def d_model(self) -> int:
-        return int(self.config.get("n_embd") or self.config["hidden_size"])
+        return self.architecture.d_model(self.config)
+
+    def state_elements_per_sequence(self, context_len: int) -> int:
+        return self.architecture.state_elements_per_sequence(self.config, context_len)
 
     def state_bytes_per_sequence(self, context_len: int, bytes_per_element: int) -> int:
         """Analytic size of the inference state one sequence carries after `context_len` tokens.
@@ -73,23 +152,8 @@ class ModelSpec:
         return self.state_elements_per_sequence(context_len) * bytes_per_element
 
     def decode_state_traffic_bytes(self, context_len: int, bytes_per_element: int) -> int:
-        """Bytes of inference state one decode step moves per sequence: every cached key and value read
-        once (the one new position written is negligible), or the SSM and conv state read and written back."""
-        size = self.state_bytes_per_sequence(context_len, bytes_per_element)
-        return size if self.family == "transformer" else 2 * size
-
-    def state_elements_per_sequence(self, context_len: int) -> int:
-        cfg = self.config
-        if self.family == "transformer":
-            return 2 * self.n_layers * self.d_model * context_len
-        d_inner = int(cfg.get("expand", 2)) * self.d_model
-        d_state = int(cfg["state_size"])
-        d_conv = int(cfg.get("conv_kernel", 4))
-        if self.arch == "mamba":
-            return self.n_layers * d_inner * (d_state + d_conv)
-        n_groups = int(cfg.get("n_groups", 1))
-        conv_dim = d_inner + 2 * n_groups * d_state
-        return self.n_layers * (d_inner * d_state + conv_dim * d_conv)
+        """Bytes of inference state one decode step moves per sequence."""
+        return self.state_bytes_per_sequence(context_len, bytes_per_element) * self.architecture.state_traffic_factor()
 
 
 def _gpt2(n_embd: int, n_layer: int, n_head: int, vocab: int = 50257, positions: int = 1024) -> dict[str, Any]:

@@ -17,17 +17,42 @@ ssmbench's own loop must match.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field, PositiveInt
 
 from ssmbench.env import device_label
 from ssmbench.errors import JobError
+from ssmbench.jobs import Point, TaskBase, point
+from ssmbench.kinds.base import Kind, ModelRunner
 from ssmbench.measure import dtype_bytes, free_memory, peak_bandwidth, seeded_tokens, timed_ms
+from ssmbench.models import choose_backend
 from ssmbench.models.base import Decoder
-from ssmbench.plan import Point, point
 from ssmbench.records import Record, summarised
-from ssmbench.registry import ResolvedModel
-from ssmbench.runners.base import ModelRunner
-from ssmbench.spec import ThroughputTask
+from ssmbench.report.plots import line_plot, model_colours
+from ssmbench.zoo import ResolvedModel
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class ThroughputTask(TaskBase):
+    """Greedy generation with prefill and decode timed apart, over a grid of batch sizes and prompt lengths.
+
+    Exactly `new_tokens` tokens are generated (no early stop), the way the Mamba paper measures.
+    """
+
+    kind: Literal["throughput"]
+    batch_sizes: list[PositiveInt] = [1]
+    prompt_lengths: list[PositiveInt] = [128]
+    new_tokens: Annotated[int, Field(ge=2)] = 32
+    warmup: Annotated[int, Field(ge=0)] = 1
+    repeats: Annotated[int, Field(ge=1)] = 5
+    # auto: with and without graphs on CUDA, without on CPU
+    cuda_graphs: Literal["auto"] | bool | list[bool] = "auto"
+    # also time the library's own generate() (mamba_ssm cg=True, transformers generate) as a reference row
+    library_baseline: bool = False
 
 
 def graph_settings(task: ThroughputTask, device: str) -> list[bool]:
@@ -38,13 +63,9 @@ def graph_settings(task: ThroughputTask, device: str) -> list[bool]:
     return list(value) if isinstance(value, list) else [bool(value)]
 
 
-class ThroughputRunner(ModelRunner):
-    kind = "throughput"
-
+class ThroughputRunner(ModelRunner[ThroughputTask]):
     @classmethod
     def points(cls, task: ThroughputTask, model: ResolvedModel | None, device: str) -> list[Point]:
-        from ssmbench.models import choose_backend
-
         graphs = graph_settings(task, device)
         grid = [(b, p) for b in task.batch_sizes for p in task.prompt_lengths]
         pts = [point(batch=b, prompt_len=p, cuda_graphs=g, impl="ssmbench") for b, p in grid for g in graphs]
@@ -65,13 +86,14 @@ class ThroughputRunner(ModelRunner):
     def measure(self, pt: Point) -> list[Record]:
         import torch
 
-        task: ThroughputTask = self.job.task
+        task = self.task
         batch, prompt_len, graphs = pt.params["batch"], pt.params["prompt_len"], pt.params["cuda_graphs"]
         self.check_length(prompt_len + task.new_tokens)
         ids = seeded_tokens((batch, prompt_len), self.model.vocab_size, self.job.seed, self.job.device)
         # A graph is captured during the first generation: that one is never timed.
         warmup = max(task.warmup, 1) if graphs else task.warmup
-        fields = {"slice": {**pt.params, "new_tokens": task.new_tokens}, "cuda_graphs": graphs}
+        # cuda_graphs stays in the slice alone: the point varies it
+        fields = {"slice": {**pt.params, "new_tokens": task.new_tokens}}
         with torch.inference_mode():
             if pt.params["impl"] == "library":
                 fields["extra"] = {"params": self.model.n_params, "library": self.model.library_generate_label}
@@ -79,7 +101,7 @@ class ThroughputRunner(ModelRunner):
             return self._time_decoder(pt, ids, warmup, fields)
 
     def _time_decoder(self, pt: Point, ids: Any, warmup: int, fields: dict[str, Any]) -> list[Record]:
-        task: ThroughputTask = self.job.task
+        task = self.task
         batch, new = ids.shape[0], task.new_tokens
         decoder = self.model.decoder(batch, ids.shape[1] + new, pt.params["cuda_graphs"])
         try:
@@ -104,7 +126,7 @@ class ThroughputRunner(ModelRunner):
         cache or SSM state at the mean context of the decode) over the step time, against the GPU's
         datasheet bandwidth; `roofline_tok_s` is the rate at that peak (an analytic limit, not measured)."""
         spec, dtype = self.model.ref.spec, self.model.ref.dtype
-        batch, new = pt.params["batch"], self.job.task.new_tokens
+        batch, new = pt.params["batch"], self.task.new_tokens
         context = pt.params["prompt_len"] + new // 2
         step_bytes = (self.model.n_params * dtype_bytes(dtype)
                       + batch * spec.decode_state_traffic_bytes(context, dtype_bytes(dtype)))
@@ -123,7 +145,7 @@ class ThroughputRunner(ModelRunner):
 
     def _repeat(self, decoder: Decoder, ids: Any, warmup: int) -> tuple[list[float], list[float]]:
         """Prefill and decode times (ms) of each timed repeat."""
-        task: ThroughputTask = self.job.task
+        task = self.task
         prefill_ms: list[float] = []
         decode_ms: list[float] = []
         for i in range(warmup + task.repeats):
@@ -137,7 +159,7 @@ class ThroughputRunner(ModelRunner):
         return prefill_ms, decode_ms
 
     def _time_library(self, pt: Point, ids: Any, warmup: int, fields: dict[str, Any]) -> list[Record]:
-        task: ThroughputTask = self.job.task
+        task = self.task
         batch, new = ids.shape[0], task.new_tokens
         total_ms: list[float] = []
         for i in range(warmup + task.repeats):
@@ -151,3 +173,36 @@ class ThroughputRunner(ModelRunner):
         free_memory(self.job.device)
         rates = [batch * new / (t / 1e3) for t in total_ms]
         return [self.record(pt, **summarised("generate_tok_s", rates, "tok/s", True), **fields)]
+
+
+def plot_throughput(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Decode tok/s vs batch size, log-log, a colour per model, graphs on solid / off dashed (a library's
+    own generate() dotted), one figure per prompt length."""
+    ok = frame[(frame["status"] == "ok") & (frame["metric"] == "decode_tok_s")]
+    if ok.empty or "slice.batch" not in ok or "slice.impl" not in ok:
+        return []
+    colour = model_colours(frame)
+    paths = []
+    for prompt_len, by_prompt in ok.groupby("slice.prompt_len"):
+        series = []
+        for (model, graphs, impl), g in by_prompt.groupby(["model", "cuda_graphs", "slice.impl"], sort=False):
+            g = g.sort_values("slice.batch")
+            label = f"{model} ({'graphs' if graphs else 'eager'}{'' if impl == 'ssmbench' else ', ' + impl})"
+            style = colour[model] + ("-" if graphs else "--" if impl == "ssmbench" else ":")
+            series.append((label, list(g["slice.batch"]), list(g["value"]), style))
+        if series:
+            paths.append(line_plot(out / f"{task}_decode_tok_s_prompt{int(prompt_len)}.png",
+                                    f"{task}: decode throughput, prompt {int(prompt_len)}",
+                                    "batch size", "decode tokens / s", series))
+    return paths
+
+
+KIND = Kind(
+    name="throughput",
+    task=ThroughputTask,
+    runner=ThroughputRunner,
+    description="prefill latency and decode throughput of greedy generation, eager and with CUDA graphs",
+    metric_order=("decode_tok_s", "generate_tok_s", "prefill_ms", "decode_ms_per_token", "achieved_gb_s",
+                  "bandwidth_fraction", "roofline_tok_s"),
+    plotter=plot_throughput,
+)

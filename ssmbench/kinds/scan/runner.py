@@ -45,12 +45,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ssmbench.jobs import Point, point
+from ssmbench.kinds.base import Runner, SkipPoint
+from ssmbench.kinds.scan.task import ScanTask
 from ssmbench.measure import free_memory, timed_ms
-from ssmbench.plan import Point, point
 from ssmbench.records import Record, summarised
-from ssmbench.registry import ResolvedModel
-from ssmbench.runners.base import Runner, SkipPoint
-from ssmbench.spec import ScanTask
+from ssmbench.zoo import ResolvedModel
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -71,9 +71,7 @@ class Workload:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class ScanRunner(Runner):
-    kind = "scan"
-
+class ScanRunner(Runner[ScanTask]):
     @classmethod
     def points(cls, task: ScanTask, model: ResolvedModel | None, device: str) -> list[Point]:
         # Impls innermost: a partial run still has complete rows of the table.
@@ -86,10 +84,10 @@ class ScanRunner(Runner):
         return ["CUDA", "mamba_ssm kernels"] if "selective_scan_cuda" in task.impls else []
 
     def record(self, point: Point, **fields: Any) -> Record:
-        """Every record of this kind, failures included, carries the whole shape in its slice."""
-        task: ScanTask = self.job.task
-        fields.setdefault("slice", {**point.params, "batch": task.batch, "d_state": task.d_state,
-                                    "dtype": task.dtype})
+        """Every record of this kind, failures included, carries the whole shape in its slice (the dtype,
+        fixed for the task, in its field)."""
+        task = self.task
+        fields.setdefault("slice", {**point.params, "batch": task.batch, "d_state": task.d_state})
         fields.setdefault("dtype", task.dtype)
         return super().record(point, **fields)
 
@@ -107,7 +105,7 @@ class ScanRunner(Runner):
     def _check_runs_here(self, impl: str, seq_len: int) -> None:
         from ssmbench.models.kernels import fused_mamba_kernels
 
-        task: ScanTask = self.job.task
+        task = self.task
         device = self.job.device
         if impl == "scan_reference" and seq_len > task.reference_max_len:
             raise SkipPoint(f"scan_reference: L={seq_len} is above reference_max_len={task.reference_max_len} "
@@ -123,7 +121,7 @@ class ScanRunner(Runner):
                             "use dtype bfloat16 or float16")
 
     def _workload(self, params: dict[str, Any]) -> Workload:
-        task: ScanTask = self.job.task
+        task = self.task
         impl, backward = params["impl"], params["pass"] == "forward_backward"
         shape = dict(batch=task.batch, d_inner=params["d_inner"], seq_len=params["seq_len"])
         seed = self.job.seed
@@ -135,7 +133,7 @@ class ScanRunner(Runner):
         return scan_workload(fn, KERNELS[impl], inputs, backward, seed)
 
     def _time(self, work: Workload) -> list[float]:
-        task: ScanTask = self.job.task
+        task = self.task
         total = task.warmup + task.repeats
         samples = []
         with work.context():

@@ -28,7 +28,6 @@ from ssmbench.reference import (
     reported_metrics,
     zero_shot_sources,
 )
-from ssmbench.report import register_view
 from ssmbench.report.tables import STATUS_CELL, Table, failure_notes
 
 AVG = "avg"  # the Avg column's key beside the paper's column keys
@@ -77,7 +76,6 @@ class Results:
         return None if self.random_weights(model) else source.row_for(model)
 
 
-@register_view("zero_shot")
 def zero_shot_tables(task: str, frame: pd.DataFrame) -> list[Table]:
     results = Results(frame)
     sources = zero_shot_sources()
@@ -224,11 +222,12 @@ def method_notes(frame: pd.DataFrame) -> list[str]:
     ok = frame[frame["status"] == "ok"]
     if ok.empty:
         return []
-    limits = [float(v) for v in dict.fromkeys(ok["slice.limit"].dropna())]
+    limits = [float(v) for v in _values(ok, "slice.limit")]
     subset = ("limit " + ", ".join(f"{v:.0%} of the examples" if v < 1 else f"{v:.0f} examples" for v in limits)
               + " per task (a subset: not comparable with full-set figures)" if limits else "full evaluation sets")
     samples = ", ".join(f"{t} {_int(n)}" for t, n in
-                        ok.groupby("slice.lm_eval_task", sort=False)["slice.n_samples"].max().items())
+                        ok.groupby("slice.lm_eval_task", sort=False)["slice.n_samples"].max().items()
+                        ) if "slice.n_samples" in ok else "?"
     runs = "; ".join(f"{model}: {', '.join(_values(group, 'kernel'))}, {', '.join(_values(group, 'dtype'))}, "
                      f"{', '.join(_values(group, 'weights'))} weights"
                      for model, group in ok.groupby("model", sort=False))

@@ -20,20 +20,34 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from pydantic import Field, PositiveInt
+
+from ssmbench.jobs import Point, TaskBase, point
+from ssmbench.kinds.base import Kind, ModelRunner
 from ssmbench.measure import PeakMemory, dtype_bytes, free_memory, mib, seeded_tokens
-from ssmbench.models.hf import torch_dtype
-from ssmbench.plan import Point, point
+from ssmbench.models.common import torch_dtype
 from ssmbench.records import Record
-from ssmbench.registry import ResolvedModel
-from ssmbench.runners.base import ModelRunner
-from ssmbench.spec import MemoryTask
+from ssmbench.report.plots import line_plot, model_colours
+from ssmbench.zoo import ResolvedModel
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
-class MemoryRunner(ModelRunner):
-    kind = "memory"
+class MemoryTask(TaskBase):
+    """Peak memory of generation (inference) or of one training step, beside the analytic state size."""
 
+    kind: Literal["memory"]
+    mode: Literal["inference", "training"] = "inference"
+    batch_sizes: list[PositiveInt] = [1]
+    prompt_lengths: list[PositiveInt] = [128]
+    new_tokens: Annotated[int, Field(ge=1)] = 8
+
+
+class MemoryRunner(ModelRunner[MemoryTask]):
     @classmethod
     def points(cls, task: MemoryTask, model: ResolvedModel | None, device: str) -> list[Point]:
         return [point(mode=task.mode, batch=b, prompt_len=p) for b in task.batch_sizes for p in task.prompt_lengths]
@@ -41,7 +55,7 @@ class MemoryRunner(ModelRunner):
     def model_to_load(self) -> ResolvedModel:
         """Mixed-precision training keeps fp32 master weights; the suite's dtype becomes the autocast dtype."""
         ref = super().model_to_load()
-        return dataclasses.replace(ref, dtype="float32") if self.job.task.mode == "training" else ref
+        return dataclasses.replace(ref, dtype="float32") if self.task.mode == "training" else ref
 
     @property
     def autocast_dtype(self) -> str:
@@ -49,7 +63,7 @@ class MemoryRunner(ModelRunner):
         return self.job.model.dtype
 
     def measure(self, pt: Point) -> list[Record]:
-        task: MemoryTask = self.job.task
+        task = self.task
         batch, prompt_len = pt.params["batch"], pt.params["prompt_len"]
         self.check_length(prompt_len + (task.new_tokens if task.mode == "inference" else 0))
         ids = seeded_tokens((batch, prompt_len), self.model.vocab_size, self.job.seed, self.job.device)
@@ -127,3 +141,41 @@ class MemoryRunner(ModelRunner):
             del optimizer
             module.eval()
         return probe
+
+
+def plot_memory(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Peak memory of the decode steps vs prompt length, a line per model (a figure per batch size), the
+    analytic state size dotted beside it."""
+    ok = frame[frame["status"] == "ok"]
+    # The decode-only peak is where the families differ (KV cache vs fixed state); older runs lack it.
+    present = set(ok["metric"])
+    measured = next((m for m in ("decode_peak_alloc_mib", "peak_alloc_mib", "decode_peak_rss_mib", "peak_rss_mib")
+                     if m in present), "peak_rss_mib")
+    lines = ((measured, "-", measured.removesuffix("_mib").replace("_", " ")), ("state_mib", ":", "analytic state"))
+    colour = model_colours(frame)
+    paths = []
+    for batch, by_batch in ok.groupby("slice.batch"):
+        series = []
+        for model, g in by_batch.groupby("model", sort=False):
+            for metric, style, suffix in lines:
+                m = g[g["metric"] == metric].sort_values("slice.prompt_len")
+                if not m.empty:
+                    series.append((f"{model} {suffix}", list(m["slice.prompt_len"]), list(m["value"]),
+                                   colour[model] + style))
+        if series and by_batch["slice.prompt_len"].nunique() > 1:
+            paths.append(line_plot(out / f"{task}_memory_batch{int(batch)}.png",
+                                    f"{task}: memory vs prompt length, batch {int(batch)}",
+                                    "prompt length (tokens)", "MiB", series))
+    return paths
+
+
+KIND = Kind(
+    name="memory",
+    task=MemoryTask,
+    runner=MemoryRunner,
+    description="peak memory of generation or of a training step, beside the analytic KV-cache/SSM-state size",
+    metric_order=("peak_alloc_mib", "decode_peak_alloc_mib", "work_alloc_mib", "peak_reserved_mib",
+                  "decode_peak_reserved_mib", "nvml_used_mib", "peak_rss_mib", "decode_peak_rss_mib",
+                  "work_rss_mib", "state_mib", "weights_mib"),
+    plotter=plot_memory,
+)

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from ssmbench.errors import JobError, did_you_mean
-from ssmbench.plan import Point, point
+from ssmbench.jobs import Point, point
+from ssmbench.kinds.base import ModelRunner
+from ssmbench.kinds.zero_shot.task import ZeroShotTask
 from ssmbench.records import Record
 from ssmbench.reference import reported_metrics
-from ssmbench.registry import ResolvedModel
-from ssmbench.runners.base import ModelRunner
-from ssmbench.spec import ZeroShotTask
+from ssmbench.zoo import ResolvedModel
 
 
 @dataclass(frozen=True)
@@ -129,9 +129,7 @@ def missing_dataset_error(task: str, include_path: str | None, exc: Exception) -
                     "HF_DATASETS_OFFLINE=0); later runs read it from the Hugging Face datasets cache")
 
 
-class ZeroShotRunner(ModelRunner):
-    kind = "zero_shot"
-
+class ZeroShotRunner(ModelRunner[ZeroShotTask]):
     @classmethod
     def points(cls, task: ZeroShotTask, model: ResolvedModel | None, device: str) -> list[Point]:
         return [point(lm_eval_task=name) for name in dict.fromkeys(task.tasks)]
@@ -159,7 +157,7 @@ class ZeroShotRunner(ModelRunner):
         if ref.weights == "pretrained" and ref.hf_source is None:
             raise JobError(f"model {ref.name!r}: zero_shot runs through transformers and no transformers "
                            "checkpoint of this model is published; give a local one with `path:`")
-        task: ZeroShotTask = self.job.task
+        task = self.task
         if task.include_path and not Path(task.include_path).is_dir():
             raise JobError(f"include_path {task.include_path!r} is not a directory (relative paths start from "
                            "the working directory)")
@@ -169,7 +167,7 @@ class ZeroShotRunner(ModelRunner):
         self.manager = task_manager(task.include_path)
 
     def measure(self, pt: Point) -> list[Record]:
-        task: ZeroShotTask = self.job.task
+        task = self.task
         name = pt.params["lm_eval_task"]
         results = self._evaluate(name)
         settings = {"num_fewshot": task.num_fewshot, "limit": lm_eval_limit(task),
@@ -187,7 +185,7 @@ class ZeroShotRunner(ModelRunner):
     def _evaluate(self, name: str) -> dict[str, Any]:
         from lm_eval import simple_evaluate
 
-        task: ZeroShotTask = self.job.task
+        task = self.task
         if name not in self.manager.task_index:
             raise JobError(f"unknown lm-eval task {name!r}{did_you_mean(name, self.manager.all_tasks)}; for your "
                            "own task YAML, set `include_path:` to its directory")

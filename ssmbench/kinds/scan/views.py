@@ -1,11 +1,11 @@
-"""Report view for kind `scan`: the Mamba paper's scan benchmark (§4.5, Fig. 8 left) as tables and plots.
+"""Tables and plots of kind `scan`: the Mamba paper's scan benchmark (§4.5, Fig. 8 left) as tables and plots.
 
 One table per (pass, d_inner), in the paper's layout: a row per sequence length, each implementation's
 median ms, how many times faster the fused scan is than attention and than the PyTorch scan, and the
 achieved GB/s. The notes name the crossover (the first length from which the scan beats attention at
 every longer length measured) and test the paper's two claims against this run's numbers:
 "faster than FlashAttention-2 beyond 2K" and "20–40x faster than a standard PyTorch scan".
-The plot (PLOTTERS["scan"]): ms against L, log-log, a line per implementation, the crossover marked.
+The plot: ms against L, log-log, a line per implementation, the crossover marked.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ssmbench.report import register_view
-from ssmbench.report.plots import PLOTTERS, line_plot
+from ssmbench.report.plots import line_plot
 from ssmbench.report.tables import STATUS_CELL, Table, format_value
 
 SCAN, ATTENTION, REFERENCE = "selective_scan_cuda", "attention_sdpa", "scan_reference"
@@ -24,7 +23,6 @@ PAPER_CROSSOVER = 2048  # "faster than FlashAttention-2 beyond sequence length 2
 PAPER_VS_TORCH = (20.0, 40.0)  # "20-40x faster than a standard scan implementation in PyTorch"
 
 
-@register_view("scan")
 def scan_tables(task: str, frame: pd.DataFrame) -> list[Table]:
     return [_table(task, str(mode), int(d_inner), group)
             for (mode, d_inner), group in frame.groupby(["slice.pass", "slice.d_inner"], sort=False)]
@@ -65,7 +63,7 @@ def _table(task: str, mode: str, d_inner: int, group: pd.DataFrame) -> Table:
         row |= {f"{SHORT[i]} GB/s": gb_cells.get((length, i), "") for i in impls}
         rows.append(row)
     first = group.iloc[0]
-    shape = f"B={first['slice.batch']}, N={first['slice.d_state']}, {first['slice.dtype']}"
+    shape = f"B={first['slice.batch']}, N={first['slice.d_state']}, {first['dtype']}"
     notes = [_kernels_note(group), crossover_note(ms), *claims_notes(ms), *_failure_notes(group)]
     return Table(title=f"{task}: {mode}, D={d_inner} ({shape}): ms by sequence length",
                  frame=pd.DataFrame(rows), notes=[n for n in notes if n], task=task)
@@ -173,6 +171,3 @@ def _plot(ms: pd.DataFrame, path: Path, title: str) -> Path:
     if first is not None and first > ms[[SCAN, ATTENTION]].dropna().index.min():
         marker = (first, f"crossover L = {first:,}")
     return line_plot(path, title, "sequence length L", "ms (median)", series, marker_x=marker)
-
-
-PLOTTERS["scan"] = plot_scan

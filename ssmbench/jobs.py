@@ -1,0 +1,89 @@
+"""The low vocabulary that spec, plan, execute and the kinds' runners share: a task's common fields, a job
+(one task on one model) and its sweep points.
+
+It sits below all of them, so a runner can name a Job or build Points without importing the planner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ssmbench.zoo import ResolvedModel
+
+
+class Strict(BaseModel):
+    """A suite mapping: unknown keys are errors, not silently ignored settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskBase(Strict):
+    """Fields every task of a suite has; each kind's task model adds its own and a literal `kind`."""
+
+    uses_models: ClassVar[bool] = True  # False for kinds that measure kernels alone
+
+    kind: str
+    name: str | None = None  # defaults to the kind; unique within a suite
+    models: list[str] | None = None  # a subset of the suite's models, by name; all when absent
+
+    @property
+    def task_name(self) -> str:
+        return self.name or self.kind
+
+
+TaskT = TypeVar("TaskT", bound=TaskBase)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One sweep point: `key` names it in records ("batch=1,prompt_len=128,cuda_graphs=off"); `params` feed
+    the runner and become the record's slice."""
+
+    key: str
+    params: dict[str, Any]
+
+
+def point(**params: Any) -> Point:
+    def show(v: Any) -> str:
+        return ("on" if v else "off") if isinstance(v, bool) else str(v)
+
+    return Point(",".join(f"{k}={show(v)}" for k, v in params.items()), params)
+
+
+@dataclass
+class Job(Generic[TaskT]):
+    """One task on one model (or a model-free task alone), with every choice made and its points listed."""
+
+    id: str  # "<task>/<model>" or "<task>" for model-free tasks
+    task: TaskT
+    model: ResolvedModel | None
+    device: str
+    seed: int
+    points: list[Point] = field(default_factory=list)
+    skip_reason: str | None = None  # the whole job is refused (e.g. a quality task on random weights)
+    backend_note: str | None = None  # e.g. fused kernels unavailable, running transformers' PyTorch path
+
+    @property
+    def kind(self) -> str:
+        return self.task.kind
+
+    @property
+    def task_name(self) -> str:
+        return self.task.task_name
+
+
+@dataclass
+class Plan:
+    """A suite expanded into jobs, with everything the executor needs and nothing it must look up."""
+
+    suite_name: str
+    device: str  # resolved: cpu or cuda
+    jobs: list[Job[Any]]
+    resolved_suite: str  # the suite as YAML with every override applied: what --resume reads back
+
+    @property
+    def n_points(self) -> int:
+        return sum(len(j.points) for j in self.jobs)

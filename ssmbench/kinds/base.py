@@ -1,0 +1,152 @@
+"""What a task kind is: its task spec, its runner, and how its records are reported, in one entry.
+
+The executor makes one runner per job and calls `setup()` once, `measure(point)` for each pending point,
+and `teardown()` at the end. Runners only measure: the executor turns exceptions into records (OOM as a
+result, anything else as the point's error), writes records and draws progress. Reports find a kind's
+tables and plots through its entry, so nothing depends on what was imported first.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic
+
+from ssmbench.jobs import Job, Point, TaskBase, TaskT
+from ssmbench.measure import free_memory
+from ssmbench.records import Record
+from ssmbench.report.tables import Table, comparison_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ssmbench.models import LoadedModel
+    from ssmbench.zoo import ResolvedModel
+
+TablesFn = Callable[[str, "pd.DataFrame"], list[Table]]
+PlotsFn = Callable[[str, "pd.DataFrame", Path], list[Path]]
+
+
+class SkipPoint(Exception):
+    """This point cannot run here (e.g. a CUDA-only kernel on the CPU); recorded as skipped, with the reason."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the executor hands a runner besides its job: where records and files of the job belong."""
+
+    run_id: str
+    suite: str
+    artifacts: Path  # the job's own folder in the run directory, created when first written to
+    on_progress: Callable[[float], None] = field(default=lambda fraction: None)  # progress inside a point
+
+    def artifact(self, name: str) -> Path:
+        """A path for a file of this job (a checkpoint, sample prompts and answers, per-document logs)."""
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        return self.artifacts / name
+
+
+class Runner(ABC, Generic[TaskT]):
+    """Measures one job's points. `self.task` is the job's task, typed by the kind."""
+
+    def __init__(self, job: Job[TaskT], context: JobContext):
+        self.job, self.task, self.context = job, job.task, context
+        self.on_progress = context.on_progress
+
+    @classmethod
+    @abstractmethod
+    def points(cls, task: TaskT, model: ResolvedModel | None, device: str) -> list[Point]:
+        """The sweep points of a job, known before anything is loaded (for --dry-run and resume)."""
+
+    @classmethod
+    def needs(cls, task: TaskT, model: ResolvedModel | None, device: str) -> list[str]:
+        """What a job needs, shown by --dry-run (e.g. 'CUDA', 'pretrained weights')."""
+        return []
+
+    def setup(self) -> None:
+        """Load what every point shares (the model)."""
+
+    @abstractmethod
+    def measure(self, point: Point) -> list[Record]:
+        """Measure one point; raise SkipPoint when it cannot run here."""
+
+    def teardown(self) -> None:
+        free_memory(self.job.device)
+
+    def record(self, point: Point, **fields: Any) -> Record:
+        """A record with the identity of this job and point filled in; `fields` add or override."""
+        from ssmbench.env import device_label
+
+        base: dict[str, Any] = {
+            "run_id": self.context.run_id, "suite": self.context.suite, "task": self.job.task_name,
+            "kind": self.job.kind, "job": self.job.id, "point": point.key, "slice": dict(point.params),
+            "device": device_label(self.job.device), "seed": self.job.seed,
+        }
+        model = self.job.model
+        if model is not None:
+            base.update(model=model.name, family=model.spec.family, weights=model.weights, dtype=model.dtype)
+        return Record(**(base | fields))
+
+
+class ModelRunner(Runner[TaskT]):
+    """A runner whose points share one loaded model."""
+
+    model: LoadedModel
+
+    def model_to_load(self) -> ResolvedModel:
+        """The suite's model as this kind loads it; a kind may adjust it (the dtype, the backend)."""
+        assert self.job.model is not None
+        return self.job.model
+
+    def setup(self) -> None:
+        from ssmbench.models import load_model
+
+        self.model = load_model(self.model_to_load())
+
+    def check_length(self, length: int) -> None:
+        """Skip a point whose sequence the architecture cannot hold (an index error on CUDA would poison
+        the whole process, not just this point)."""
+        assert self.job.model is not None
+        limit = self.job.model.spec.max_positions
+        if limit is not None and length > limit:
+            raise SkipPoint(f"{length} tokens exceed {self.job.model.name}'s {limit} positions "
+                            "(extend them with overrides: {n_positions: N} on random weights)")
+
+    def record(self, point: Point, **fields: Any) -> Record:
+        loaded: LoadedModel | None = getattr(self, "model", None)
+        if loaded is None:
+            return super().record(point, **fields)
+        extra = {"params": loaded.n_params, "backend": loaded.backend} | fields.pop("extra", {})
+        return super().record(point, **(loaded.record_fields() | {"extra": extra} | fields))
+
+    def teardown(self) -> None:
+        self.__dict__.pop("model", None)
+        super().teardown()
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Everything about one task kind, registered once in ssmbench.kinds.KINDS.
+
+    `tables` and `plots` are pure functions of one task's records frame (report.tables.records_frame);
+    a kind without its own tables gets the generic comparison (models as columns, rows in `metric_order`).
+    """
+
+    name: str
+    task: type[TaskBase]  # the pydantic model of its suite entry, with `kind: Literal[name]`
+    runner: type[Runner[Any]]
+    description: str  # one line, for `ssmbench list tasks`
+    quality: bool = False  # measures what weights have learned: refused on random weights outside smoke tests
+    metric_order: tuple[str, ...] = ()  # rows of the generic table in this order; others follow
+    views: TablesFn | None = None
+    plotter: PlotsFn | None = None
+
+    def tables(self, task: str, frame: pd.DataFrame) -> list[Table]:
+        if self.views is not None:
+            return self.views(task, frame)
+        return [comparison_table(task, frame, self.metric_order)]
+
+    def plots(self, task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
+        return self.plotter(task, frame, out) if self.plotter is not None else []

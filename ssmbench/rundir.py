@@ -1,0 +1,109 @@
+"""A run directory's layout, in one place.
+
+    results/<suite>/<run-id>/
+        suite.resolved.yaml   the suite with every override applied (what --resume reads back)
+        env.json              hardware and software (env.resume<N>.json for each resumption)
+        records.jsonl         one record a line, flushed point by point
+        table.md/.csv/.json   rebuilt from records.jsonl (and table.tex on request)
+        <task>_*.png          the kinds' plots
+        artifacts/<job id>/   what a job keeps besides records: checkpoints, sample prompts, per-document logs
+
+Everything that reads or writes these names goes through RunDir, so the layout can change in one file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ssmbench.errors import UserError
+from ssmbench.records import Record, read_records
+
+# Report format -> table file suffix: the one map of formats to files.
+TABLE_FORMATS: dict[str, str] = {"md": "md", "csv": "csv", "json": "json", "latex": "tex"}
+
+
+class RunDir:
+    RECORDS = "records.jsonl"
+    RESOLVED_SUITE = "suite.resolved.yaml"
+    ENV = "env.json"
+    ARTIFACTS = "artifacts"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        """The run id (the directory's name, a timestamp)."""
+        return self.path.name
+
+    @classmethod
+    def create(cls, out: Path, suite_name: str) -> RunDir:
+        """A fresh directory under out/<suite>/; never an existing one."""
+        base = Path(out) / suite_name / datetime.now().strftime("%Y%m%d-%H%M%S")
+        path, n = base, 1
+        while path.exists():
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+        path.mkdir(parents=True)
+        return cls(path)
+
+    @classmethod
+    def existing(cls, path: Path, need: str = RESOLVED_SUITE) -> RunDir:
+        """A run directory that must already hold `need` (the resolved suite to resume, the records to
+        report); a UserError naming what is missing otherwise."""
+        run = cls(path)
+        if not (run.path / need).is_file():
+            raise UserError(f"{path}: not a run directory (no {need}); give results/<suite>/<run-id>")
+        return run
+
+    # --- files -------------------------------------------------------------------------------------------
+
+    @property
+    def records_path(self) -> Path:
+        return self.path / self.RECORDS
+
+    @property
+    def resolved_suite_path(self) -> Path:
+        return self.path / self.RESOLVED_SUITE
+
+    def table_path(self, fmt: str) -> Path:
+        return self.path / f"table.{TABLE_FORMATS[fmt]}"
+
+    def plot_path(self, name: str) -> Path:
+        return self.path / name
+
+    def artifacts(self, job_id: str) -> Path:
+        """The folder of one job's files ("throughput/gpt2" -> artifacts/throughput/gpt2); made on first write."""
+        return self.path / self.ARTIFACTS / job_id
+
+    def read_records(self) -> list[Record]:
+        return read_records(self.records_path)
+
+    def read_env(self) -> dict[str, Any]:
+        """The first env.json (the run's start), or {} when missing or unreadable."""
+        try:
+            return json.loads((self.path / self.ENV).read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def write_header(self, resolved_suite_yaml: str, env: dict[str, Any]) -> None:
+        """The resolved suite, and the environment of this start (env.json first, env.resume<N>.json after)."""
+        self.resolved_suite_path.write_text(resolved_suite_yaml)
+        name, n = self.ENV, 0
+        while (self.path / name).exists():
+            n += 1
+            name = f"env.resume{n}.json"
+        (self.path / name).write_text(json.dumps(env, indent=2))
+
+    def write_atomic(self, path: Path, text: str) -> None:
+        """Replace `path` in one step, so a reader never sees half a table."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
