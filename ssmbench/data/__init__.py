@@ -1,0 +1,1 @@
+"""Task data generated in code, seeded: synthetic capability tasks and phonebooks. Nothing is downloaded."""
