@@ -53,7 +53,8 @@ def execute(plan: Plan, run: RunDir) -> RunSummary:
         try:
             for job, pending in todo:
                 job_bar = JobBar(progress, job.id, len(pending))
-                context = JobContext(run.name, plan.suite_name, run.artifacts(job.id), job_bar.within_point)
+                context = JobContext(run.name, plan.suite_name, run.artifacts(job.id), job_bar.within_point,
+                                     job_bar.status)
                 for pt, records in _run_job(job, pending, context):
                     attempt = attempts.get((job.id, pt.key), (-1, False))[0] + 1
                     writer.write([r.model_copy(update={"attempt": attempt}) for r in records])
@@ -70,8 +71,12 @@ class JobBar:
     """The inner progress bar: one job's points, advanced in fractions inside long points."""
 
     def __init__(self, progress: Progress, description: str, n_points: int):
-        self.progress, self.done = progress, 0
+        self.progress, self.done, self.description = progress, 0, description
         self.bar = progress.add_task(description, total=n_points)
+
+    def status(self, text: str) -> None:
+        """Show a live line beside the job's name (a training run's step, loss and accuracy)."""
+        self.progress.update(self.bar, description=f"{self.description} {text}")
 
     def within_point(self, fraction: float) -> None:
         self.progress.update(self.bar, completed=self.done + min(max(fraction, 0.0), 0.99))

@@ -33,6 +33,11 @@ class TaskBase(Strict):
     def task_name(self) -> str:
         return self.name or self.kind
 
+    def variants(self) -> list[str]:
+        """For a task that brings its own models instead of the suite's (uses_models False): their names,
+        one job each (the small architectures a synthetic task trains). Empty: one job for the task."""
+        return []
+
 
 TaskT = TypeVar("TaskT", bound=TaskBase)
 
@@ -57,12 +62,13 @@ def point(**params: Any) -> Point:
 class Job(Generic[TaskT]):
     """One task on one model (or a model-free task alone), with every choice made and its points listed."""
 
-    id: str  # "<task>/<model>" or "<task>" for model-free tasks
+    id: str  # "<task>/<model>", "<task>/<variant>", or "<task>" for model-free tasks
     task: TaskT
     model: ResolvedModel | None
     device: str
     seed: int
     points: list[Point] = field(default_factory=list)
+    variant: str | None = None  # which of the task's own models (TaskBase.variants) this job runs
     skip_reason: str | None = None  # the whole job is refused (e.g. a quality task on random weights)
     backend_note: str | None = None  # e.g. fused kernels unavailable, running transformers' PyTorch path
 
@@ -73,6 +79,11 @@ class Job(Generic[TaskT]):
     @property
     def task_name(self) -> str:
         return self.task.task_name
+
+    @property
+    def model_name(self) -> str | None:
+        """What records name as the model: the suite model, or the task's own variant."""
+        return self.model.name if self.model is not None else self.variant
 
 
 @dataclass

@@ -75,17 +75,20 @@ def build_plan(suite: Suite, device: str) -> Plan:
     models = {ref.name: resolve_model(ref, suite, device) for ref in suite.models}
     jobs: list[Job[Any]] = []
     for task in suite.tasks:
-        if not task.uses_models:
-            jobs.append(_job(task, None, suite, device))
-            continue
-        jobs += [_job(task, models[name], suite, device) for name in task.models or list(models)]
+        if task.uses_models:
+            jobs += [_job(task, models[name], suite, device) for name in task.models or list(models)]
+        else:
+            jobs += [_job(task, None, suite, device, variant) for variant in task.variants() or [None]]
     return Plan(suite.name, device, jobs, resolved_suite_yaml(suite, device))
 
 
-def _job(task: TaskBase, model: ResolvedModel | None, suite: Suite, device: str) -> Job[Any]:
+def _job(task: TaskBase, model: ResolvedModel | None, suite: Suite, device: str,
+         variant: str | None = None) -> Job[Any]:
     kind = get_kind(task.kind)
-    job_id = task.task_name if model is None else f"{task.task_name}/{model.name}"
-    job = Job(job_id, task, model, device, suite.defaults.seed, points=kind.runner.points(task, model, device))
+    subject = model.name if model is not None else variant
+    job_id = task.task_name if subject is None else f"{task.task_name}/{subject}"
+    job = Job(job_id, task, model, device, suite.defaults.seed, points=kind.runner.points(task, model, device),
+              variant=variant)
     if model is None:
         return job
     try:

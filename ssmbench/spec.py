@@ -11,7 +11,7 @@ import functools
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
@@ -200,17 +200,38 @@ def format_loc(loc: list[Any]) -> str:
 
 
 def _allowed_keys(parent_loc: list[Any], data: Any) -> list[str]:
-    """Field names of the mapping that holds the unknown key, for 'did you mean'."""
-    match parent_loc:
-        case []:
-            model: type[BaseModel] = Suite
-        case ["defaults"]:
-            model = Defaults
-        case ["models", int()]:
-            model = ModelRef
-        case ["tasks", int(i)]:
-            kind = data["tasks"][i].get("kind") if isinstance(data["tasks"][i], dict) else None
-            model = get_kind(kind).task if kind in kind_names() else TaskBase
-        case _:
+    """Field names of the mapping that holds the unknown key, for 'did you mean': the suite's models are
+    walked along the error's path, a task's model chosen by its `kind` as the union does."""
+    annotation: Any = suite_model()
+    value = data
+    for part in parent_loc:
+        annotation = _inner(annotation, part, value)
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
             return []
-    return list(model.model_fields)
+    model = _model_of(annotation, value)
+    return list(model.model_fields) if model is not None else []
+
+
+def _inner(annotation: Any, part: Any, value: Any) -> Any:
+    """The annotation one step down: a model's field, a list's item, a dict's value."""
+    model = _model_of(annotation, value)
+    if model is not None and isinstance(part, str):
+        return model.model_fields[part].annotation if part in model.model_fields else None
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (list, dict) and args:
+        return args[-1]
+    return _inner(args[0], part, value) if len(args) == 1 else None
+
+
+def _model_of(annotation: Any, value: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation stands for at this value (a task's model by its kind)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is Annotated:
+        return _model_of(get_args(annotation)[0], value)
+    models = [m for m in get_args(annotation) if isinstance(m, type) and issubclass(m, BaseModel)]
+    if len(models) > 1 and isinstance(value, dict) and value.get("kind") in kind_names():
+        return get_kind(value["kind"]).task
+    return models[0] if len(models) == 1 else (TaskBase if models else None)

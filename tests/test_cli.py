@@ -149,7 +149,7 @@ def test_validate_ok(tmp_path: Path):
     result = invoke("validate", suite, REPO / "suites" / "smoke.yaml")
     assert result.exit_code == 0, result.output
     assert f"ok {suite}: 2 models, 2 tasks" in result.stdout
-    assert "smoke.yaml: 5 models, 3 tasks" in result.stdout
+    assert "smoke.yaml: 5 models, 4 tasks" in result.stdout
 
 
 def test_validate_failing(tmp_path: Path):

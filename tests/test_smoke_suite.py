@@ -27,13 +27,17 @@ def test_smoke_jobs(plan: Plan):
         *(f"throughput-tiny/{m}" for m in TINY),
         "throughput-full-size/gpt2", "throughput-full-size/mamba-130m",
         *(f"memory-tiny/{m}" for m in TINY),
+        "induction-tiny/mamba", "induction-tiny/mha-rope",
     ]
-    assert [j.kind for j in plan.jobs] == ["throughput"] * 5 + ["memory"] * 3
-    assert plan.n_points == 3 * 4 + 2 * 1 + 3 * 4 == 26
+    assert [j.kind for j in plan.jobs] == ["throughput"] * 5 + ["memory"] * 3 + ["synthetic"] * 2
+    assert plan.n_points == 3 * 4 + 2 * 1 + 3 * 4 + 2 * (1 + 3) == 34
 
 
 def test_smoke_runs_offline_on_random_weights_in_float32(plan: Plan):
     for job in plan.jobs:
+        if job.kind == "synthetic":  # small models trained from scratch in the run: no zoo model, no weights
+            assert job.model is None and job.variant in ("mamba", "mha-rope") and job.device == "cpu"
+            continue
         assert job.model is not None and job.device == "cpu" and job.seed == 0
         assert (job.model.weights, job.model.dtype, job.model.device) == ("random", "float32", "cpu")
         assert job.skip_reason is None
@@ -57,7 +61,7 @@ def test_smoke_points(plan: Plan):
     assert jobs["throughput-full-size/gpt2"].model.spec.config["n_layer"] == 12
     assert jobs["throughput-full-size/mamba-130m"].model.spec.config["num_hidden_layers"] == 24
     # Every length fits GPT-2's position table: nothing will be skipped.
-    for job in plan.jobs:
+    for job in (j for j in plan.jobs if j.model is not None):
         limit = job.model.spec.max_positions
         for p in job.points:
             new = job.task.new_tokens
@@ -83,5 +87,5 @@ def test_smoke_by_name_is_the_packaged_suite(tmp_path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["run", "smoke", "--dry-run", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert "smoke: 8 jobs, 26 points on cpu" in result.stdout
+    assert "smoke: 10 jobs, 34 points on cpu" in result.stdout
     assert not (tmp_path / "out").exists()

@@ -21,6 +21,7 @@ KINDS: dict[str, str] = {
     "memory": "ssmbench.kinds.memory:KIND",
     "scan": "ssmbench.kinds.scan:KIND",
     "zero_shot": "ssmbench.kinds.zero_shot:KIND",
+    "synthetic": "ssmbench.kinds.synthetic:KIND",
 }
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 TablesFn = Callable[[str, "pd.DataFrame"], list[Table]]
 PlotsFn = Callable[[str, "pd.DataFrame", Path], list[Path]]
+SummaryFn = Callable[["pd.DataFrame"], list[Table]]
 
 
 class SkipPoint(Exception):
@@ -41,6 +42,7 @@ class JobContext:
     suite: str
     artifacts: Path  # the job's own folder in the run directory, created when first written to
     on_progress: Callable[[float], None] = field(default=lambda fraction: None)  # progress inside a point
+    on_status: Callable[[str], None] = field(default=lambda text: None)  # a short live line (step, loss, ...)
 
     def artifact(self, name: str) -> Path:
         """A path for a file of this job (a checkpoint, sample prompts and answers, per-document logs)."""
@@ -53,7 +55,7 @@ class Runner(ABC, Generic[TaskT]):
 
     def __init__(self, job: Job[TaskT], context: JobContext):
         self.job, self.task, self.context = job, job.task, context
-        self.on_progress = context.on_progress
+        self.on_progress, self.on_status = context.on_progress, context.on_status
 
     @classmethod
     @abstractmethod
@@ -87,6 +89,8 @@ class Runner(ABC, Generic[TaskT]):
         model = self.job.model
         if model is not None:
             base.update(model=model.name, family=model.spec.family, weights=model.weights, dtype=model.dtype)
+        elif self.job.variant is not None:
+            base["model"] = self.job.variant
         return Record(**(base | fields))
 
 
@@ -142,6 +146,10 @@ class Kind:
     metric_order: tuple[str, ...] = ()  # rows of the generic table in this order; others follow
     views: TablesFn | None = None
     plotter: PlotsFn | None = None
+    summary: SummaryFn | None = None  # tables across all of the run's tasks of this kind, after their own
+
+    def summaries(self, frame: pd.DataFrame) -> list[Table]:
+        return self.summary(frame) if self.summary is not None else []
 
     def tables(self, task: str, frame: pd.DataFrame) -> list[Table]:
         if self.views is not None:

@@ -1,6 +1,6 @@
 """Figures from the papers and slides that reports compare measurements against, with their source named.
 
-The figures live as package data (zero_shot.yaml), copied exactly as printed, so a reader can check them
+The figures live as package data (zero_shot.yaml, synthetic.yaml), copied exactly as printed, so a reader can check them
 against the source line by line. This module turns them into ssmbench's scale (accuracies as fractions,
 perplexity as is) and says which lm-eval task and metric each printed column reports: that mapping is
 also what decides which metrics the zero-shot runner records for the paper's tasks.
@@ -93,4 +93,44 @@ def reported_metrics() -> dict[str, dict[str, bool]]:
         for column in source.columns:
             metrics = out.setdefault(column.task, {})
             metrics[column.metric] = metrics.get(column.metric, False) or source.key == PAPER
+    return out
+
+
+# --- synthetic tasks ------------------------------------------------------------------------------------
+
+PERFECT = "perfect"  # the paper's ✓: every test example right
+OOM = "oom"  # the paper's ✗
+
+
+@dataclass(frozen=True)
+class SyntheticReference:
+    """One table of the paper's synthetic results: a row per architecture, a cell per test length."""
+
+    citation: str
+    table: str  # "Table 1", "Table 11"
+    setting: str  # the paper's training setting, printed beside its figures
+    train_len: int  # the length the paper trained at: its figures describe models trained there
+    cells: dict[str, dict[int, float | str]]  # mixer -> test length -> accuracy in % (or PERFECT, OOM, a range)
+    labels: dict[str, str]  # mixer -> the row's label as printed
+
+
+@functools.cache
+def synthetic_references() -> dict[str, SyntheticReference]:
+    """Synthetic task -> the paper's table for it, for the rows whose architecture ssmbench can build.
+
+    Table 1 (selective copying) has one figure per architecture, at its training length; Table 11 (induction
+    heads) one per test length."""
+    data = yaml.safe_load(resources.files(__name__).joinpath("synthetic.yaml").read_text(encoding="utf-8"))
+    copying, induction = data["selective_copying"], data["induction_heads"]
+    out = {"selective_copying": SyntheticReference(
+        data["citation"], copying["table"], copying["setting"], copying["train_len"],
+        {r["mixer"]: {4096: r["accuracy"]} for r in copying["rows"] if r["mixer"]},
+        {r["mixer"]: r["label"] for r in copying["rows"] if r["mixer"]})}
+    cells = {}
+    for row in (r for r in induction["rows"] if r["mixer"]):
+        cells[row["mixer"]] = dict(zip(induction["lengths"], row["values"], strict=True))
+        cells[row["mixer"]] |= dict.fromkeys(induction["beyond"], row["beyond"])
+    out["induction_heads"] = SyntheticReference(
+        data["citation"], induction["table"], induction["setting"], induction["train_len"], cells,
+        {r["mixer"]: r["label"] for r in induction["rows"] if r["mixer"]})
     return out

@@ -32,19 +32,25 @@ class KindReport(Protocol):
 
     def plots(self, task: str, frame: pd.DataFrame, out: Path) -> list[Path]: ...
 
+    def summaries(self, frame: pd.DataFrame) -> list[Table]: ...
+
 
 def build_tables(records: list[Record], kinds: Mapping[str, KindReport]) -> list[Table]:
     return tables_of(records_frame(latest_attempts(records)), kinds)
 
 
 def tables_of(frame: pd.DataFrame, kinds: Mapping[str, KindReport]) -> list[Table]:
-    """The models table, then each task's tables: its kind's, or the generic comparison."""
+    """The models table, then each task's tables (its kind's, or the generic comparison), then each kind's
+    tables across its tasks."""
     if frame.empty:
         return []
     tables = [models_table(frame)] if frame["model"].notna().any() else []
     for task, group in frame.groupby("task", sort=False):
         kind = kinds.get(str(group["kind"].iloc[0]))
         tables += kind.tables(str(task), group) if kind else [comparison_table(str(task), group)]
+    for name, group in frame.groupby("kind", sort=False):
+        kind = kinds.get(str(name))
+        tables += kind.summaries(group) if kind else []
     return tables
 
 

@@ -21,16 +21,18 @@ def _pyplot():
 
 def line_plot(path: Path, title: str, xlabel: str, ylabel: str,
               series: list[tuple[str, list[float], list[float], str]], log: bool = True,
-              marker_x: tuple[float, str] | None = None) -> Path:
-    """One PNG: a line per (label, xs, ys, style), log-log by default, optionally a labelled vertical line."""
+              marker_x: tuple[float, str] | None = None, log2_x: bool = False) -> Path:
+    """One PNG: a line per (label, xs, ys, style), log-log by default (`log2_x`: only x, base 2), optionally
+    a labelled vertical line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for label, xs, ys, style in series:
         ax.plot(xs, ys, style, marker="o", label=label)
     if marker_x is not None:
         ax.axvline(marker_x[0], color="grey", linestyle=":", label=marker_x[1])
-    if log:
+    if log or log2_x:
         ax.set_xscale("log", base=2)
+    if log:
         ax.set_yscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(True, which="both", alpha=0.3)

@@ -46,7 +46,7 @@ def tidy_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def records_frame(records: list[Record]) -> pd.DataFrame:
-    """One row per record; slice fields become columns prefixed `slice.`."""
+    """One row per record; slice fields become columns prefixed `slice.`, `extra` stays a dict."""
     rows = []
     for r in records:
         row = r.model_dump(exclude={"slice", "stats", "extra"})
@@ -55,6 +55,7 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
         if r.stats is not None:
             row.update(std=r.stats.std, n=r.stats.n, p10=r.stats.p10, p90=r.stats.p90)
         row["params"] = r.extra.get("params")
+        row["extra"] = r.extra  # whole, for views that need more than the parameter count
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -126,12 +127,17 @@ def models_table(frame: pd.DataFrame) -> Table:
         kernels = sorted(set(group["kernel"].dropna()))
         graphs = sorted({"on" if g else "off" for g in group["cuda_graphs"].dropna()})
         rows.append({"model": model, "family": group["family"].dropna().iloc[0] if group["family"].notna().any() else "",
-                     "params": f"{params.iloc[0] / 1e6:,.1f}M" if len(params) else "",
+                     "params": param_count(params.iloc[0]) if len(params) else "",
                      "weights": ", ".join(sorted(set(group["weights"].dropna()))),
                      "dtype": ", ".join(sorted(set(group["dtype"].dropna()))),
                      "kernel": ", ".join(kernels), "cuda graphs": ", ".join(graphs),
                      "device": ", ".join(sorted(set(group["device"].dropna())))})
     return Table(title="Models", frame=pd.DataFrame(rows))
+
+
+def param_count(params: float) -> str:
+    """Parameters as papers print them: 66K, 129.1M."""
+    return f"{params / 1e3:,.0f}K" if params < 1e6 else f"{params / 1e6:,.1f}M"
 
 
 def failure_notes(frame: pd.DataFrame) -> list[str]:

@@ -1,0 +1,199 @@
+"""kind: synthetic — small models trained from scratch inside the run, then tested at each length.
+
+One job per architecture of the task. Its first point (phase=train) builds the model from the suite's
+config, trains it on batches drawn fresh on the device every step (ssmbench.train), records the training
+curve and throughput, and saves the trained weights in the job's artifact folder; the other points
+(phase=eval, seq_len=L) test it on held-out examples of length L. A resumed run loads that checkpoint and
+goes on testing without retraining.
+
+Records of the train point:
+    train_steps, train_s, steps_per_s, train_tok_s   how long training took (tokens = batch x length)
+    final_loss, train_accuracy                        the last evaluation, at the training length
+    loss, accuracy (slice step=N)                     the curve, one pair per evaluation
+Records of an eval point:
+    accuracy          correct answers / answer positions
+    example_accuracy  share of examples with every answer right
+with a standard error over examples (sqrt(p(1-p)/n), conservative for tasks with several answers per
+example), and the accuracy of each answer in turn in `extra.by_answer_index`.
+
+A length the model cannot run is a result, not an error: out of memory (status oom), or positions beyond a
+learned position table (status skipped, message starting with CANNOT_RUN); the tables print both as ✗
+with the reason. A length above the architecture's `max_eval_len` is skipped as not run (—).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ssmbench.errors import JobError
+from ssmbench.jobs import Point, point
+from ssmbench.kinds.base import Runner, SkipPoint
+from ssmbench.kinds.synthetic.task import Architecture, SyntheticTask
+from ssmbench.models.mixers import mixer_family
+from ssmbench.records import Record
+from ssmbench.zoo import ResolvedModel
+
+if TYPE_CHECKING:
+    from ssmbench.data.synthetic import Batch
+    from ssmbench.models.builder import BuiltModel
+    from ssmbench.train import EvalResult, LogPoint, TrainResult, TrainSettings
+
+CANNOT_RUN = "cannot run:"  # a skipped point's message prefix when the architecture cannot hold the length
+CHECKPOINT = "model.pt"
+HELD_OUT_SEED = 1_000_003  # seeds of held-out examples are offset from the training stream's
+
+
+class SyntheticRunner(Runner[SyntheticTask]):
+    @classmethod
+    def points(cls, task: SyntheticTask, model: ResolvedModel | None, device: str) -> list[Point]:
+        return [point(phase="train"), *(point(phase="eval", seq_len=length) for length in task.lengths)]
+
+    @property
+    def arch(self) -> Architecture:
+        assert self.job.variant is not None
+        return self.task.architectures[self.job.variant]
+
+    def setup(self) -> None:
+        """Build the model from its config; load the trained weights when an earlier attempt saved them."""
+        import torch
+
+        from ssmbench.models.builder import SmallModelConfig, build_model
+
+        arch, device = self.arch, self.job.device
+        max_positions = arch.max_positions or (self.task.train.seq_len if arch.abs_positions == "learned" else None)
+        config = SmallModelConfig(mixer=arch.mixer, n_layers=arch.n_layers, d_model=arch.d_model,
+                                  vocab_size=self.task.vocab_size, d_state=arch.d_state, d_conv=arch.d_conv,
+                                  expand=arch.expand, n_heads=arch.n_heads, abs_positions=arch.abs_positions,
+                                  max_positions=max_positions)
+        try:
+            self.model: BuiltModel = build_model(config, device=device, seed=self.job.seed)
+        except (ImportError, RuntimeError) as exc:  # e.g. fused kernels missing on CUDA: never a silent swap
+            raise JobError(f"{self.job.id}: cannot build {arch.mixer}: {exc}") from None
+        self.trained = False
+        checkpoint = self.context.artifacts / CHECKPOINT
+        if checkpoint.is_file():
+            saved = torch.load(checkpoint, map_location=device, weights_only=True)
+            self.model.module.load_state_dict(saved)
+            self.trained = True
+
+    def measure(self, pt: Point) -> list[Record]:
+        if pt.params["phase"] == "train":
+            return self._train(pt)
+        return self._test(pt, pt.params["seq_len"])
+
+    def record(self, point: Point, **fields: Any) -> Record:
+        """Every record, failures included, names the generator, the training length and the mixer in its
+        slice: they define what an accuracy means, and the tables match the paper's rows by mixer."""
+        task = self.task
+        fields["slice"] = {**fields.get("slice", point.params), "synthetic_task": task.task,
+                           "train_len": task.train.seq_len, "mixer": self.arch.mixer}
+        base: dict[str, Any] = {"family": mixer_family(self.arch.mixer), "weights": "trained", "dtype": "float32"}
+        built = getattr(self, "model", None)
+        if built is not None:
+            base["kernel"] = built.kernel
+            base["extra"] = {"params": built.n_params, "mixer": self.arch.mixer} | fields.pop("extra", {})
+        return super().record(point, **(base | fields))
+
+    # --- training -----------------------------------------------------------------------------------
+
+    def _train(self, pt: Point) -> list[Record]:
+        import torch
+
+        from ssmbench.data.synthetic import seeded_generator
+        from ssmbench.train import TrainSettings, train
+
+        given = self.task.train
+        settings = TrainSettings(**(given.model_dump() | {"lr": self.arch.lr or given.lr,
+                                                          "steps": self.arch.steps or given.steps,
+                                                          "cuda_graphs": given.graphs_on(self.job.device)}))
+        device = self.job.device
+        stream = seeded_generator(self.job.seed, device)
+        held_out = self._batch(settings.eval_samples, settings.seq_len, seeded_generator(self.job.seed + HELD_OUT_SEED,
+                                                                                         device))
+        every = max(1, settings.steps // 200)
+
+        def progress(step: int) -> None:
+            if step % every == 0:
+                self.on_progress(step / settings.steps)
+
+        result = train(self.model.module, lambda: self._batch(settings.batch_size, settings.seq_len, stream),
+                       lambda: held_out, settings, device, on_log=self._show, on_step=progress)
+        torch.save(self.model.module.state_dict(), self.context.artifact(CHECKPOINT))
+        self.trained = True
+        return self._train_records(pt, settings, result)
+
+    def _show(self, log: LogPoint) -> None:
+        self.on_status(f"step {log.step} loss {log.loss:.3f} acc {log.accuracy:.1%} {log.steps_per_s:.0f} step/s")
+
+    def _train_records(self, pt: Point, settings: TrainSettings, result: TrainResult) -> list[Record]:
+        precision = settings.autocast if self.job.device == "cuda" and settings.autocast else "float32"
+        common = {"dtype": precision, "cuda_graphs": settings.cuda_graphs,
+                  "extra": {"stopped_early": result.stopped_early, "lr": settings.lr, "autocast": precision}}
+        tokens = settings.batch_size * settings.seq_len
+        figures = [("train_steps", result.steps, "steps", None), ("train_s", result.train_s, "s", False),
+                   ("steps_per_s", result.steps_per_s, "steps/s", True),
+                   ("train_tok_s", result.steps_per_s * tokens, "tok/s", True),
+                   ("final_loss", result.final.loss, "nats", False),
+                   ("train_accuracy", result.final.accuracy, "fraction", True)]
+        records = [self.record(pt, metric=m, value=v, unit=u, higher_is_better=h, **common) for m, v, u, h in figures]
+        for log in result.curve:
+            step_slice = {**pt.params, "step": log.step}
+            records += [self.record(pt, metric="loss", value=log.loss, unit="nats", higher_is_better=False,
+                                    slice=step_slice, **common),
+                        self.record(pt, metric="accuracy", value=log.accuracy, unit="fraction",
+                                    higher_is_better=True, slice=step_slice, **common)]
+        return records
+
+    # --- testing ------------------------------------------------------------------------------------
+
+    def _test(self, pt: Point, length: int) -> list[Record]:
+        from ssmbench.data.synthetic import seeded_generator
+        from ssmbench.models.mixers.attention import PositionLimitError
+        from ssmbench.train import evaluate
+
+        self._check_runs(length)
+        if not self.trained:
+            raise JobError(f"{self.job.id}: no trained model to test (the train point did not finish)")
+        n, per_batch = self.task.samples_at(length), self.task.batch_at(length)
+        generator = seeded_generator(self.job.seed + HELD_OUT_SEED + length, self.job.device)
+        batches = (self._batch(min(per_batch, n - start), length, generator) for start in range(0, n, per_batch))
+        try:
+            result = evaluate(self.model.module, self._counted(batches, n), self.job.device,
+                              self.arch.eval_dtype if self.job.device == "cuda" else None, self.task.n_answers)
+        except PositionLimitError as exc:
+            raise SkipPoint(f"{CANNOT_RUN} {exc}") from None
+        return self._test_records(pt, result)
+
+    def _check_runs(self, length: int) -> None:
+        arch = self.arch
+        if arch.max_eval_len is not None and length > arch.max_eval_len:
+            raise SkipPoint(f"not run: L={length:,} is above max_eval_len={arch.max_eval_len:,} for {self.job.variant}")
+        limit = self.model.config.max_positions if arch.abs_positions == "learned" else None
+        if limit is not None and length > limit:
+            raise SkipPoint(f"{CANNOT_RUN} L={length:,} is beyond the learned position table ({limit:,} positions)")
+
+    def _counted(self, batches: Iterator[Batch], n: int) -> Iterator[Batch]:
+        done = 0
+        for batch in batches:
+            yield batch
+            done += len(batch.inputs)
+            self.on_progress(done / n)
+
+    def _test_records(self, pt: Point, result: EvalResult) -> list[Record]:
+        precision = self.arch.eval_dtype if self.job.device == "cuda" else "float32"
+        extra = {"n_examples": result.n_examples, "n_answers": result.n_answers,
+                 "by_answer_index": result.by_answer_index}
+        out = []
+        for metric, value in (("accuracy", result.accuracy), ("example_accuracy", result.example_accuracy)):
+            stderr = math.sqrt(value * (1 - value) / result.n_examples)
+            out.append(self.record(pt, metric=metric, value=value, stderr=stderr, unit="fraction",
+                                   higher_is_better=True, dtype=precision, extra=extra))
+        return out
+
+    def _batch(self, batch: int, length: int, generator: Any) -> Batch:
+        from ssmbench.data.synthetic import make_batch
+
+        return make_batch(self.task.task, batch, length, generator=generator, device=self.job.device,
+                          vocab_size=self.task.vocab_size, **self.task.task_params)

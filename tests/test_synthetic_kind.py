@@ -1,0 +1,177 @@
+"""Kind `synthetic`: the suite entry, a short training run on the CPU that learns, resume without
+retraining, and the paper-layout tables (✓, ✗ with the reason, the paper's rows and Δ)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import ssmbench.train
+from ssmbench.cli import app
+from ssmbench.data import synthetic as data
+from ssmbench.errors import UserError
+from ssmbench.kinds import all_kinds
+from ssmbench.kinds.synthetic.runner import CANNOT_RUN
+from ssmbench.kinds.synthetic.task import TASK_PARAMS
+from ssmbench.records import Record, read_records
+from ssmbench.report import build_tables
+from ssmbench.spec import parse_suite
+
+# --- the suite entry ------------------------------------------------------------------------------------
+
+
+def test_task_params_match_the_generators():
+    common = {"batch", "seq_len", "generator", "device", "vocab_size"}
+    for task, params in TASK_PARAMS.items():
+        assert set(inspect.signature(data.GENERATORS[task]).parameters) - common == params, task
+
+
+def suite(**task) -> dict:
+    return {"name": "syn", "defaults": {"device": "cpu"},
+            "tasks": [{"kind": "synthetic", **task}]}
+
+
+@pytest.mark.parametrize(("task", "message"), [
+    ({"architectures": {"m": {"mixer": "mamab"}}},
+     "tasks[0].architectures.m.mixer: unknown mixer 'mamab' (did you mean 'mamba' or 'mha-abs'?); mixers: "
+     "mamba, mha-abs, mha-rope"),
+    ({"task": "selective_copying", "task_params": {"n_memorise": 8}},
+     "tasks[0].task_params: selective_copying has no parameter 'n_memorise' (did you mean 'n_memorize'?)"),
+    ({"task": "mqar"}, "tasks[0].task_params: mqar needs num_kv_pairs"),
+    ({"architectures": {}}, "tasks[0].architectures: name at least one model to train"),
+    ({"train": {"stpes": 10}}, "tasks[0].train.stpes: unknown key 'stpes' (did you mean 'steps'?)"),
+])
+def test_bad_entries_name_the_field(task: dict, message: str):
+    with pytest.raises(UserError) as err:
+        parse_suite(suite(**task), source="s.yaml")
+    assert str(err.value).startswith(f"s.yaml: {message}")
+
+
+def test_one_job_per_architecture_with_train_then_test_points():
+    from ssmbench.plan import build_plan
+
+    parsed = parse_suite(suite(architectures={"mamba": {"mixer": "mamba"}, "rope": {"mixer": "mha-rope"}},
+                               eval_lengths=[16, 64]))
+    plan = build_plan(parsed, "cpu")
+    assert [(j.id, j.variant, j.model) for j in plan.jobs] == [("synthetic/mamba", "mamba", None),
+                                                                ("synthetic/rope", "rope", None)]
+    assert [p.key for p in plan.jobs[0].points] == ["phase=train", "phase=eval,seq_len=16", "phase=eval,seq_len=64"]
+
+
+def test_samples_shrink_with_length_within_the_token_budget():
+    task = parse_suite(suite(eval_samples=64, eval_tokens=2**12, eval_min_samples=2, eval_batch_tokens=2**10)).tasks[0]
+    assert [task.samples_at(n) for n in (16, 64, 256, 4096)] == [64, 64, 16, 2]
+    assert [task.batch_at(n) for n in (16, 64, 256, 4096)] == [64, 16, 4, 1]
+
+
+# --- a short CPU run ------------------------------------------------------------------------------------
+
+CPU_TASK = {
+    "name": "ih", "task": "induction_heads", "vocab_size": 8,
+    "architectures": {"mamba": {"mixer": "mamba", "d_model": 32},
+                      "abs-learned": {"mixer": "mha-abs", "d_model": 32, "n_heads": 2,
+                                      "abs_positions": "learned"}},
+    "train": {"steps": 150, "batch_size": 32, "seq_len": 16, "lr": 3e-3, "eval_every": 50, "eval_samples": 128},
+    "eval_lengths": [16, 32], "eval_samples": 64,
+}
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("syn")
+    (out / "s.yaml").write_text(yaml.safe_dump(suite(**CPU_TASK)))
+    result = CliRunner().invoke(app, ["run", str(out / "s.yaml"), "--out", str(out / "runs")])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (out / "runs" / "syn").iterdir()
+    return run_dir
+
+
+def test_training_lowers_the_loss_and_beats_chance(cpu_run: Path):
+    records = read_records(cpu_run / "records.jsonl")
+    for model in ("mamba", "abs-learned"):
+        curve = [r for r in records if r.model == model and r.metric == "loss" and "step" in r.slice]
+        assert [r.slice["step"] for r in curve] == [50, 100, 150]
+        assert curve[-1].value < curve[0].value
+    (mamba_16,) = [r for r in records if r.model == "mamba" and r.metric == "accuracy" and r.slice.get("seq_len") == 16]
+    assert mamba_16.value > 2 / 7  # chance is 1/7: seven ordinary tokens to recall from
+    assert mamba_16.kernel == "torch-chunked-scan" and mamba_16.family == "ssm"
+    p = mamba_16.value
+    assert mamba_16.extra["n_examples"] == 64 and mamba_16.stderr == pytest.approx((p * (1 - p) / 64) ** 0.5)
+    train = {r.metric: r for r in records if r.model == "mamba" and r.slice["phase"] == "train" and "step" not in r.slice}
+    assert train["train_steps"].value == 150 and train["steps_per_s"].value > 0
+    assert train["train_tok_s"].value == pytest.approx(train["steps_per_s"].value * 32 * 16)
+    assert (cpu_run / "artifacts" / "ih" / "mamba" / "model.pt").is_file()
+
+
+def test_a_learned_position_table_cannot_run_longer_inputs(cpu_run: Path):
+    records = read_records(cpu_run / "records.jsonl")
+    (too_long,) = [r for r in records if r.model == "abs-learned" and r.slice.get("seq_len") == 32]
+    assert too_long.status == "skipped" and too_long.message.startswith(CANNOT_RUN)
+    table = (cpu_run / "table.md").read_text()
+    assert "✗ (positions)" in table and "### ih: accuracy by test length (induction_heads)" in table
+    assert {p.name for p in cpu_run.glob("*.png")} >= {"ih_accuracy_by_length.png", "ih_training_loss.png"}
+
+
+def test_resume_tests_without_retraining(cpu_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import shutil
+
+    run_dir = Path(shutil.copytree(cpu_run, tmp_path / "run"))
+    records = read_records(run_dir / "records.jsonl")
+    kept = [r for r in records if r.slice["phase"] == "train"]  # stopped after training, before any test
+    (run_dir / "records.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in kept))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained on resume")
+
+    monkeypatch.setattr(ssmbench.train, "train", no_training)
+    result = CliRunner().invoke(app, ["run", "--resume", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    again = read_records(run_dir / "records.jsonl")
+    before = {(r.model, r.metric, r.slice.get("seq_len")): r.value for r in records if r.slice["phase"] == "eval"}
+    after = {(r.model, r.metric, r.slice.get("seq_len")): r.value for r in again if r.slice["phase"] == "eval"}
+    assert after == before  # the saved weights, tested on the same held-out examples
+
+
+# --- tables ---------------------------------------------------------------------------------------------
+
+
+def rec(model: str, length: int, value: float | None, status: str = "ok", message: str | None = None,
+        mixer: str = "mamba") -> Record:
+    return Record(task="ih", kind="synthetic", job=f"ih/{model}", point=f"phase=eval,seq_len={length}",
+                  model=model, metric="accuracy" if status == "ok" else None, value=value, status=status,
+                  message=message, slice={"phase": "eval", "seq_len": length, "synthetic_task": "induction_heads",
+                                          "train_len": 256, "mixer": mixer})
+
+
+def test_the_length_table_in_the_paper_layout():
+    records = [rec("mamba", 256, 1.0), rec("mamba", 512, 0.996), rec("mamba", 2**20, None, "oom", "out of memory"),
+               rec("abs", 256, 1.0, mixer="mha-abs"),
+               rec("abs", 512, None, "skipped", f"{CANNOT_RUN} L=512 is beyond the learned table", mixer="mha-abs"),
+               rec("abs", 2**20, None, "skipped", "not run: above max_eval_len", mixer="mha-abs")]
+    (models, table) = build_tables(records, all_kinds())  # no training records, one task: no more tables
+    rows = table.frame.set_index("model")
+    assert list(rows.columns) == ["2^8", "2^9", "2^20"]
+    assert list(rows.loc["mamba"]) == ["✓", "99.6", "✗ (OOM)"]
+    assert list(rows.loc["paper: Mamba"])[:2] == ["100.0", "✓"] and rows.loc["paper: Mamba"].iloc[2] == "✓"
+    assert list(table.frame["model"]) == ["mamba", "paper: Mamba", "Δ", "abs", "paper: MHA-Abs", "Δ"]
+    deltas = table.frame[table.frame["model"] == "Δ"].to_dict("records")
+    assert (deltas[0]["2^8"], deltas[0]["2^9"], deltas[0]["2^20"]) == ("+0.0", "-0.4", "")
+    assert list(rows.loc["abs"]) == ["✓", "✗ (positions)", "—"]
+    assert list(rows.loc["paper: MHA-Abs"]) == ["100.0", "58.6", "✗ (OOM)"]
+    assert any("Table 11" in n for n in table.notes)
+
+
+def test_the_summary_across_tasks_in_table_1_layout():
+    copying = [r.model_copy(update={"task": "sc", "job": f"sc/{r.model}",
+                                    "slice": r.slice | {"synthetic_task": "selective_copying", "train_len": 512}})
+               for r in (rec("mamba", 512, 0.97), rec("abs", 512, 0.412, mixer="mha-abs"))]
+    records = [rec("mamba", 256, 1.0), rec("abs", 256, 0.5, mixer="mha-abs"), *copying]
+    summary = build_tables(records, all_kinds())[-1]
+    assert summary.title == "Synthetic tasks: accuracy at the training length (Table 1 layout)"
+    assert summary.frame.to_dict("records") == [
+        {"model": "mamba", "ih": "✓", "sc": "97.0", "paper (Table 1, selective copying)": "99.8"},
+        {"model": "abs", "ih": "50.0", "sc": "41.2", "paper (Table 1, selective copying)": ""}]
