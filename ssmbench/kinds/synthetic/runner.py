@@ -169,10 +169,10 @@ class SyntheticRunner(Runner[SyntheticTask]):
     def _check_runs(self, length: int) -> None:
         arch = self.arch
         if arch.max_eval_len is not None and length > arch.max_eval_len:
-            raise SkipPoint(f"not run: L={length:,} is above max_eval_len={arch.max_eval_len:,} for {self.job.variant}")
+            raise SkipPoint(f"not run: above max_eval_len={arch.max_eval_len:,}")
         limit = self.model.config.max_positions if arch.abs_positions == "learned" else None
         if limit is not None and length > limit:
-            raise SkipPoint(f"{CANNOT_RUN} L={length:,} is beyond the learned position table ({limit:,} positions)")
+            raise SkipPoint(f"{CANNOT_RUN} longer than the learned position table ({limit:,} positions)")
 
     def _counted(self, batches: Iterator[Batch], n: int) -> Iterator[Batch]:
         done = 0
