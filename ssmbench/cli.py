@@ -69,7 +69,8 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the job plan a
 @user_errors
 def run(
     suite: Annotated[str | None, typer.Argument(help="Suite file, or the name of a packaged suite.")] = None,
-    models: Annotated[str | None, typer.Option("--models", help="Comma-separated models replacing the suite's.")] = None,
+    models: Annotated[str | None, typer.Option(
+        "--models", help="Comma-separated models replacing the suite's (tasks that run no suite model are left out).")] = None,
     tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated task names: run only these.")] = None,
     device: DeviceOpt = None,
     weights: WeightsOpt = None,

@@ -38,9 +38,10 @@ def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: s
                 raise UserError(f"--models: unknown model {name!r}"
                                 f"{did_you_mean(name, dict.fromkeys([*known, *MODELS]))}")
         update["models"] = [known.get(n) or ModelRef(name=n) for n in models]
-        # A task the suite restricted to other models is dropped, not widened to these.
+        # A task the suite restricted to other models is dropped, not widened to these; so is a task that
+        # runs none of the suite's models (scan, synthetic): the command line asked about these models.
         narrowed = [t if not t.models else t.model_copy(update={"models": [m for m in t.models if m in models]})
-                    for t in suite.tasks]
+                    for t in suite.tasks if t.uses_models]
         update["tasks"] = [t for t in narrowed if t.models is None or t.models]
         if not update["tasks"]:
             raise UserError(f"--models: no task of suite {suite.name!r} runs on {', '.join(models)}")

@@ -46,6 +46,11 @@ class Architecture:
         """The longest sequence the architecture accepts, or None when it has no hard limit."""
         return None
 
+    def context_length(self, config: dict[str, Any]) -> int | None:
+        """The longest context the model was trained to read (the hard limit where there is one): what a
+        task that judges answers (phonebook recall) may give it. None: no stated limit (Mamba)."""
+        return self.max_positions(config)
+
     def state_elements_per_sequence(self, config: dict[str, Any], context_len: int) -> int:
         """Elements of the inference state one sequence carries after `context_len` tokens."""
         raise NotImplementedError
@@ -79,6 +84,9 @@ class GPT2(_KVCache):
 
 class GPTNeoX(_KVCache):
     """Pythia. Its rotary positions extrapolate: max_position_embeddings is where training stopped, not a limit."""
+
+    def context_length(self, config: dict[str, Any]) -> int | None:
+        return int(config["max_position_embeddings"])
 
 
 class Mamba(Architecture):
@@ -139,6 +147,10 @@ class ModelSpec:
     @property
     def d_model(self) -> int:
         return self.architecture.d_model(self.config)
+
+    @property
+    def context_length(self) -> int | None:
+        return self.architecture.context_length(self.config)
 
     def state_elements_per_sequence(self, context_len: int) -> int:
         return self.architecture.state_elements_per_sequence(self.config, context_len)

@@ -149,7 +149,7 @@ def test_validate_ok(tmp_path: Path):
     result = invoke("validate", suite, REPO / "suites" / "smoke.yaml")
     assert result.exit_code == 0, result.output
     assert f"ok {suite}: 2 models, 2 tasks" in result.stdout
-    assert "smoke.yaml: 5 models, 4 tasks" in result.stdout
+    assert "smoke.yaml: 5 models, 5 tasks" in result.stdout
 
 
 def test_validate_failing(tmp_path: Path):
@@ -215,8 +215,8 @@ def test_compare_dry_run_refuses_quality_on_random_weights(tmp_path: Path):
     result = invoke("compare", "tiny-gpt2", "tiny-mamba", "--device", "cpu", "--weights", "random", "--dry-run",
                     "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
-    assert "compare: 6 jobs" in result.stdout
-    assert "zero-shot/tiny-gpt2" in result.stdout and "memory/tiny-mamba" in result.stdout
+    assert "compare: 8 jobs" in result.stdout
+    assert "zero-shot/tiny-gpt2" in result.stdout and "phonebook/tiny-mamba" in result.stdout and "memory/tiny-mamba" in result.stdout
     assert "zero_shot on random weights measures" in result.stdout  # the note, wrapped in its cell
     assert not (tmp_path / "out").exists()
 

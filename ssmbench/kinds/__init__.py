@@ -22,6 +22,7 @@ KINDS: dict[str, str] = {
     "scan": "ssmbench.kinds.scan:KIND",
     "zero_shot": "ssmbench.kinds.zero_shot:KIND",
     "synthetic": "ssmbench.kinds.synthetic:KIND",
+    "phonebook": "ssmbench.kinds.phonebook:KIND",
 }
 
 
