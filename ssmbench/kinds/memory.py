@@ -1,9 +1,22 @@
 """kind: memory — peak memory of generation or of one training step, beside the analytic state size.
 
-Inference: one untimed generation warms the allocator up, then the peak is taken over a second one
-(`new_tokens` greedy tokens after a prompt). On CUDA that is torch's peak allocated and reserved memory and
-NVML's view of the device; on the CPU the process RSS. Beside it, the analytic inference state for the
-batch: keys and values for every token for a Transformer, the fixed conv + SSM state for Mamba.
+Inference: one untimed generation warms up, then the peak is taken over a second one (`new_tokens` greedy
+tokens after a prompt). Beside it, the analytic inference state for the batch: keys and values for every
+token for a Transformer, the fixed conv + SSM state for Mamba.
+
+On CUDA: torch's peak allocated and reserved memory (exact whatever the process held before) and NVML's view
+of the device, measured in this process on the model loaded once for the job.
+
+On the CPU: the resident set (RSS; its peak as the kernel keeps it, VmHWM, reset before each region), which
+counts whatever the process holds, and the allocator keeps what it has held. So each point runs in a fresh
+process (measure.in_fresh_process: forked from a helper that imported torch and transformers and did nothing
+else), which loads the model itself; this process loads nothing. In it, glibc malloc maps every block of
+64 KiB or more on its own and unmaps it when freed, so RSS follows the tensors, and the baseline is taken
+after the model is loaded, one warm-up generation (or training step) has run and the freed memory has been
+handed back to the OS: one-off costs (thread pools, lazy imports and caches of the first call) are part of
+the baseline, not of the work. peak_rss_mib is that process's peak: interpreter, torch and transformers, the
+model and the work; work_rss_mib is the peak less the baseline: what the work itself holds at its peak (for
+a Transformer, its KV cache and more). Neither depends on what ran before in the run.
 
 Training: one forward + backward + AdamW step on `batch` sequences of `prompt_len` tokens, with fp32
 master weights and autocast to the suite's dtype when that is half precision (mixed precision, as models of
@@ -20,14 +33,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt
 
+from ssmbench.errors import JobError
 from ssmbench.jobs import Point, TaskBase, point
 from ssmbench.kinds.base import Kind, ModelRunner
-from ssmbench.measure import PeakMemory, dtype_bytes, free_memory, mib, seeded_tokens
+from ssmbench.measure import (
+    PeakMemory,
+    dtype_bytes,
+    free_memory,
+    in_fresh_process,
+    mib,
+    release_freed_memory,
+    rss_follows_allocations,
+    seeded_tokens,
+)
 from ssmbench.models.common import torch_dtype
 from ssmbench.records import Record
 from ssmbench.report.plots import line_plot, model_colours
@@ -35,6 +59,8 @@ from ssmbench.zoo import ResolvedModel
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ssmbench.models import LoadedModel
 
 
 class MemoryTask(TaskBase):
@@ -48,6 +74,12 @@ class MemoryTask(TaskBase):
 
 
 class MemoryRunner(ModelRunner[MemoryTask]):
+    """On CUDA the model is loaded once and torch's allocator counters measure each point. On the CPU each point
+    runs in a fresh process (`_measure_point`), which loads the model itself: this process loads nothing."""
+
+    _job_error: Exception | None = None  # CPU: the model could not load in a measuring process (a JobError)
+    _warned = False  # CPU: transformers' warnings (a kernel falling back, ...) were shown, by the first point
+
     @classmethod
     def points(cls, task: MemoryTask, model: ResolvedModel | None, device: str) -> list[Point]:
         return [point(mode=task.mode, batch=b, prompt_len=p) for b in task.batch_sizes for p in task.prompt_lengths]
@@ -62,23 +94,28 @@ class MemoryRunner(ModelRunner[MemoryTask]):
         assert self.job.model is not None
         return self.job.model.dtype
 
+    def setup(self) -> None:
+        if self.job.device == "cuda":
+            super().setup()
+            return
+        from ssmbench.models import choose_backend
+
+        choose_backend(self.model_to_load())  # what refuses the whole job (e.g. fused kernels demanded) still does
+
     def measure(self, pt: Point) -> list[Record]:
         task = self.task
         batch, prompt_len = pt.params["batch"], pt.params["prompt_len"]
         self.check_length(prompt_len + (task.new_tokens if task.mode == "inference" else 0))
-        ids = seeded_tokens((batch, prompt_len), self.model.vocab_size, self.job.seed, self.job.device)
-        try:
-            if task.mode == "training":
-                values = self._measured(self._training_step_peak(ids))
-            else:
-                whole, decode = self._generation_peaks(ids, task.new_tokens)
-                context = prompt_len + task.new_tokens
-                state = self.model.ref.spec.state_bytes_per_sequence(context, dtype_bytes(self.model.ref.dtype))
-                values = self._measured(whole) | {f"decode_{k}": v for k, v in self._measured(decode).items()
-                                                  if k.startswith("peak_")} | {"state_mib": mib(state * batch)}
-        finally:
-            free_memory(self.job.device)
-        values["weights_mib"] = mib(self.model.n_params * dtype_bytes(self.model.ref.dtype))
+        ref = self.model_to_load()
+        if self.job.device == "cuda":
+            values = self._measure_here(batch, prompt_len)
+            n_params = self.model.n_params
+        else:
+            values, n_params = self._measure_in_fresh_process(ref, batch, prompt_len)
+        if task.mode == "inference":
+            state = ref.spec.state_bytes_per_sequence(prompt_len + task.new_tokens, dtype_bytes(ref.dtype))
+            values["state_mib"] = mib(state * batch)
+        values["weights_mib"] = mib(n_params * dtype_bytes(ref.dtype))
         fields: dict[str, Any] = {"cuda_graphs": False, "slice": dict(pt.params)}
         if task.mode == "inference":
             fields["slice"]["new_tokens"] = task.new_tokens
@@ -87,60 +124,148 @@ class MemoryRunner(ModelRunner[MemoryTask]):
         return [self.record(pt, metric=name, value=value, unit="MiB", higher_is_better=False, **fields)
                 for name, value in values.items()]
 
-    def _measured(self, probe: PeakMemory) -> dict[str, float]:
-        if self.job.device == "cuda":
-            out = {"peak_alloc_mib": mib(probe.peak_bytes), "work_alloc_mib": mib(probe.growth_bytes),
-                   "peak_reserved_mib": mib(probe.peak_reserved_bytes or 0)}
-            if probe.nvml_used_bytes is not None:
-                out["nvml_used_mib"] = mib(probe.nvml_used_bytes)
-            return out
-        return {"peak_rss_mib": mib(probe.peak_bytes), "work_rss_mib": mib(probe.growth_bytes)}
-
-    def _generation_peaks(self, ids: Any, new_tokens: int) -> tuple[PeakMemory, PeakMemory]:
-        """Peaks over the whole generation and over its decode steps alone. The prompt pass's activations
-        (which grow with the prompt for both families) dominate the first; the second is weights plus the
-        KV cache or SSM state plus one step's activations: where the two families differ."""
-        import torch
-
-        device = self.job.device
-        with torch.inference_mode():
-            decoder = self.model.decoder(ids.shape[0], ids.shape[1] + new_tokens, cuda_graphs=False)
-            if device == "cuda":
-                # Warm up so lazy one-off buffers are counted at their steady size; torch's peak counter is
-                # exact whatever the caching allocator holds. (On the CPU, RSS only grows when memory comes
-                # from the OS, so the cold first generation is the one that shows its needs.)
-                decoder.generate(ids, new_tokens)
-                self.on_progress(0.5)
-            decoder.start()
-            with PeakMemory(device) as prefill:
-                first = decoder.prefill(ids)
-            with PeakMemory(device) as decode:
-                decoder.decode(first, new_tokens - 1)
-            del decoder
-        return prefill.then(decode), decode
-
-    def _training_step_peak(self, ids: Any) -> PeakMemory:
-        import torch
-
-        module = self.model.module
-        module.train()
-        optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
-        half = self.autocast_dtype in ("float16", "bfloat16")
-        autocast = (torch.autocast(device_type=self.job.device, dtype=torch_dtype(self.autocast_dtype))
-                    if half else contextlib.nullcontext())
+    def _measure_here(self, batch: int, prompt_len: int) -> dict[str, float]:
+        """CUDA: torch's peak allocated and reserved bytes are exact whatever the process held before."""
+        ids = seeded_tokens((batch, prompt_len), self.model.vocab_size, self.job.seed, self.job.device)
         try:
-            with PeakMemory(self.job.device) as probe:
-                with autocast:
-                    logits = module(ids).logits
-                    loss = torch.nn.functional.cross_entropy(
-                        logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            if self.task.mode == "training":
+                return _cuda_values(training_step_peak(self.model, ids, self.autocast_dtype))
+            whole, decode = generation_peaks(self.model, ids, self.task.new_tokens, self.on_progress)
+            return _cuda_values(whole) | {f"decode_{k}": v for k, v in _cuda_values(decode).items()
+                                          if k.startswith("peak_")}
         finally:
-            del optimizer
-            module.eval()
-        return probe
+            free_memory(self.job.device)
+
+    def _measure_in_fresh_process(self, ref: ResolvedModel, batch: int,
+                                  prompt_len: int) -> tuple[dict[str, float], int]:
+        """CPU: RSS is the process's, whatever it held before (other models, other jobs), so each point is
+        measured in a process of its own; what the model said about itself there comes back for the records."""
+        if self._job_error is not None:  # the model cannot load (weights missing, ...): no point trying again
+            raise self._job_error
+        try:
+            out = in_fresh_process(_measure_point, ref, self.task.mode, batch, prompt_len, self.task.new_tokens,
+                                   self.job.seed, self.autocast_dtype, self._warned, preload=_preload)
+        except JobError as exc:
+            self._job_error = exc
+            raise
+        finally:
+            self._warned = True
+        self.model = _LoadedElsewhere(**out["model"])  # type: ignore[assignment]  # all ModelRunner.record reads
+        return out["values"], out["model"]["n_params"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _LoadedElsewhere:
+    """What a model loaded in a measuring process said about itself: what ModelRunner.record reads of it."""
+
+    n_params: int
+    backend: str
+    fields: dict[str, Any]
+
+    def record_fields(self) -> dict[str, Any]:
+        return dict(self.fields)
+
+
+def _preload() -> None:
+    """What every measuring process imports, done once in the process they are forked from: torch,
+    transformers' model code for every architecture of the zoo (seconds), ssmbench's loaders."""
+    import torch  # noqa: F401
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    import ssmbench.models.hf  # noqa: F401
+    from ssmbench.zoo import MODELS
+
+    for model_type in sorted({spec.config["model_type"] for spec in MODELS.values()}):
+        MODEL_FOR_CAUSAL_LM_MAPPING[type(AutoConfig.for_model(model_type))]  # imports the modeling module
+
+
+def _measure_point(ref: ResolvedModel, mode: str, batch: int, prompt_len: int, new_tokens: int, seed: int,
+                   autocast: str, quiet: bool) -> dict[str, Any]:
+    """One CPU point, in a fresh process: load the model, run the work once to warm up, hand freed memory back
+    to the OS, then measure the work again. Returns plain numbers and what the model says about itself."""
+    from transformers.utils import logging
+
+    from ssmbench.models import load_model
+
+    rss_follows_allocations()
+    if quiet:  # a fresh process would repeat the warnings every point of the job
+        logging.set_verbosity_error()
+    model = load_model(ref)
+    ids = seeded_tokens((batch, prompt_len), model.vocab_size, seed, "cpu")
+    if mode == "training":
+        training_step_peak(model, ids, autocast)  # warm-up
+        release_freed_memory()
+        values = _rss_values(training_step_peak(model, ids, autocast))
+    else:
+        whole, decode = generation_peaks(model, ids, new_tokens)
+        values = _rss_values(whole) | {"decode_peak_rss_mib": mib(decode.peak_bytes)}
+    return {"values": values, "model": {"n_params": model.n_params, "backend": model.backend,
+                                        "fields": model.record_fields()}}
+
+
+def _cuda_values(probe: PeakMemory) -> dict[str, float]:
+    out = {"peak_alloc_mib": mib(probe.peak_bytes), "work_alloc_mib": mib(probe.growth_bytes),
+           "peak_reserved_mib": mib(probe.peak_reserved_bytes or 0)}
+    if probe.nvml_used_bytes is not None:
+        out["nvml_used_mib"] = mib(probe.nvml_used_bytes)
+    return out
+
+
+def _rss_values(probe: PeakMemory) -> dict[str, float]:
+    return {"peak_rss_mib": mib(probe.peak_bytes), "work_rss_mib": mib(probe.growth_bytes)}
+
+
+def generation_peaks(model: LoadedModel, ids: Any, new_tokens: int,
+                     on_progress: Callable[[float], None] = lambda fraction: None) -> tuple[PeakMemory, PeakMemory]:
+    """Peaks over the whole generation and over its decode steps alone, after one untimed warm-up generation
+    (lazy one-off buffers, thread pools and imports are then in the baseline, not in the work). The prompt
+    pass's activations (which grow with the prompt for both families) dominate the first; the second is
+    weights plus the KV cache or SSM state plus one step's activations: where the two families differ."""
+    import torch
+
+    device = model.ref.device
+    with torch.inference_mode():
+        decoder = model.decoder(ids.shape[0], ids.shape[1] + new_tokens, cuda_graphs=False)
+        decoder.generate(ids, new_tokens)
+        on_progress(0.5)
+        decoder.start()  # drops the warm-up's cache
+        if device != "cuda":
+            release_freed_memory()  # torch's peak counter is exact on CUDA; RSS needs freed memory handed back
+        with PeakMemory(device) as prefill:
+            first = decoder.prefill(ids)
+        if device != "cuda":
+            release_freed_memory()  # what the prompt pass left in the allocator's heap (small blocks) is not decode's
+        with PeakMemory(device) as decode:
+            decoder.decode(first, new_tokens - 1)
+        del decoder
+    return prefill.then(decode), decode
+
+
+def training_step_peak(model: LoadedModel, ids: Any, autocast_dtype: str) -> PeakMemory:
+    """The peak of one forward + backward + AdamW step (a new optimizer: its state is part of the step)."""
+    import torch
+
+    device = model.ref.device
+    module = model.module
+    module.train()
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    half = autocast_dtype in ("float16", "bfloat16")
+    autocast = (torch.autocast(device_type=device, dtype=torch_dtype(autocast_dtype))
+                if half else contextlib.nullcontext())
+    try:
+        with PeakMemory(device) as probe:
+            with autocast:
+                logits = module(ids).logits
+                loss = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    finally:
+        del optimizer
+        module.eval()
+    return probe
 
 
 def plot_memory(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
