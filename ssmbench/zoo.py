@@ -269,7 +269,14 @@ def is_tiny(spec: ModelSpec) -> bool:
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A suite's model with every choice made: the zoo entry (overrides applied), weights, dtype, device."""
+    """A suite's model with every choice made: its spec (a zoo entry, or a checkpoint's own config; overrides
+    applied), weights, dtype, device, and which checkpoint to load.
+
+    `path` and `hf_id` name a checkpoint other than the zoo's published ones. `checkpoint_format` says how
+    that checkpoint is stored, when its config.json was read: "hf" (transformers' from_pretrained) or
+    "mamba_ssm" (MambaLMHeadModel's own format); None for the zoo's checkpoints, published in both where
+    the zoo lists both ids.
+    """
 
     name: str
     spec: ModelSpec
@@ -281,14 +288,24 @@ class ResolvedModel:
     hf_id: str | None = None  # overrides spec.hf_id
     seed: int = 0
     require_fused: bool = False
+    tokenizer: str | None = None  # the suite's `tokenizer:`, which wins over the checkpoint's own
+    checkpoint_format: Literal["hf", "mamba_ssm"] | None = None
 
     @property
     def hf_source(self) -> str | None:
-        return self.path or self.hf_id or self.spec.hf_id
+        """What transformers' from_pretrained loads: the checkpoint, unless it is in mamba_ssm's format."""
+        if self.path or self.hf_id:
+            return None if self.checkpoint_format == "mamba_ssm" else self.path or self.hf_id
+        return self.spec.hf_id
 
     @property
     def mamba_ssm_source(self) -> str | None:
-        return self.path or self.spec.mamba_ssm_id
+        """What mamba_ssm's from_pretrained loads: the checkpoint, unless it is in transformers' format (an
+        `hf_id:` is, unless its config says otherwise)."""
+        if self.path or self.hf_id:
+            fmt = self.checkpoint_format or ("hf" if self.hf_id else None)
+            return None if fmt == "hf" else self.path or self.hf_id
+        return self.spec.mamba_ssm_id
 
     def describe_source(self) -> str:
         if self.weights == "random":

@@ -24,6 +24,7 @@ from ssmbench.records import Record, read_records
 from ssmbench.reference import PAPER, SLIDES, reported_metrics, zero_shot_sources
 from ssmbench.report import build_tables
 from ssmbench.spec import parse_suite
+from ssmbench.zoo import MODELS
 
 # --- (1) ssmbench's figures are lm-eval's -----------------------------------------------------------------
 
@@ -124,13 +125,20 @@ def test_reference_figures_as_printed_and_avg_is_the_mean_of_six() -> None:
 PAPER_METRICS = [(c.task, c.metric) for c in zero_shot_sources()[PAPER].columns] + [("arc_challenge", "acc")]
 
 
-def _record(model: str, task: str, metric: str, value: float, stderr: float, weights: str = "pretrained") -> Record:
+def _record(model: str, task: str, metric: str, value: float, stderr: float, weights: str = "pretrained",
+            checkpoint: str | None = "published") -> Record:
+    """A zero-shot record; `checkpoint` "published" stands for the zoo's hub id of `model` (what a real run of
+    a zoo model records), None for a record that does not say what it loaded."""
+    if checkpoint == "published":
+        checkpoint = MODELS[model].hf_id if weights == "pretrained" else "random init"
+    extra = {} if checkpoint is None else {"checkpoint": checkpoint, "weights_sha256": "0123456789abcdef",
+                                           "architecture": "mamba" if "mamba" in model else "gpt2"}
     return Record(task="zero-shot", kind="zero_shot", job=f"zero-shot/{model}", point=f"lm_eval_task={task}",
                   model=model, family="ssm" if "mamba" in model else "transformer", metric=metric, value=value,
                   stderr=stderr, unit=unit_of(metric), weights=weights, dtype="float16",
                   kernel="hf-mamba_ssm-kernels" if "mamba" in model else "hf-sdpa",
                   slice={"lm_eval_task": task, "num_fewshot": 0, "limit": None, "batch_size": "auto (max 64)",
-                         "lm_eval": "0.4.13", "n_samples": 1000})
+                         "lm_eval": "0.4.13", "n_samples": 1000}, extra=extra)
 
 
 def _synthetic_records() -> list[Record]:
@@ -278,6 +286,7 @@ def test_random_weights_without_smoke_test_are_skipped(task_dir: Path, tmp_path:
     assert result.exit_code == 0
     assert [(r.status, r.point) for r in records] == [("skipped", f"lm_eval_task={t}") for t in FIXTURE_TASKS]
     assert "random weights measures nothing" in records[0].message and "smoke_test: true" in records[0].message
+    assert "SMOKE TEST" not in (run_dir / "table.md").read_text()  # nothing was measured: no such note
 
 
 def test_fused_backend_is_refused_with_the_reason(task_dir: Path) -> None:

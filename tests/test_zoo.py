@@ -4,6 +4,7 @@ analytic state sizes follow the formulas, and resolve_model makes every choice a
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -149,15 +150,16 @@ def test_weights_default_and_per_model():
     assert mamba.describe_source() == "random init"
 
 
-def test_tiny_models_are_forced_to_random_weights():
+def test_tiny_models_are_forced_to_random_weights(tmp_path):
     s = suite_with(["tiny-gpt2", {"name": "tiny-mamba", "weights": "pretrained"}], weights="pretrained")
     assert [resolve_model(m, s, "cpu").weights for m in s.models] == ["random", "random"]
-    # ... unless the suite names weights for them.
-    s = suite_with([{"name": "tiny-gpt2", "path": "/ckpt/tiny"}, {"name": "tiny-pythia", "hf_id": "me/tiny"}],
+    # ... unless the suite names weights for them (a `path:` must be a checkpoint directory: validated).
+    (tmp_path / "config.json").write_text(json.dumps(MODELS["tiny-gpt2"].config))
+    s = suite_with([{"name": "tiny-gpt2", "path": str(tmp_path)}, {"name": "tiny-pythia", "hf_id": "me/tiny"}],
                    weights="pretrained")
     gpt2, pythia = (resolve_model(m, s, "cpu") for m in s.models)
     assert gpt2.weights == pythia.weights == "pretrained"
-    assert gpt2.hf_source == "/ckpt/tiny" and gpt2.describe_source() == "/ckpt/tiny"
+    assert gpt2.hf_source == str(tmp_path) and gpt2.describe_source() == str(tmp_path)
     assert pythia.hf_source == "me/tiny"
 
 

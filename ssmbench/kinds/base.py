@@ -122,8 +122,9 @@ class ModelRunner(Runner[TaskT]):
         loaded: LoadedModel | None = getattr(self, "model", None)
         if loaded is None:
             return super().record(point, **fields)
-        extra = {"params": loaded.n_params, "backend": loaded.backend} | fields.pop("extra", {})
-        return super().record(point, **(loaded.record_fields() | {"extra": extra} | fields))
+        identity = loaded.record_fields()  # what was loaded (checkpoint, weights hash, ...) goes in extra
+        extra = identity.pop("extra", {}) | {"params": loaded.n_params, "backend": loaded.backend} | fields.pop("extra", {})
+        return super().record(point, **(identity | {"extra": extra} | fields))
 
     def teardown(self) -> None:
         self.__dict__.pop("model", None)

@@ -18,6 +18,26 @@ def choose_backend(ref: ResolvedModel) -> tuple[str, str | None]:
             raise JobError(f"model {ref.name!r}: backend mamba_ssm is for Mamba models only")
         return "hf", None
     kernels = fused_mamba_kernels() if ref.device == "cuda" else None
+    # A checkpoint of the suite's own exists in one format only: it decides the backend.
+    fmt = ref.checkpoint_format if ref.weights == "pretrained" else None
+    if fmt == "hf" and ref.backend == "mamba_ssm":
+        raise JobError(f"model {ref.name!r}: its checkpoint is in transformers' format, which mamba_ssm cannot "
+                       "load; use `backend: hf` (it calls the fused kernels when they are installed)")
+    if fmt == "mamba_ssm":
+        if ref.backend == "hf":
+            raise JobError(f"model {ref.name!r}: its checkpoint is in mamba_ssm's format, which transformers "
+                           "cannot load; use `backend: mamba_ssm` (or `auto`) on a GPU")
+        if ref.device != "cuda" or not kernels:
+            why = "the device is the CPU" if ref.device != "cuda" else kernels.reason
+            raise JobError(f"model {ref.name!r}: its checkpoint is in mamba_ssm's format, which loads with "
+                           f"mamba_ssm's fused kernels only, and they are unavailable: {why}")
+        return "mamba_ssm", None
+    if fmt == "hf" and ref.backend == "auto":  # transformers' Mamba, which calls the fused kernels if it can
+        why = "on CPU" if ref.device != "cuda" else None if kernels else kernels.reason
+        if why and ref.require_fused:
+            raise JobError(f"model {ref.name!r}: fused Mamba kernels required but unavailable: {why}")
+        return "hf", (f"{ref.name}: fused Mamba kernels unavailable ({why}); running transformers' PyTorch path"
+                      if why else None)
     if ref.backend == "mamba_ssm" or (ref.require_fused and ref.backend == "auto"):
         if ref.device != "cuda" or not kernels:
             why = "the device is the CPU" if ref.device != "cuda" else kernels.reason

@@ -90,6 +90,12 @@ class LoadedModel(ABC):
     kernel: str  # the code path of the sequence mixer: mamba_ssm-cuda, hf-mamba_ssm-kernels, hf-torch, hf-sdpa
     backend: str  # hf | mamba_ssm
     n_params: int
+    # What was loaded (see common.checkpoint_identity): hub id, absolute path or "random init"; a short hash of
+    # the weight files read (None for random init, or when none could be found); the config's model_type.
+    checkpoint: str = "random init"
+    weights_sha256: str | None = None
+    architecture: str = ""
+    tokenizer_name: str | None = None  # which tokenizer its text goes through (tokenizers.tokenizer_source)
 
     @property
     def name(self) -> str:
@@ -113,9 +119,15 @@ class LoadedModel(ABC):
         """How the reference generate() is named in records, e.g. 'transformers.generate'."""
 
     def record_fields(self) -> dict[str, Any]:
-        """The fields every record about this model carries."""
+        """The fields every record about this model carries; `extra` says what was loaded."""
         return {"model": self.name, "family": self.ref.spec.family, "kernel": self.kernel,
-                "weights": self.ref.weights, "dtype": self.ref.dtype, "seed": self.ref.seed}
+                "weights": self.ref.weights, "dtype": self.ref.dtype, "seed": self.ref.seed,
+                "extra": self.identity()}
+
+    def identity(self) -> dict[str, Any]:
+        """checkpoint, weights_sha256, architecture, tokenizer: what a record needs to say what it measured."""
+        return {"checkpoint": self.checkpoint, "weights_sha256": self.weights_sha256,
+                "architecture": self.architecture or self.ref.spec.arch, "tokenizer": self.tokenizer_name}
 
     def tokenizer(self) -> Any:
         from ssmbench.models.tokenizers import load_tokenizer

@@ -25,8 +25,50 @@ def build_config(ref: ResolvedModel) -> Any:
 
 
 def offline_weights_error(ref: ResolvedModel, source: str, exc: Exception) -> JobError:
+    """Hub weights that could not be loaded: the remedies start with downloading them."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return JobError(
-        f"model {ref.name!r}: weights {source!r} could not be loaded ({first[:160]}). Remedies: download them "
-        f"first (`hf download {source}`), give a local checkpoint (`path:` in the suite's model entry), or use "
-        f"`weights: random` for speed and memory tasks")
+        f"model {ref.name!r}: weights {source!r} could not be loaded ({first[:240]}). Remedies: download them "
+        f"first (`hf download {source}`) where the hub is reachable, give a local checkpoint (`path:` in the "
+        "suite's model entry), or use `weights: random` for speed and memory tasks")
+
+
+def local_checkpoint_error(ref: ResolvedModel, path: str, exc: Exception) -> JobError:
+    """A local checkpoint (`path:`) that could not be loaded: nothing to download, the directory is wrong."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return JobError(f"model {ref.name!r}: the checkpoint at `path: {path}` could not be loaded ({first[:240]}); "
+                    "point `path:` at a directory written by save_pretrained (config.json and the weights)")
+
+
+def check_local_checkpoint(ref: ResolvedModel, path: str) -> None:
+    """Fail the job at once, without suggesting a download, when `path:` is no checkpoint directory (it may
+    have gone since the suite was validated)."""
+    from ssmbench.models.checkpoints import CheckpointError, read_local_config
+
+    try:
+        read_local_config(path)
+    except CheckpointError as exc:
+        raise JobError(f"model {ref.name!r}: `path:` {exc}") from None
+
+
+def checkpoint_identity(ref: ResolvedModel, backend: str, module_arch: str | None) -> dict[str, Any]:
+    """LoadedModel's fields saying what was loaded: `checkpoint` (hub id, absolute local path, or "random
+    init"), `weights_sha256` (a short hash of the weight files read; None for random init), `architecture`
+    (the config's model_type) and `tokenizer_name` (which tokenizer the model's text goes through). Weights
+    are hashed once per file version per process (checkpoints.weights_sha256)."""
+    from ssmbench.models import hub
+    from ssmbench.models.checkpoints import describe_path, weights_sha256
+    from ssmbench.models.tokenizers import tokenizer_source
+
+    tokenizer = tokenizer_source(ref)
+    if tokenizer is not None and tokenizer == ref.path:
+        tokenizer = describe_path(tokenizer)
+    fields = {"architecture": module_arch or ref.spec.arch, "tokenizer_name": tokenizer}
+    if ref.weights == "random":
+        return {"checkpoint": "random init", "weights_sha256": None, **fields}
+    fmt = "mamba_ssm" if backend == "mamba_ssm" else "hf"
+    if ref.path:
+        return {"checkpoint": describe_path(ref.path), "weights_sha256": weights_sha256(ref.path, fmt), **fields}
+    source = ref.mamba_ssm_source if backend == "mamba_ssm" else ref.hf_source
+    snapshot = hub.snapshot_dir(source) if source else None
+    return {"checkpoint": source, "weights_sha256": weights_sha256(snapshot, fmt) if snapshot else None, **fields}

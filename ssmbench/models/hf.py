@@ -16,7 +16,14 @@ from typing import Any
 
 from ssmbench.errors import JobError
 from ssmbench.models.base import Decoder, LoadedModel
-from ssmbench.models.common import build_config, offline_weights_error, torch_dtype
+from ssmbench.models.common import (
+    build_config,
+    check_local_checkpoint,
+    checkpoint_identity,
+    local_checkpoint_error,
+    offline_weights_error,
+    torch_dtype,
+)
 from ssmbench.models.kernels import fused_mamba_kernels
 from ssmbench.zoo import ResolvedModel
 
@@ -24,9 +31,14 @@ CACHE_ARGUMENTS = ("cache", "past_key_values", "cache_params")
 
 
 def load_hf(ref: ResolvedModel) -> HFModel:
-    """Build (random weights, offline) or load (pretrained) a transformers causal LM on its device."""
+    """Build (random weights, offline) or load (pretrained) a transformers causal LM on its device.
+
+    A local `path:` loads from its directory; a hub id loads from the cache alone when cached, is downloaded
+    when the hub answers, and otherwise fails at once with the remedies (models.hub)."""
     import torch
     from transformers import AutoModelForCausalLM
+
+    from ssmbench.models import hub
 
     dtype = torch_dtype(ref.dtype)
     if ref.weights == "random":
@@ -36,16 +48,29 @@ def load_hf(ref: ResolvedModel) -> HFModel:
     else:
         source = ref.hf_source
         if source is None:
-            raise JobError(f"model {ref.name!r}: no transformers checkpoint is published"
-                           f"{' (' + ref.spec.notes + ')' if ref.spec.notes else ''}; use backend: mamba_ssm "
-                           "on a GPU, give a local `path:`, or `weights: random`")
-        try:
-            module = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(ref.device)
-        except (OSError, ValueError) as exc:  # ValueError: a directory without a usable config.json
-            raise offline_weights_error(ref, source, exc) from None
+            why = (f"its checkpoint {ref.path or ref.hf_id!r} is in mamba_ssm's format, which transformers "
+                   "cannot load; run it with `backend: mamba_ssm` on a GPU" if ref.path or ref.hf_id else
+                   "no transformers checkpoint is published"
+                   f"{' (' + ref.spec.notes + ')' if ref.spec.notes else ''}; use backend: mamba_ssm on a GPU, "
+                   "give a local `path:`, or `weights: random`")
+            raise JobError(f"model {ref.name!r}: {why}")
+        if ref.path:
+            check_local_checkpoint(ref, ref.path)
+            try:
+                module = AutoModelForCausalLM.from_pretrained(ref.path, dtype=dtype).to(ref.device)
+            except (OSError, ValueError) as exc:  # ValueError: a config.json transformers cannot use
+                raise local_checkpoint_error(ref, ref.path, exc) from None
+        else:
+            try:
+                module = hub.from_hub(source, lambda local: AutoModelForCausalLM.from_pretrained(
+                    source, dtype=dtype, local_files_only=local)).to(ref.device)
+            except (OSError, ValueError) as exc:
+                raise offline_weights_error(ref, source, exc) from None
     module.eval()
     n_params = sum(p.numel() for p in module.parameters())
-    return HFModel(ref=ref, module=module, kernel=hf_kernel(ref, module), backend="hf", n_params=n_params)
+    identity = checkpoint_identity(ref, "hf", getattr(module.config, "model_type", None))
+    return HFModel(ref=ref, module=module, kernel=hf_kernel(ref, module), backend="hf", n_params=n_params,
+                   **identity)
 
 
 def hf_kernel(ref: ResolvedModel, module: Any) -> str:

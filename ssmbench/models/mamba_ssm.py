@@ -12,7 +12,13 @@ from typing import Any
 
 from ssmbench.errors import JobError
 from ssmbench.models.base import Decoder, LoadedModel
-from ssmbench.models.common import offline_weights_error, torch_dtype
+from ssmbench.models.common import (
+    check_local_checkpoint,
+    checkpoint_identity,
+    local_checkpoint_error,
+    offline_weights_error,
+    torch_dtype,
+)
 from ssmbench.zoo import ModelSpec, ResolvedModel
 
 
@@ -35,6 +41,8 @@ def load_mamba_ssm(ref: ResolvedModel) -> MambaSSMModel:
     import torch
     from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
+    from ssmbench.models import hub
+
     dtype = torch_dtype(ref.dtype)
     if ref.weights == "random":
         torch.manual_seed(ref.seed)
@@ -42,14 +50,31 @@ def load_mamba_ssm(ref: ResolvedModel) -> MambaSSMModel:
     else:
         source = ref.mamba_ssm_source
         if source is None:
-            raise JobError(f"model {ref.name!r}: no mamba_ssm checkpoint is known; give a local `path:`")
-        try:
-            module = MambaLMHeadModel.from_pretrained(source, device=ref.device, dtype=dtype)
-        except OSError as exc:
-            raise offline_weights_error(ref, source, exc) from None
+            why = (f"its checkpoint {ref.path or ref.hf_id!r} is in transformers' format, which mamba_ssm cannot "
+                   "load; use `backend: hf` (it calls the fused kernels when they are installed)"
+                   if ref.path or ref.hf_id else "no mamba_ssm checkpoint is known; give a local `path:`")
+            raise JobError(f"model {ref.name!r}: {why}")
+        if ref.path:
+            check_local_checkpoint(ref, ref.path)
+            try:
+                module = MambaLMHeadModel.from_pretrained(ref.path, device=ref.device, dtype=dtype)
+            except (OSError, ValueError, TypeError) as exc:  # TypeError: a config mamba_ssm cannot read
+                raise local_checkpoint_error(ref, ref.path, exc) from None
+        else:
+            # mamba_ssm's from_pretrained takes no local_files_only: a cached repository is loaded from its
+            # snapshot directory, which makes no request at all.
+            def load(local: bool) -> Any:
+                where = hub.snapshot_dir(source) if local else None
+                return MambaLMHeadModel.from_pretrained(where or source, device=ref.device, dtype=dtype)
+
+            try:
+                module = hub.from_hub(source, load)
+            except OSError as exc:
+                raise offline_weights_error(ref, source, exc) from None
     module.eval()
     n_params = sum(p.numel() for p in module.parameters())
-    return MambaSSMModel(ref=ref, module=module, kernel="mamba_ssm-cuda", backend="mamba_ssm", n_params=n_params)
+    return MambaSSMModel(ref=ref, module=module, kernel="mamba_ssm-cuda", backend="mamba_ssm", n_params=n_params,
+                         **checkpoint_identity(ref, "mamba_ssm", ref.spec.arch))
 
 
 @dataclass

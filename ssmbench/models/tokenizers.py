@@ -1,4 +1,5 @@
-"""Tokenizers: the hub tokenizer of a pretrained model, or a byte-level one built in code for tiny models.
+"""Tokenizers: a checkpoint's own, the hub tokenizer of a zoo model, or a byte-level one built in code for
+tiny models.
 
 The byte tokenizer needs no download and round-trips any text (one token per UTF-8 byte, ids 0-255, plus
 an end-of-text token 256), which makes it the right material for offline tests of every text task.
@@ -7,9 +8,11 @@ an end-of-text token 256), which makes it the right material for offline tests o
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 from ssmbench.errors import JobError
+from ssmbench.models.checkpoints import TOKENIZER_FILES, has_tokenizer_files
 from ssmbench.zoo import BYTES_EOS_ID, BYTES_TOKENIZER, ResolvedModel
 
 EOS_TOKEN = "<|endoftext|>"
@@ -32,18 +35,67 @@ def byte_tokenizer() -> Any:
                                    pad_token=EOS_TOKEN, unk_token=None, model_max_length=1 << 20)
 
 
+def tokenizer_source(ref: ResolvedModel) -> str | None:
+    """Which tokenizer a model uses: the suite's `tokenizer:`; else the checkpoint's own, when a `path:` or
+    `hf_id:` checkpoint has one; else the zoo entry's (the tokenizer of `base:`); else the checkpoint, whose
+    tokenizer is then missing (load_tokenizer says so)."""
+    if ref.tokenizer:
+        return ref.tokenizer
+    if ref.path and has_tokenizer_files(ref.path):
+        return ref.path
+    if ref.hf_id and _hub_has_tokenizer(ref.hf_id):
+        return ref.hf_id
+    return ref.spec.tokenizer or ref.path or ref.hf_id or ref.hf_source
+
+
+def _hub_has_tokenizer(repo_id: str) -> bool:
+    from ssmbench.models import hub
+
+    if any(hub.is_cached(repo_id, name) for name in TOKENIZER_FILES):
+        return True
+    if not hub.hub_reachable():
+        return False
+    from huggingface_hub import file_exists
+
+    try:
+        return any(file_exists(repo_id, name) for name in TOKENIZER_FILES[:2])
+    except Exception:  # noqa: BLE001 - a gated or missing repository: no tokenizer to take from it
+        return False
+
+
+def _is_local(source: str) -> bool:
+    return os.path.isabs(os.path.expanduser(source)) or source.startswith(".") or os.path.exists(source)
+
+
 def load_tokenizer(ref: ResolvedModel) -> Any:
-    """The model's tokenizer; pretrained tokenizers must be local (cache or path) when offline."""
-    name = ref.spec.tokenizer
-    if name == BYTES_TOKENIZER:
+    """The model's tokenizer (see tokenizer_source). A hub tokenizer loads from the cache alone when cached,
+    is downloaded when the hub answers, and otherwise fails at once with the remedy."""
+    source = tokenizer_source(ref)
+    if source == BYTES_TOKENIZER:
         return byte_tokenizer()
+    if source is None:
+        raise JobError(f"model {ref.name!r}: no tokenizer is known; set `tokenizer:` (a hub id, a directory, "
+                       "or bytes) or give a `path:` that holds one")
     from transformers import AutoTokenizer
 
-    source = ref.path or name or ref.hf_source
-    if source is None:
-        raise JobError(f"model {ref.name!r}: no tokenizer is known; give a local `path:`")
+    from ssmbench.models import hub
+
+    if _is_local(source):
+        if not os.path.isdir(os.path.expanduser(source)):
+            raise JobError(f"model {ref.name!r}: tokenizer {source}: no such directory")
+        if not has_tokenizer_files(source):
+            raise JobError(f"model {ref.name!r}: the checkpoint at {source} holds no tokenizer (none of "
+                           f"{', '.join(TOKENIZER_FILES)}); set `tokenizer:` (a hub id, a directory, or bytes)")
+        try:
+            return AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise JobError(f"model {ref.name!r}: tokenizer {source} could not be loaded "
+                           f"({str(exc).splitlines()[0][:160]})") from None
     try:
-        return AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as exc:  # ValueError: a directory that holds no tokenizer
-        raise JobError(f"model {ref.name!r}: tokenizer {source!r} is not available offline "
-                       f"({str(exc).splitlines()[0][:120]}); download it first (`hf download {source}`)") from None
+        return hub.from_hub(source, lambda local: AutoTokenizer.from_pretrained(source, local_files_only=local),
+                            marker=TOKENIZER_FILES)
+    except (OSError, ValueError) as exc:  # ValueError: a repository that holds no tokenizer
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JobError(f"model {ref.name!r}: tokenizer {source!r} is not available offline ({first[:200]}); "
+                       f"download it first (`hf download {source}`) where the hub is reachable, or set "
+                       "`tokenizer:` to a local directory") from None

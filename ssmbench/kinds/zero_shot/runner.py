@@ -147,24 +147,41 @@ class ZeroShotRunner(ModelRunner[ZeroShotTask]):
         mamba_ssm's MambaLMHeadModel is not a transformers model, which HFLM needs; transformers' Mamba
         calls the same fused kernels when they are installed, and `kernel` records whether it did.
         """
-        from lm_eval.models.huggingface import HFLM
-
         ref = self.job.model
         assert ref is not None
         if ref.backend == "mamba_ssm":
             raise JobError(f"model {ref.name!r}: zero_shot runs through transformers (HFLM), which uses "
                            "mamba_ssm's fused kernels when they are installed; set `backend: auto` or `hf`")
         if ref.weights == "pretrained" and ref.hf_source is None:
-            raise JobError(f"model {ref.name!r}: zero_shot runs through transformers and no transformers "
-                           "checkpoint of this model is published; give a local one with `path:`")
+            why = ("its checkpoint is in mamba_ssm's format" if ref.path or ref.hf_id
+                   else "no transformers checkpoint of this model is published")
+            raise JobError(f"model {ref.name!r}: zero_shot runs through transformers and {why}; give a "
+                           "transformers checkpoint with `path:` or `hf_id:`")
         task = self.task
         if task.include_path and not Path(task.include_path).is_dir():
             raise JobError(f"include_path {task.include_path!r} is not a directory (relative paths start from "
                            "the working directory)")
-        super().setup()
-        self.lm = HFLM(pretrained=self.model.module, tokenizer=self.model.tokenizer(),
+        super().setup()  # the model first: a model that cannot load fails the job before lm-eval is imported
+        tokenizer = self.model.tokenizer()
+        # lm-eval loads its datasets through `datasets`, which retries an unreachable hub: ask once, and go
+        # offline (read the datasets cache only) when it does not answer.
+        from ssmbench.models.hub import hub_reachable
+
+        hub_reachable()
+        from lm_eval.models.huggingface import HFLM
+
+        self.lm = HFLM(pretrained=self.model.module, tokenizer=tokenizer,
                        batch_size=task.batch_size, max_batch_size=task.max_batch_size)
         self.manager = task_manager(task.include_path)
+
+    def record(self, point: Point, **fields: Any) -> Record:
+        """A record that says what was loaded (checkpoint, weights hash, architecture, tokenizer) in `extra`,
+        beside the runner's own extra fields: the views attach a reference row only to the checkpoint that
+        row describes."""
+        loaded = getattr(self, "model", None)
+        if loaded is not None:
+            fields["extra"] = loaded.identity() | fields.get("extra", {})
+        return super().record(point, **fields)
 
     def measure(self, pt: Point) -> list[Record]:
         task = self.task

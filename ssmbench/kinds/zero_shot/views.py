@@ -2,7 +2,9 @@
 
 - The paper's wide table (Gu & Dao 2023, Table 3): models as rows, the six tasks as columns, accuracies in
   percent with one decimal, Avg = mean of the six accuracies. A model with a Table 3 row gets two more rows:
-  the paper's figures and the difference.
+  the paper's figures and the difference. A row describes one checkpoint (the zoo's published one, with
+  pretrained weights): it is attached only when the records say that checkpoint was loaded, and a model
+  named like a zoo model that loaded another (a `path:`) gets a note saying why it has none.
 - The source slides' comparison: models as columns, metrics as rows, accuracies as fractions with four
   decimals. A model the slides show gets a column of the slides' figures and one of the difference.
 - Every other lm-eval task: each metric lm-eval returned, models as columns.
@@ -29,6 +31,7 @@ from ssmbench.reference import (
     zero_shot_sources,
 )
 from ssmbench.report.tables import STATUS_CELL, Table, failure_notes
+from ssmbench.zoo import MODELS
 
 AVG = "avg"  # the Avg column's key beside the paper's column keys
 FLAG = "⚠"
@@ -71,9 +74,54 @@ class Results:
     def random_weights(self, model: str) -> bool:
         return bool((self.frame.loc[self.frame["model"] == model, "weights"] == "random").any())
 
+    def checkpoints(self, model: str) -> list[str | None]:
+        """The checkpoints the model's measured records say were loaded (None: a record that does not say)."""
+        ok = self.frame[(self.frame["model"] == model) & (self.frame["status"] == "ok")]
+        extras = ok["extra"] if "extra" in ok else [None] * len(ok)
+        return list(dict.fromkeys(e.get("checkpoint") if isinstance(e, dict) else None for e in extras))
+
     def reference_row(self, source: Source, model: str) -> ReferenceRow | None:
-        """The source's row for this model; never for random weights, which no reference describes."""
-        return None if self.random_weights(model) else source.row_for(model)
+        return self.reference(source, model)[0]
+
+    def reference(self, source: Source, model: str) -> tuple[ReferenceRow | None, str | None]:
+        """(the source's row for this model, why there is none where one might be expected).
+
+        A row describes one checkpoint: the zoo's published one (hub id or mamba_ssm id) of the row's model,
+        pretrained. It is attached only when the records say that checkpoint was loaded, whatever the suite
+        named the model; never to random weights (the smoke-test note says so), to a `path:` checkpoint, or
+        to records that do not say what they loaded."""
+        if self.random_weights(model):
+            return None, None
+        checkpoints = self.checkpoints(model)
+        named = source.row_for(model)
+        if not checkpoints:  # nothing measured: no figures to set a reference beside
+            return None, None
+        if len(checkpoints) > 1:
+            return None, f"its records name several checkpoints ({', '.join(map(str, checkpoints))})"
+        checkpoint = checkpoints[0]
+        row = next((r for r in source.rows if checkpoint is not None and checkpoint in published(r.model)), None)
+        if row is not None:
+            return row, None
+        if named is None:
+            return None, None
+        if checkpoint is None:
+            return None, "its records do not say which checkpoint was loaded (written before ssmbench recorded it)"
+        return None, (f"it loaded {checkpoint}, not the published {' or '.join(sorted(published(named.model)))} "
+                      f"that the row {named.label!r} describes")
+
+    def reference_note(self, source: Source) -> list[str]:
+        """One note naming each model that has no reference row where its name suggests one, and why."""
+        reasons = [f"{model}: {why}" for model in self.models if (why := self.reference(source, model)[1])]
+        if not reasons:
+            return []
+        return [f"No {source.label} row (a reference row describes the published checkpoint only) for "
+                + "; ".join(reasons)]
+
+
+def published(model: str | None) -> set[str]:
+    """The zoo's published checkpoints of a model: its transformers and mamba_ssm hub ids."""
+    spec = MODELS.get(model) if model else None
+    return {c for c in (spec.hf_id, spec.mamba_ssm_id) if c} if spec is not None else set()
 
 
 def zero_shot_tables(task: str, frame: pd.DataFrame) -> list[Table]:
@@ -211,9 +259,12 @@ def beyond_two_stderr(diff: float, stderr: float | None) -> bool:
 
 def _notes(results: Results, source: Source | None, specific: list[str]) -> list[str]:
     frame = results.frame
-    smoke = [SMOKE_NOTE] if (frame["weights"] == "random").any() else []
+    # Only measured figures can be meaningless: skipped points (random weights refused) measured nothing.
+    measured_random = (frame["status"] == "ok") & (frame["weights"] == "random")
+    smoke = [SMOKE_NOTE] if measured_random.any() else []
     reference = ([f"{source.label}: {source.citation}. Δ = measured − {source.label}; {FLAG} = |Δ| beyond two "
-                  "standard errors of the measurement"] if source is not None else [])
+                  "standard errors of the measurement", *results.reference_note(source)] if source is not None
+                 else [])
     return smoke + method_notes(frame) + specific + reference + failure_notes(frame)
 
 
@@ -229,12 +280,20 @@ def method_notes(frame: pd.DataFrame) -> list[str]:
                         ok.groupby("slice.lm_eval_task", sort=False)["slice.n_samples"].max().items()
                         ) if "slice.n_samples" in ok else "?"
     runs = "; ".join(f"{model}: {', '.join(_values(group, 'kernel'))}, {', '.join(_values(group, 'dtype'))}, "
-                     f"{', '.join(_values(group, 'weights'))} weights"
+                     f"{', '.join(_values(group, 'weights'))} weights{_loaded(group)}"
                      for model, group in ok.groupby("model", sort=False))
     return [f"Measured with lm-eval {', '.join(_values(ok, 'slice.lm_eval'))} (`lm_eval.simple_evaluate` on HFLM "
             f"around the transformers model), {', '.join(_values(ok, 'slice.num_fewshot'))}-shot, {subset}, "
             f"batch size {', '.join(_values(ok, 'slice.batch_size'))}; samples evaluated: {samples}",
             f"Runs: {runs}"]
+
+
+def _loaded(group: pd.DataFrame) -> str:
+    """', checkpoint X (weights sha256 …)' as the records say, for pretrained weights."""
+    extras = [e for e in group["extra"] if isinstance(e, dict)] if "extra" in group else []
+    loaded = dict.fromkeys((e.get("checkpoint"), e.get("weights_sha256")) for e in extras
+                           if e.get("checkpoint") not in (None, "random init"))
+    return "".join(f", checkpoint {c}" + (f" (weights sha256 {h})" if h else "") for c, h in loaded)
 
 
 def _values(frame: pd.DataFrame, column: str) -> list[str]:
