@@ -1,14 +1,16 @@
 """The command line: parses, delegates, prints. No logic of its own.
 
 Errors a user can cause end with one line and exit code 2; a run exits 1 when any point errored (OOM is a
-result, not an error) and 130 when interrupted (resume it with --resume).
+result, not an error), 130 when interrupted with Ctrl-C and 143 on SIGTERM (resume it with --resume).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
@@ -37,6 +39,7 @@ def _choices(name: str, values: tuple[str, ...]) -> type[StrEnum]:
 DeviceChoice = _choices("DeviceChoice", get_args(Device))
 WeightsChoice = _choices("WeightsChoice", get_args(Weights))
 Format = _choices("Format", tuple(TABLE_FORMATS))
+DiffFormat = _choices("DiffFormat", ("md", "json"))
 
 
 class ListWhat(StrEnum):
@@ -126,27 +129,51 @@ def _run_suite(suite: Suite, out: Path, dry_run: bool, run_dir: RunDir | None = 
     from ssmbench.plan import build_plan
     from ssmbench.report import write_report
 
+    if run_dir is not None:
+        run_dir.read_records()  # a resumed run's records must be ours before anything starts
     plan = build_plan(suite, resolve_device(suite.defaults.device))
+    for note in plan.notes:
+        console.note(note)
     if dry_run:
-        _print_plan(plan)
+        _print_plan(plan, out)
         return
     run_dir = run_dir or RunDir.create(out, suite.name)
     console.err.print(f"run directory: [bold]{run_dir}[/] ({plan.n_points} points in {len(plan.jobs)} jobs, "
                       f"device {plan.device})")
-    summary = execute(plan, run_dir)
+    with _sigterm_as_interrupt():
+        summary = execute(plan, run_dir)
     _print_tables(write_report(run_dir, all_kinds()).tables)
     counts = ", ".join(f"{n} {s}" for s, n in summary.statuses.items()) or "nothing to do"
     console.err.print(f"points: {counts}. Tables and plots: {run_dir}/table.md")
     if summary.interrupted:
-        console.err.print(f"[yellow]interrupted[/]: finish with `ssmbench run --resume {run_dir}`")
-        raise typer.Exit(130)
+        how = "terminated (SIGTERM)" if summary.terminated else "interrupted"
+        console.err.print(f"[yellow]{how}[/]: finish with `ssmbench run --resume {run_dir}`")
+        raise typer.Exit(143 if summary.terminated else 130)
     if summary.failed:
         raise typer.Exit(1)
 
 
-def _print_plan(plan: Plan) -> None:
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a run executes, SIGTERM stops it as Ctrl-C does: the point in progress is dropped, everything
+    recorded stays, the tables are written, and the exit code (143) says it was terminated."""
+    from ssmbench.errors import Terminated
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _print_plan(plan: Plan, out: Path) -> None:
     from rich.table import Table as RichTable
 
+    from ssmbench.env import device_label
+    from ssmbench.estimate import estimate, point_times
     from ssmbench.kinds import get_kind
 
     table = RichTable(title=f"{plan.suite_name}: {len(plan.jobs)} jobs, {plan.n_points} points on {plan.device}")
@@ -161,6 +188,8 @@ def _print_plan(plan: Plan) -> None:
                       job.model.weights if job.model else "—", ", ".join(needs) or "—",
                       job.skip_reason or job.backend_note or "")
     console.out.print(table)
+    device = device_label(plan.device)
+    console.out.print(f"time: {estimate(plan, point_times(out, device), device).describe()}", soft_wrap=True)
 
 
 def _print_tables(tables: list[Table]) -> None:
@@ -235,6 +264,56 @@ def report(
 
 
 @app.command()
+@user_errors
+def diff(
+    base: Annotated[Path, typer.Argument(help="The baseline run directory.")],
+    new: Annotated[Path, typer.Argument(help="The run to judge.")],
+    max_regression: Annotated[list[str] | None, typer.Option(
+        "--max-regression", help="PCT for every metric, or METRIC=PCT (repeatable); over the suite's `regression:`.")]
+    = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="Compare only these metrics (repeatable).")]
+    = None,
+    fmt: Annotated[DiffFormat, typer.Option("--format", help="What to print.")] = DiffFormat.md,
+) -> None:
+    """Compare two runs figure by figure; exit 1 when a figure regressed beyond its threshold and its noise."""
+    from ssmbench.report.diff import diff_runs, render_json, render_markdown, thresholds
+    from ssmbench.spec import load_suite
+
+    base_run, new_run = RunDir.existing(base, need=RunDir.RECORDS), RunDir.existing(new, need=RunDir.RECORDS)
+    suite_thresholds = {}
+    if new_run.resolved_suite_path.is_file():
+        suite_thresholds = load_suite(new_run.resolved_suite_path)[0].regression
+    result = diff_runs(base_run.read_records(), new_run.read_records(),
+                       thresholds(suite_thresholds, _parse_thresholds(max_regression or [])), metric or None,
+                       base_run.read_env(), new_run.read_env())
+    names = (str(base_run), str(new_run))
+    markdown, data = render_markdown(result, *names), render_json(result, *names)
+    try:
+        new_run.write_atomic(new_run.path / "diff.md", markdown)
+        new_run.write_atomic(new_run.path / "diff.json", json.dumps(data, indent=2))
+    except OSError as exc:
+        console.note(f"{new_run}: diff not written ({exc.strerror or exc}); printing it only")
+    if fmt.value == "json":
+        console.out.print_json(json.dumps(data))
+    else:
+        console.out.print(markdown, markup=False, highlight=False, soft_wrap=True)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def _parse_thresholds(values: list[str]) -> dict[str, float]:
+    """--max-regression 5 (every metric) or decode_tok_s=10 (one metric)."""
+    out = {}
+    for value in values:
+        metric, _, pct = value.rpartition("=")
+        try:
+            out[metric or "default"] = float(pct)
+        except ValueError:
+            raise UserError(f"--max-regression {value!r}: give a percentage, or METRIC=PERCENTAGE") from None
+    return out
+
+
+@app.command()
 def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """What this machine has: GPU, driver, CUDA, library versions, fused kernels."""
     from ssmbench.env import collect
@@ -243,8 +322,12 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = F
     if as_json:
         console.out.print_json(json.dumps(info))
         return
+    kernels = info["fused_mamba_kernels"]
+    state = "available" if kernels["available"] else "unavailable"
+    console.out.print(f"fused Mamba kernels: {state} ({kernels['detail']})", soft_wrap=True)
     for key, value in info.items():
-        console.out.print(f"[bold]{key}[/]: {value}", soft_wrap=True)
+        if key != "fused_mamba_kernels":
+            console.out.print(f"[bold]{key}[/]: {value}", soft_wrap=True)
 
 
 def main() -> None:

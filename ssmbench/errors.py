@@ -19,6 +19,10 @@ class JobError(Exception):
     """A job cannot run for a reason the user can fix; recorded as the job's error, the run goes on."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's stop, `kill`): handled as Ctrl-C is, what is done is kept, exit 143."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ssmbench import console, env
-from ssmbench.errors import JobError, UserError
+from ssmbench.errors import JobError, Terminated, UserError
 from ssmbench.jobs import Job, Plan, Point
 from ssmbench.kinds import get_kind
 from ssmbench.kinds.base import JobContext, SkipPoint
@@ -31,6 +31,7 @@ class RunSummary:
     run: RunDir
     statuses: Counter[str] = field(default_factory=Counter)
     interrupted: bool = False
+    terminated: bool = False  # the interruption was SIGTERM, not Ctrl-C
 
     @property
     def failed(self) -> bool:
@@ -40,6 +41,7 @@ class RunSummary:
 def execute(plan: Plan, run: RunDir) -> RunSummary:
     """Run every pending point of the plan into the run directory; returns how the points ended."""
     run.write_header(plan.resolved_suite, env.collect())
+    run.write_plan([(job.task_name, job.id, p.key) for job in plan.jobs for p in job.points])
     summary = RunSummary(run)
     attempts = point_attempts(run.read_records())
     todo = [(job, [p for p in job.points if not attempts.get((job.id, p.key), (0, False))[1]])
@@ -62,8 +64,8 @@ def execute(plan: Plan, run: RunDir) -> RunSummary:
                     job_bar.point_done()
                 job_bar.close()
                 progress.advance(jobs_bar)
-        except KeyboardInterrupt:
-            summary.interrupted = True
+        except KeyboardInterrupt as stop:
+            summary.interrupted, summary.terminated = True, isinstance(stop, Terminated)
     return summary
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from ssmbench.errors import did_you_mean
 from ssmbench.zoo import ResolvedModel
 
 
@@ -18,6 +19,21 @@ class Strict(BaseModel):
     """A suite mapping: unknown keys are errors, not silently ignored settings."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class OnCPU(BaseModel):
+    """Settings that replace a task's own when the run is on the CPU, and why (printed with the plan).
+
+    A GPU-sized grid can take an hour on two cores; a suite that should also answer on a laptop says what
+    it runs there instead, and the plan and the run say which settings they chose and why.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    because: str
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 class TaskBase(Strict):
@@ -28,6 +44,36 @@ class TaskBase(Strict):
     kind: str
     name: str | None = None  # defaults to the kind; unique within a suite
     models: list[str] | None = None  # a subset of the suite's models, by name; all when absent
+    on_cpu: OnCPU | None = None
+
+    @model_validator(mode="after")
+    def _cpu_settings_are_valid(self) -> TaskBase:
+        if self.on_cpu is not None:
+            unknown = [k for k in self.on_cpu.settings
+                       if k not in type(self).model_fields or k in ("kind", "name", "on_cpu")]
+            if unknown:
+                raise ValueError(f"on_cpu: {unknown[0]!r} is not a setting of {self.kind}"
+                                 f"{did_you_mean(unknown[0], type(self).model_fields)}")
+            try:
+                type(self).model_validate(self.model_dump(exclude={"on_cpu"}) | self.on_cpu.settings)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(part) for part in first["loc"])
+                raise ValueError(f"on_cpu.{field}: {first['msg']}") from None
+        return self
+
+    def for_device(self, device: str) -> TaskBase:
+        """The task as it runs on `device`: on the CPU, with `on_cpu`'s settings in place of its own."""
+        if device != "cpu" or self.on_cpu is None:
+            return self
+        return type(self).model_validate(self.model_dump(exclude={"on_cpu"}) | self.on_cpu.settings)
+
+    def cpu_changes(self) -> str:
+        """What `on_cpu` changes, as the plan prints it: 'batch_sizes [1, 16] -> [1, 4]; ... (because ...)'."""
+        if self.on_cpu is None:
+            return ""
+        changes = "; ".join(f"{k} {getattr(self, k)!r} -> {v!r}" for k, v in self.on_cpu.settings.items())
+        return f"{changes} (because {self.on_cpu.because})"
 
     @property
     def task_name(self) -> str:
@@ -94,6 +140,7 @@ class Plan:
     device: str  # resolved: cpu or cuda
     jobs: list[Job[Any]]
     resolved_suite: str  # the suite as YAML with every override applied: what --resume reads back
+    notes: list[str] = field(default_factory=list)  # choices the plan made that the user should hear of
 
     @property
     def n_points(self) -> int:

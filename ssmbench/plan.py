@@ -6,7 +6,6 @@ Points are the unit of recording and resuming: a point whose records exist is no
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,10 +52,18 @@ def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: s
 
 
 def resolve_model(ref: ModelRef, suite: Suite, device: str) -> ResolvedModel:
-    spec = MODELS[ref.zoo_name]
-    if ref.overrides or ref.base or ref.tokenizer:
-        spec = dataclasses.replace(spec, name=ref.name, config={**spec.config, **ref.overrides},
-                                   tokenizer=ref.tokenizer or spec.tokenizer)
+    """The suite's model with every choice made. A `path:` or `hf_id:` checkpoint is what its config.json says
+    (models.checkpoints.model_spec); a zoo model is its zoo entry, with the suite's overrides and tokenizer."""
+    from ssmbench.models.checkpoints import CheckpointError, check_overrides, model_spec
+
+    index = next((i for i, m in enumerate(suite.models) if m.name == ref.name), None)
+    where = f"models[{index}]" if index is not None else f"models: {ref.name!r}:"
+    try:
+        spec, checkpoint_format = model_spec(ref.name, ref.zoo_name, ref.path, ref.hf_id, ref.tokenizer,
+                                             ref.overrides)
+        check_overrides(spec.arch, ref.overrides)  # again: an hf_id's architecture may be known only now
+    except CheckpointError as exc:
+        raise UserError(f"{where}{'.' if index is not None else ' '}{exc}") from None
     weights = ref.weights or suite.defaults.weights
     if is_tiny(spec) and not (ref.path or ref.hf_id):
         weights = "random"  # tiny models exist only as random initialisations
@@ -68,19 +75,24 @@ def resolve_model(ref: ModelRef, suite: Suite, device: str) -> ResolvedModel:
         dtype = "float16" if device == "cuda" else "float32"
     return ResolvedModel(name=ref.name, spec=spec, weights=weights, dtype=dtype, device=device,
                          backend=ref.backend, path=ref.path, hf_id=ref.hf_id, seed=suite.defaults.seed,
-                         require_fused=suite.require_fused_kernels)
+                         require_fused=suite.require_fused_kernels, tokenizer=ref.tokenizer,
+                         checkpoint_format=checkpoint_format)
 
 
 def build_plan(suite: Suite, device: str) -> Plan:
     """Expand the suite into jobs (task x model) with their points; `device` is already resolved."""
     models = {ref.name: resolve_model(ref, suite, device) for ref in suite.models}
     jobs: list[Job[Any]] = []
-    for task in suite.tasks:
+    notes = []
+    for given in suite.tasks:
+        task = given.for_device(device)
+        if task is not given:
+            notes.append(f"{given.task_name}: on the CPU, {given.cpu_changes()}")
         if task.uses_models:
             jobs += [_job(task, models[name], suite, device) for name in task.models or list(models)]
         else:
             jobs += [_job(task, None, suite, device, variant) for variant in task.variants() or [None]]
-    return Plan(suite.name, device, jobs, resolved_suite_yaml(suite, device))
+    return Plan(suite.name, device, jobs, resolved_suite_yaml(suite, device), notes)
 
 
 def _job(task: TaskBase, model: ResolvedModel | None, suite: Suite, device: str,

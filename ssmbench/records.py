@@ -12,12 +12,12 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # 2: a value lives in the slice when the point varies it, else in the record's field, never in both
 # (version 1 wrote throughput's cuda_graphs and scan's dtype twice; read_records converts).
@@ -28,7 +28,11 @@ DONE_STATUSES = frozenset({"ok", "oom", "skipped"})
 
 
 class Stats(BaseModel):
-    """Summary of repeated measurements; `value` of the record is the median."""
+    """Summary of repeated measurements; `value` of the record is the median.
+
+    The spread a table shows is the interquartile range (q1, q3): the standard deviation of three repeats
+    is one outlier away from "±170%". Quantiles interpolate linearly between sorted samples.
+    """
 
     model_config = ConfigDict(extra="forbid")
     n: int
@@ -39,6 +43,8 @@ class Stats(BaseModel):
     max: float
     p10: float
     p90: float
+    q1: float | None = None  # absent from records written before they were kept: see quartiles()
+    q3: float | None = None
 
     @classmethod
     def of(cls, samples: Sequence[float]) -> Stats:
@@ -47,7 +53,36 @@ class Stats(BaseModel):
             raise ValueError("no samples to summarise")
         return cls(n=len(xs), median=statistics.median(xs), mean=statistics.fmean(xs),
                    std=statistics.stdev(xs) if len(xs) > 1 else 0.0, min=xs[0], max=xs[-1],
-                   p10=_quantile(xs, 0.1), p90=_quantile(xs, 0.9))
+                   p10=_quantile(xs, 0.1), p90=_quantile(xs, 0.9), q1=_quantile(xs, 0.25), q3=_quantile(xs, 0.75))
+
+    def quartiles(self) -> tuple[float, float] | None:
+        """(q1, q3). Older records kept min, p10, median, p90 and max only; for up to five samples those
+        determine the quartiles exactly (the second and second-to-last samples are recovered from p10 and
+        p90), beyond five they do not, and there is no answer."""
+        if self.q1 is not None and self.q3 is not None:
+            return self.q1, self.q3
+        n = self.n
+        if n == 1:
+            return self.median, self.median
+        if n > 5:
+            return None
+        pos10, pos90 = 0.1 * (n - 1), 0.9 * (n - 1)
+        second = self.min + (self.p10 - self.min) / pos10
+        frac90 = pos90 - (n - 2)
+        second_last = (self.p90 - frac90 * self.max) / (1 - frac90) if n > 2 else self.min
+        low = [self.min, second] if n > 2 else [self.min, self.max]
+        high = [second_last, self.max] if n > 2 else [self.min, self.max]
+        q1 = low[0] + (low[1] - low[0]) * 0.25 * (n - 1)
+        q3 = high[0] + (high[1] - high[0]) * (0.75 * (n - 1) - (n - 2 if n > 2 else 0))
+        return q1, q3
+
+    @property
+    def relative_iqr(self) -> float | None:
+        """(q3 - q1) / |median|: the spread a table shows, and what marks a point unstable."""
+        quartiles = self.quartiles()
+        if quartiles is None or not self.median:
+            return None
+        return (quartiles[1] - quartiles[0]) / abs(self.median)
 
 
 def _quantile(sorted_xs: list[float], q: float) -> float:
@@ -163,24 +198,41 @@ class RecordWriter:
         self.close()
 
 
-def read_records(path: Path) -> list[Record]:
-    """All records of a run. A line that is not JSON is a write cut short by a killed process: it is
-    dropped (its point has no complete records, so --resume redoes it). A JSON line that is not a valid
-    record is an error: something else wrote it."""
-    return list(iter_records(path))
+class ForeignRecord(ValueError):
+    """A records.jsonl line that is JSON but not a ssmbench record: something else wrote it."""
 
 
-def iter_records(path: Path) -> Iterator[Record]:
+def read_records(path: Path, on_torn_line: Callable[[int, str], None] | None = None) -> list[Record]:
+    """All records of a run.
+
+    A line that is not JSON is a write cut short (a killed process; a disk that filled): it is dropped,
+    its point has no complete records, so --resume redoes it; `on_torn_line(line_number, text)` hears of
+    it. A JSON line that is not a valid record raises ForeignRecord naming the line: nothing of ours
+    writes it, and guessing at its meaning could corrupt the tables.
+    """
+    return list(iter_records(path, on_torn_line))
+
+
+def iter_records(path: Path, on_torn_line: Callable[[int, str], None] | None = None) -> Iterator[Record]:
     if not path.exists():
         return
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             data = json.loads(line)
         except json.JSONDecodeError:
+            if on_torn_line is not None:
+                on_torn_line(number, line)
             continue
-        yield Record.model_validate(upgrade(data))
+        if not isinstance(data, dict):
+            raise ForeignRecord(f"{path}: line {number} is not a record (a JSON {type(data).__name__})")
+        try:
+            yield Record.model_validate(upgrade(data))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "(the record)"
+            raise ForeignRecord(f"{path}: line {number} is not a ssmbench record ({where}: {first['msg']})") from None
 
 
 def latest_attempts(records: Iterable[Record]) -> list[Record]:

@@ -4,6 +4,7 @@
         suite.resolved.yaml   the suite with every override applied (what --resume reads back)
         env.json              hardware and software (env.resume<N>.json for each resumption)
         records.jsonl         one record a line, flushed point by point
+        plan.json             every point the run means to measure (a report names those without records)
         table.md/.csv/.json   rebuilt from records.jsonl (and table.tex on request)
         <task>_*.png          the kinds' plots
         artifacts/<job id>/   what a job keeps besides records: checkpoints, sample prompts, per-document logs
@@ -19,8 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ssmbench import console
 from ssmbench.errors import UserError
-from ssmbench.records import Record, read_records
+from ssmbench.records import ForeignRecord, Record, read_records
 
 # Report format -> table file suffix: the one map of formats to files.
 TABLE_FORMATS: dict[str, str] = {"md": "md", "csv": "csv", "json": "json", "latex": "tex"}
@@ -28,6 +30,7 @@ TABLE_FORMATS: dict[str, str] = {"md": "md", "csv": "csv", "json": "json", "late
 
 class RunDir:
     RECORDS = "records.jsonl"
+    PLAN = "plan.json"
     RESOLVED_SUITE = "suite.resolved.yaml"
     ENV = "env.json"
     ARTIFACTS = "artifacts"
@@ -45,13 +48,18 @@ class RunDir:
 
     @classmethod
     def create(cls, out: Path, suite_name: str) -> RunDir:
-        """A fresh directory under out/<suite>/; never an existing one."""
+        """A fresh directory under out/<suite>/; never an existing one. A place where none can be made
+        (--out is a file, unwritable, on a read-only file system, full) is the user's to fix: UserError."""
         base = Path(out) / suite_name / datetime.now().strftime("%Y%m%d-%H%M%S")
         path, n = base, 1
         while path.exists():
             n += 1
             path = base.with_name(f"{base.name}-{n}")
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot create the run directory {path} "
+                            f"({exc.strerror or type(exc).__name__})") from None
         return cls(path)
 
     @classmethod
@@ -84,7 +92,26 @@ class RunDir:
         return self.path / self.ARTIFACTS / job_id
 
     def read_records(self) -> list[Record]:
-        return read_records(self.records_path)
+        """The run's records; a torn line is reported and skipped, a foreign one is the user's error."""
+        def torn(number: int, text: str) -> None:
+            console.note(f"{self.records_path}: line {number} is not JSON (a write cut short?); skipped, "
+                         f"its point counts as not done: {text[:60]!r}")
+
+        try:
+            return read_records(self.records_path, torn)
+        except ForeignRecord as exc:
+            raise UserError(str(exc)) from None
+
+    def write_plan(self, points: list[tuple[str, str, str]]) -> None:
+        """(task, job, point) of every point the run means to measure."""
+        self.write_atomic(self.path / self.PLAN, json.dumps([list(p) for p in points]))
+
+    def read_plan(self) -> list[tuple[str, str, str]] | None:
+        """The planned points, or None for a run written before plans were kept (or unreadable)."""
+        try:
+            return [tuple(p) for p in json.loads((self.path / self.PLAN).read_text())]
+        except (OSError, json.JSONDecodeError, TypeError):
+            return None
 
     def read_env(self) -> dict[str, Any]:
         """The first env.json (the run's start), or {} when missing or unreadable."""

@@ -37,10 +37,13 @@ class Defaults(Strict):
 
 
 class ModelRef(Strict):
-    """A model of the suite: a zoo name, optionally adjusted.
+    """A model of the suite: a zoo name, optionally adjusted, or a checkpoint of one's own.
 
     `base` lets a suite define a variant of a zoo model under a new name (its architecture, tokenizer and
-    family), with `overrides` applied to the config and `hf_id`/`path` naming other weights.
+    family), with `overrides` applied to the config and `hf_id`/`path` naming other weights. A `path:` (a
+    local directory) or `hf_id:` needs no zoo name: its architecture is read from its config.json. A
+    `path:` is checked here (an existing directory holding config.json of a supported architecture), and
+    so are `overrides` (against transformers' config class of the architecture).
     """
 
     name: str
@@ -55,15 +58,29 @@ class ModelRef(Strict):
 
     @model_validator(mode="after")
     def _known(self) -> ModelRef:
-        zoo_name = self.base or self.name
-        if zoo_name not in MODELS:
-            field = "base" if self.base else "name"
-            raise ValueError(f"{field}: unknown model {zoo_name!r}{did_you_mean(zoo_name, MODELS)}")
+        from ssmbench.models.checkpoints import CheckpointError, check_overrides, known_checkpoint_arch
+
+        if self.base is not None and self.base not in MODELS:
+            raise ValueError(f"base: unknown model {self.base!r}{did_you_mean(self.base, MODELS)}")
+        if self.path is not None and self.hf_id is not None:
+            raise ValueError("hf_id: give `path:` or `hf_id:`, not both (they name two checkpoints)")
+        if self.zoo_name is None and not (self.path or self.hf_id):
+            raise ValueError(f"name: unknown model {self.name!r}{did_you_mean(self.name, MODELS)}; a checkpoint "
+                             "of your own needs its `path:` (a local directory) or `hf_id:`")
+        try:
+            arch = known_checkpoint_arch(self.path, self.hf_id, self.zoo_name)  # None: not knowable offline yet
+            arch = arch or (MODELS[self.zoo_name].arch if self.zoo_name else None)
+            if arch is not None:
+                check_overrides(arch, self.overrides)
+        except CheckpointError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
     @property
-    def zoo_name(self) -> str:
-        return self.base or self.name
+    def zoo_name(self) -> str | None:
+        """The zoo entry this model borrows from (`base`, or a name of the zoo), or None for a checkpoint of
+        one's own."""
+        return self.base or (self.name if self.name in MODELS else None)
 
 
 class Suite(Strict):
@@ -74,6 +91,9 @@ class Suite(Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     require_fused_kernels: bool = False  # fail Mamba jobs rather than run them without mamba_ssm's kernels
     smoke_test: bool = False  # lets quality tasks run on random weights (their tables say so)
+    # `ssmbench diff`'s thresholds for this suite's runs: metric -> largest tolerated regression in percent,
+    # `default` for every other metric (throughput is noisier than accuracy)
+    regression: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     models: list[ModelRef] = Field(default_factory=list)
     tasks: list[TaskBase]
 
@@ -87,6 +107,11 @@ class Suite(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Suite:
         names = [m.name for m in self.models]
+        _path_safe("name", self.name)
+        for i, name in enumerate(names):
+            _path_safe(f"models[{i}].name", name)
+        for i, task in enumerate(self.tasks):
+            _path_safe(f"tasks[{i}].name", task.task_name)
         if len(set(names)) != len(names):
             raise ValueError(f"models: duplicate names {sorted({n for n in names if names.count(n) > 1})}")
         if not self.tasks:
@@ -102,6 +127,17 @@ class Suite(Strict):
                     raise ValueError(f"tasks[{i}].models: {m!r} is not one of the suite's models"
                                      f"{did_you_mean(m, names)}")
         return self
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def _path_safe(field: str, name: str) -> None:
+    """Suite, task and model names become directories (results/<suite>/, artifacts/<task>/<model>/): letters,
+    digits and . _ + - only, so no name can climb out of the run directory or hide in a dot-file."""
+    if not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{field}: {name!r} cannot name a directory; use letters, digits, '.', '_', '+', '-' "
+                         "(no '/', no '..', not starting with '.')")
 
 
 def suite_model() -> type[Suite]:
@@ -140,10 +176,30 @@ def find_suite_file(path_or_name: str | Path) -> Path:
     raise UserError(f"{path}: no such suite file{did_you_mean(stem, known)}; packaged suites: {', '.join(known)}")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that cannot mean two things: a key given twice in one mapping is an error (PyYAML keeps the
+    last one silently, so `batch_sizes` written twice would run only the second list)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_suite(path_or_name: str | Path) -> tuple[Suite, Path]:
     path = find_suite_file(path_or_name)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UserError(f"{path}: cannot read the suite ({reason})") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

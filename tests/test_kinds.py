@@ -104,7 +104,7 @@ LAYERS: list[set[str]] = [
     {"errors", "console", "ssmbench"},
     {"zoo", "measure", "reference", "records"},
     {"jobs", "rundir", "models", "data"},
-    {"report", "env", "train"},
+    {"report", "env", "train", "estimate"},
     {"kinds"},
     {"spec"},
     {"plan", "execute"},

@@ -193,17 +193,18 @@ def test_comparison_layout():
     assert list(table.frame.columns) == ["metric", "batch", "gpt2", "mamba"]
     rows = [tuple(r) for r in table.frame.itertuples(index=False)]
     assert rows == [
-        ("decode_tok_s (tok/s)", 1, "100 ±10.0%", "1,234 ±0.0%"),
+        ("decode_tok_s (tok/s)", 1, "100 ±5.0%", "1,234 ±0.0%"),
         ("decode_tok_s (tok/s)", 8, "800", "OOM"),
         ("decode_tok_s (tok/s)", 64, "900", "ERR"),
         ("decode_tok_s (tok/s)", 128, "—", "5,000"),
-        ("prefill_ms (ms)", 1, "5 ±10.0%", "3 ±0.0%"),
+        ("prefill_ms (ms)", 1, "5 ±5.0%", "3 ±0.0%"),
         ("prefill_ms (ms)", 8, "9", "OOM"),
         ("prefill_ms (ms)", 64, "20.0", "ERR"),
         ("prefill_ms (ms)", 128, "—", "30.0"),
     ]
     # Constant slice columns become a note, then one note per failure.
     assert table.notes == ["prompt_len=128, cuda_graphs=off, impl=ssmbench",
+                           "± = half the interquartile range of n = 3 repeats, relative to the median",
                            "OOM mamba (1 point): out of memory: CUDA out of memory",
                            "ERR mamba (1 point): RuntimeError: boom",
                            "— gpt2 (1 point): too long"]
@@ -246,8 +247,9 @@ def test_tasks_get_a_table_each_in_order():
 @pytest.mark.parametrize(("args", "expected"), [
     ((None,), ""), ((float("nan"),), ""), ((0.0,), "0"), ((1234.4,), "1,234"), ((-2500.0,), "-2,500"),
     ((999.4,), "999"), ((100.0,), "100"), ((12.34,), "12.3"), ((9.876,), "9.88"), ((0.000123,), "0.000123"),
-    ((200.0, 10.0, 5), "200 ±5.0%"), ((200.0, 10.0, 1), "200"), ((200.0, None, 5), "200"),
-    ((0.0, 1.0, 3), "0"), ((-4.0, 1.0, 3), "-4 ±25.0%"), ((50.0, float("nan"), 3), "50.0"),
+    ((200.0, 0.10), "200 ±5.0%"), ((200.0, None), "200"), ((200.0, 0.09), "200 ±4.5%"),
+    ((200.0, 0.2), "200 ±10.0% ⚠"), ((0.0, 1.0), "0"), ((-4.0, 0.5), "-4 ±25.0% ⚠"),
+    ((50.0, float("nan")), "50.0"),
 ])
 def test_format_value(args: tuple, expected: str):
     assert format_value(*args) == expected
@@ -272,8 +274,9 @@ def test_render_formats():
     assert data[1]["rows"][1] == {"metric": "decode_tok_s (tok/s)", "batch": 8, "gpt2": "800", "mamba": "OOM"}
     assert data[1]["notes"] == tables[1].notes
     latex = render(tables, "latex")
-    assert latex.count("\\begin{tabular}") == 2 and "% decode (throughput)" in latex
-    assert "decode\\_tok\\_s (tok/s)" in latex and "100 ±10.0\\%" in latex  # escaped
+    assert latex.count("\\begin{tabular}") == 2 and "\\caption{decode (throughput)}" in latex
+    assert "\\par{\\footnotesize ERR mamba (1 point): RuntimeError: boom}" in latex  # the notes stay
+    assert "decode\\_tok\\_s (tok/s)" in latex and "100 ±5.0\\%" in latex  # escaped
     with pytest.raises(ValueError, match="unknown format"):
         render(tables, "html")
 
@@ -341,7 +344,9 @@ def test_write_report_writes_tables_and_plots(tmp_path: Path, monkeypatch: pytes
 def test_write_report_latex_and_empty_runs(tmp_path: Path):
     run_dir = run_dir_with(tmp_path, throughput_records())
     write_report(RunDir(run_dir), all_kinds(), ("md", "latex"))
-    assert (run_dir / "table.tex").read_text() == render(build_tables(throughput_records(), all_kinds()), "latex")
+    header = header_lines(RunDir(run_dir), throughput_records())
+    assert (run_dir / "table.tex").read_text() == render(build_tables(throughput_records(), all_kinds()), "latex",
+                                                         header)
     empty = tmp_path / "nothing" / "run-1"
     empty.mkdir(parents=True)
     (empty / "records.jsonl").write_text("")

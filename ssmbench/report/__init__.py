@@ -21,7 +21,14 @@ import pandas as pd
 
 from ssmbench import console
 from ssmbench.records import Record, latest_attempts
-from ssmbench.report.tables import Table, comparison_table, models_table, records_frame, tidy_frame
+from ssmbench.report.tables import (
+    SPREAD_NOTE,
+    Table,
+    comparison_table,
+    models_table,
+    records_frame,
+    tidy_frame,
+)
 from ssmbench.rundir import TABLE_FORMATS, RunDir
 
 
@@ -76,8 +83,8 @@ def header_lines(run: RunDir, records: list[Record]) -> list[str]:
             f"CPU: {env.get('cpu', '?')}",
             f"- {versions}; ssmbench {pk.get('ssmbench', '?')} (git {env.get('git') or '—'})",
             f"- fused Mamba kernels: {'yes' if kernels.get('available') else 'no'} ({kernels.get('detail', '?')})",
-            "- cells: median over repeats ± relative standard deviation (zero-shot tables: lm-eval's standard "
-            "error); OOM = out of memory (the paper's ✗), ERR = failed (see notes), — = skipped", ""]
+            f"- {SPREAD_NOTE} (zero-shot and phonebook tables: ± is the standard error); OOM = out of memory "
+            "(the paper's ✗), ERR = failed (see notes), — = skipped", ""]
 
 
 def render(tables: list[Table], fmt: str, header: list[str] | None = None,
@@ -91,8 +98,59 @@ def render(tables: list[Table], fmt: str, header: list[str] | None = None,
         return json.dumps([{"title": t.title, "task": t.task, "notes": t.notes,
                             "rows": t.frame.to_dict("records")} for t in tables], indent=2, default=str)
     if fmt == "latex":
-        return "\n\n".join(f"% {t.title}\n" + t.frame.to_latex(index=False, escape=True) for t in tables)
+        lines = [line.lstrip("#- ").replace("**", "") for line in header or [] if line.strip()]
+        preamble = "".join(f"\\noindent{{\\small {latex_escape(line)}}}\\par\n" for line in lines)
+        return preamble + "\n\n".join(_latex_table(t) for t in tables)
     raise ValueError(f"unknown format {fmt!r}")
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Points of one task that the run planned and that have no record (a run stopped early)."""
+
+    task: str
+    kind: str
+    missing: int
+    planned: int
+
+
+def missing_points(plan: list[tuple[str, str, str]] | None, records: list[Record]) -> list[Missing]:
+    """Per task of the plan (in its order): how many planned points have no record at all."""
+    if plan is None:
+        return []
+    done = {r.point_id for r in records}
+    kinds = {r.task: r.kind for r in records}
+    counts: dict[str, list[int]] = {}
+    for task, job, point in plan:
+        tally = counts.setdefault(task, [0, 0])
+        tally[0] += (job, point) not in done
+        tally[1] += 1
+    return [Missing(task, kinds.get(task, ""), m, n) for task, (m, n) in counts.items() if m]
+
+
+def with_missing(tables: list[Table], missing: list[Missing]) -> list[Table]:
+    """Each task's tables say how many of its points are missing; a task with no record at all still gets
+    a table, empty, that says so, instead of vanishing from the report."""
+    by_task = {m.task: m for m in missing}
+    out = []
+    for table in tables:
+        m = by_task.get(table.task)
+        note = [f"{m.missing} of {m.planned} planned points of this task have no record: blank cells are "
+                "points not measured"] if m else []
+        out.append(Table(table.title, table.frame, table.notes + note, table.task))
+    present = {t.task for t in tables}
+    out += [Table(f"{m.task} (not run)", pd.DataFrame(), [f"none of its {m.planned} planned points has a record"],
+                  m.task) for m in missing if m.task not in present]
+    return out
+
+
+def missing_header(missing: list[Missing], planned: int, run: RunDir) -> list[str]:
+    """The report's first warning when the run stopped early: how much is missing, where, and the remedy."""
+    if not missing:
+        return []
+    by_task = ", ".join(f"{m.task} {m.missing} of {m.planned}" for m in missing)
+    return [f"**Incomplete: {sum(m.missing for m in missing)} of {planned} planned points have no record** "
+            f"({by_task}); finish with `ssmbench run --resume {run}`", ""]
 
 
 @dataclass
@@ -101,14 +159,33 @@ class Report:
     rendered: dict[str, str]  # format -> text, as written to table.<suffix>
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _latex_table(table: Table) -> str:
+    """A table environment: the title as caption, the tabular, and every note under it (a LaTeX report
+    must say what the markdown one says: how the numbers were obtained, what the cells mean)."""
+    body = table.frame.to_latex(index=False, escape=True) if len(table.frame) else "(no rows)\n"
+    notes = "".join(f"\\par{{\\footnotesize {latex_escape(n)}}}\n" for n in table.notes)
+    return (f"\\begin{{table}}[ht]\n\\centering\n\\caption{{{latex_escape(table.title)}}}\n{body}{notes}"
+            "\\end{table}")
+
+
 def write_report(run: RunDir, kinds: Mapping[str, KindReport],
                  formats: tuple[str, ...] = ("md", "csv", "json")) -> Report:
     """Render every table of the run in `formats` and write them (and the plots) into the run directory.
     Failing to write is a warning: the rendered tables are returned all the same."""
     records = run.read_records()
     frame = records_frame(latest_attempts(records))
-    tables = tables_of(frame, kinds)
-    header = header_lines(run, records)
+    plan = run.read_plan()
+    missing = missing_points(plan, records)
+    tables = with_missing(tables_of(frame, kinds), missing)
+    header = header_lines(run, records) + missing_header(missing, len(plan or []), run)
     rendered = {fmt: render(tables, fmt, header, records) for fmt in formats}
     try:
         for fmt, text in rendered.items():

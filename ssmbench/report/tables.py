@@ -33,7 +33,7 @@ class Table:
         return f"### {self.title}\n\n{body}\n{notes}\n"
 
 
-TIDY_COLUMNS = ["task", "kind", "model", "family", "metric", "value", "unit", "std", "n", "p10", "p90", "status",
+TIDY_COLUMNS = ["task", "kind", "model", "family", "metric", "value", "unit", "std", "n", "p10", "p90", "iqr_rel", "status",
                 "kernel", "cuda_graphs", "weights", "dtype", "device", "params", "message"]
 
 
@@ -53,22 +53,45 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
         row["cuda_graphs"] = r.graphs
         row.update({f"slice.{k}": v for k, v in r.slice.items()})
         if r.stats is not None:
-            row.update(std=r.stats.std, n=r.stats.n, p10=r.stats.p10, p90=r.stats.p90)
+            row.update(std=r.stats.std, n=r.stats.n, p10=r.stats.p10, p90=r.stats.p90,
+                       iqr_rel=r.stats.relative_iqr if r.stats.n > 1 else None)
         row["params"] = r.extra.get("params")
         row["extra"] = r.extra  # whole, for views that need more than the parameter count
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def format_value(value: float | None, std: float | None = None, n: int | None = None) -> str:
+# A median whose repeats spread more than this (interquartile range over the median) is flagged unstable.
+UNSTABLE_IQR = 0.10
+UNSTABLE = "⚠"
+SPREAD_NOTE = (f"cells: median of n repeats ± half the interquartile range, relative to the median; {UNSTABLE} = "
+               f"unstable, the repeats' interquartile range exceeds {UNSTABLE_IQR:.0%} of the median")
+
+
+def format_value(value: float | None, iqr_rel: float | None = None) -> str:
+    """A median as a table prints it: 3 significant digits or thousands separators, with its spread (half
+    the interquartile range, relative) when there were repeats, flagged when that spread is large."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     a = abs(value)
     text = (f"{value:,.0f}" if a >= 1000 else f"{value:.0f}" if a >= 100 else f"{value:.1f}" if a >= 10
             else f"{value:.3g}")
-    if n and n > 1 and std is not None and value and not math.isnan(std):
-        text += f" ±{100 * std / abs(value):.1f}%"
+    if iqr_rel is not None and not math.isnan(iqr_rel) and value:
+        text += f" ±{50 * iqr_rel:.1f}%" + (f" {UNSTABLE}" if iqr_rel > UNSTABLE_IQR else "")
     return text
+
+
+def spread_notes(frame: pd.DataFrame) -> list[str]:
+    """What ± and the flag mean, with the repeat counts, and which points are unstable."""
+    if "iqr_rel" not in frame or frame["iqr_rel"].isna().all():
+        return []
+    counts = ", ".join(str(int(n)) for n in sorted(frame.loc[frame["iqr_rel"].notna(), "n"].unique()))
+    notes = [f"± = half the interquartile range of n = {counts} repeats, relative to the median"]
+    unstable = frame[frame["iqr_rel"] > UNSTABLE_IQR]
+    if len(unstable):
+        notes.append(f"{UNSTABLE} unstable ({len(unstable)} of {frame['iqr_rel'].notna().sum()} figures): the repeats' "
+                     f"interquartile range exceeds {UNSTABLE_IQR:.0%} of the median; rerun with more repeats")
+    return notes
 
 
 def slice_columns(frame: pd.DataFrame) -> tuple[list[str], dict[str, Any]]:
@@ -102,7 +125,7 @@ def comparison_table(task: str, frame: pd.DataFrame, metric_order: Sequence[str]
         point = tuple(_slice_value(row, c) for c in varying)
         for metric in ([row["metric"]] if isinstance(row["metric"], str) else metrics or ["status"]):
             cell = (STATUS_CELL[row["status"]] if row["status"] != "ok"
-                    else format_value(row["value"], row.get("std"), row.get("n")))
+                    else format_value(row["value"], row.get("iqr_rel")))
             cells.setdefault((metric, *point), {})[row["model"] or "-"] = cell
     order = {m: i for i, m in enumerate(metrics)}
     keys = sorted(cells, key=lambda k: (order.get(k[0], len(order)), *[_sort_key(v) for v in k[1:]]))
@@ -114,7 +137,7 @@ def comparison_table(task: str, frame: pd.DataFrame, metric_order: Sequence[str]
         table_rows.append({"metric": label, **dict(zip(names, key[1:], strict=True)),
                            **{m: cells[key].get(m, "") for m in models}})
     notes = [", ".join(f"{k}={v}" for k, v in constant.items())] if constant else []
-    notes += failure_notes(frame)
+    notes += spread_notes(frame) + failure_notes(frame)
     return Table(title=f"{task} ({kind})", frame=pd.DataFrame(table_rows), notes=notes, task=task)
 
 

@@ -89,7 +89,7 @@ def _figure(values: pd.Series, metric: str, scale: float, decimals: int) -> str:
 
 def _notes(group: pd.DataFrame) -> list[str]:
     ok = group[group["status"] == "ok"]
-    notes = [SMOKE_NOTE] if (group["weights"] == "random").any() else []
+    notes = [SMOKE_NOTE] if (ok["weights"] == "random").any() else []
     if len(ok):
         queries = sorted({int(e["n_queries"]) for e in ok["extra"] if "n_queries" in e})
         notes.append(f"Greedy decoding, the answer is the first generated line; {', '.join(map(str, queries))} "

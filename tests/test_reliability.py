@@ -1,0 +1,200 @@
+"""Reliability: bad input is one line and exit 2, a report says what it is missing and how sure its numbers
+are, SIGTERM stops a run as Ctrl-C does, and a CPU run says which lighter settings it chose and why."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+from test_cli import TINY_SUITE, assert_user_error, invoke, write
+
+from ssmbench.kinds import all_kinds
+from ssmbench.records import Record, RecordWriter, summarised
+from ssmbench.report import write_report
+from ssmbench.rundir import RunDir
+
+# --- the run directory and its records --------------------------------------------------------------------
+
+
+def test_out_that_is_a_file(tmp_path: Path):
+    suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
+    blocker = write(tmp_path / "results", "not a directory")
+    assert_user_error(invoke("run", suite, "--out", blocker), f"--out {blocker}: cannot create the run directory")
+
+
+def test_out_on_a_read_only_file_system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
+
+    def read_only(self: Path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert_user_error(invoke("run", suite, "--out", tmp_path / "ro"), "(Read-only file system)")
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("run")
+    result = invoke("run", write(base / "tiny.yaml", TINY_SUITE), "--out", base / "out")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (base / "out" / "tiny").iterdir()
+    return run_dir
+
+
+@pytest.fixture
+def finished_run(one_run: Path, tmp_path: Path) -> Path:
+    """A copy of one finished tiny run, laid out as a run leaves it: tmp/tiny.yaml, tmp/out/tiny/<run-id>."""
+    write(tmp_path / "tiny.yaml", TINY_SUITE)
+    return Path(shutil.copytree(one_run, tmp_path / "out" / "tiny" / one_run.name))
+
+
+@pytest.mark.parametrize("line", ['{"hello": "world"}', "[1, 2, 3]", '{"task": "t", "kind": 3}'])
+def test_report_and_resume_refuse_a_foreign_line(finished_run: Path, line: str):
+    lines = (finished_run / "records.jsonl").read_text().splitlines()
+    (finished_run / "records.jsonl").write_text("\n".join([*lines[:3], line, *lines[3:]]) + "\n")
+    for args in (("report", finished_run), ("run", "--resume", finished_run)):
+        assert_user_error(invoke(*args), f"{finished_run / 'records.jsonl'}: line 4 is not a")
+
+
+def test_a_torn_line_is_reported_and_skipped(finished_run: Path):
+    lines = (finished_run / "records.jsonl").read_text().splitlines()
+    (finished_run / "records.jsonl").write_text("\n".join([*lines[:5], lines[5][:40], *lines[6:]]) + "\n")
+    result = invoke("report", finished_run)
+    assert result.exit_code == 0
+    assert "records.jsonl: line 6 is not JSON (a write cut short?); skipped" in result.stderr
+
+
+def test_a_report_says_which_points_are_missing(finished_run: Path):
+    records = (finished_run / "records.jsonl").read_text().splitlines()
+    kept = [line for line in records if '"kind":"memory"' not in line and '"point":"batch=2' not in line]
+    (finished_run / "records.jsonl").write_text("\n".join(kept) + "\n")
+    plan = json.loads((finished_run / "plan.json").read_text())
+    report = write_report(RunDir(finished_run), all_kinds())
+    md = report.rendered["md"]
+    assert len(plan) == 6 and "**Incomplete: 4 of 6 planned points have no record**" in md
+    assert f"ssmbench run --resume {finished_run}" in md
+    throughput = next(t for t in report.tables if t.task == "throughput")
+    assert "2 of 4 planned points of this task have no record: blank cells are points not measured" in throughput.notes
+    memory = next(t for t in report.tables if t.task == "memory")  # no record at all: still a table
+    assert memory.title == "memory (not run)" and memory.notes == ["none of its 2 planned points has a record"]
+
+
+def test_unstable_medians_are_flagged(tmp_path: Path):
+    run = RunDir(tmp_path / "s" / "r")
+    run.path.mkdir(parents=True)
+    with RecordWriter(run.records_path) as out:
+        for batch, samples in ((1, [100.0, 101.0, 99.0]), (2, [100.0, 300.0, 60.0])):
+            out.write([Record(task="t", kind="throughput", job="t/m", point=f"b={batch}", model="m",
+                              slice={"batch": batch}, **summarised("decode_tok_s", samples, "tok/s", True))])
+    (table,) = write_report(run, all_kinds()).tables[1:]
+    assert list(table.frame["m"]) == ["100 ±0.5%", "100 ±60.0% ⚠"]
+    assert any(n.startswith("⚠ unstable (1 of 2 figures)") for n in table.notes)
+
+
+# --- suite files -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    (TINY_SUITE.replace("batch_sizes: [1, 2]", "batch_sizes: [1, 2]\n    batch_sizes: [4]"),
+     "key 'batch_sizes' appears twice (first on line"),
+    (TINY_SUITE.replace("name: tiny", "name: ../elsewhere"), "name: '../elsewhere' cannot name a directory"),
+    (TINY_SUITE.replace("  - kind: throughput", "  - kind: throughput\n    name: a/b"),
+     "tasks[0].name: 'a/b' cannot name a directory"),
+    (TINY_SUITE.replace("name: tiny", "name: tiny\n---\nname: two"), "invalid YAML"),
+    (TINY_SUITE.replace("tasks:", "tasks: []\nunused:"), "unknown key 'unused'"),
+])
+def test_yaml_that_cannot_mean_what_was_meant(tmp_path: Path, text: str, fragment: str):
+    assert_user_error(invoke("validate", write(tmp_path / "s.yaml", text)), fragment)
+
+
+def test_a_suite_file_that_is_not_text(tmp_path: Path):
+    path = tmp_path / "s.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    assert_user_error(invoke("validate", path), f"{path}: cannot read the suite (not UTF-8 text)")
+
+
+def test_a_suite_without_tasks(tmp_path: Path):
+    text = TINY_SUITE[:TINY_SUITE.index("tasks:")] + "tasks: []\n"
+    assert_user_error(invoke("validate", write(tmp_path / "s.yaml", text)), "tasks: the suite has no tasks")
+
+
+# --- CPU settings ------------------------------------------------------------------------------------------
+
+CPU_SUITE = TINY_SUITE.replace("    batch_sizes: [1, 2]", """    batch_sizes: [1, 2]
+    on_cpu: {because: two cores are slow, batch_sizes: [1]}""")
+
+
+def test_on_cpu_settings_replace_the_tasks_and_say_why(tmp_path: Path):
+    result = invoke("run", write(tmp_path / "s.yaml", CPU_SUITE), "--dry-run", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "throughput: on the CPU, batch_sizes [1, 2] -> [1] (because two cores are slow)" in result.stderr
+    assert "tiny: 4 jobs, 4 points on cpu" in result.stdout
+
+
+def test_on_cpu_settings_are_validated(tmp_path: Path):
+    bad = CPU_SUITE.replace("batch_sizes: [1]}", "batch_size: [1]}")
+    assert_user_error(invoke("validate", write(tmp_path / "s.yaml", bad)),
+                      "tasks[0].on_cpu: 'batch_size' is not a setting of throughput (did you mean 'batch_sizes'?)")
+    bad = CPU_SUITE.replace("batch_sizes: [1]}", "batch_sizes: [0]}")
+    assert_user_error(invoke("validate", write(tmp_path / "s.yaml", bad)), "tasks[0].on_cpu.batch_sizes.0:")
+
+
+def test_the_dry_run_estimates_from_earlier_runs(finished_run: Path):
+    out = finished_run.parent.parent
+    result = invoke("run", finished_run.parent.parent.parent / "tiny.yaml", "--dry-run", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "time: about " in result.stdout and "from earlier runs (6 of 6 points)" in result.stdout
+    fresh = invoke("run", finished_run.parent.parent.parent / "tiny.yaml", "--dry-run", "--out", out / "none")
+    assert "time: no estimate: none of the 6 points has run on this device" in fresh.stdout
+
+
+# --- stopping ---------------------------------------------------------------------------------------------
+
+
+def test_sigterm_keeps_what_is_done_and_exits_143(tmp_path: Path):
+    slow = yaml.safe_load(TINY_SUITE)
+    slow["tasks"] = [{"kind": "throughput", "batch_sizes": [1, 2, 3, 4, 5, 6], "prompt_lengths": [64],
+                      "new_tokens": 16, "warmup": 0, "repeats": 40}]
+    write(tmp_path / "slow.yaml", yaml.safe_dump(slow))
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "ssmbench", "run", str(tmp_path / "slow.yaml"), "--out",
+                             str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    records = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = list((tmp_path / "out").rglob("records.jsonl"))
+        if found and found[0].read_text().count("\n") >= 1:
+            records = found[0]
+            break
+        time.sleep(0.2)
+    assert records is not None, "no point finished in time"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert "terminated (SIGTERM): finish with `ssmbench run --resume" in stderr
+    run_dir = records.parent
+    assert (run_dir / "table.md").is_file() and "Incomplete:" in (run_dir / "table.md").read_text()
+
+
+def test_env_says_whether_the_fused_kernels_run():
+    result = invoke("env")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0] == "fused Mamba kernels: unavailable (no CUDA device)"
+
+
+def test_copies_of_the_committed_runs_still_report(tmp_path: Path):
+    """A report is rebuilt from records alone; older runs without plan.json report nothing as missing."""
+    committed = next((REPO / "results" / "reference").rglob("records.jsonl")).parent
+    copy = Path(shutil.copytree(committed, tmp_path / "run"))
+    assert "Incomplete" not in write_report(RunDir(copy), all_kinds()).rendered["md"]
