@@ -1,0 +1,228 @@
+"""Two runs compared figure by figure: what got worse, what got better, what is missing, and whether the
+runs are comparable at all. The regression gate of the nightly GPU job.
+
+Figures are paired by record identity (kind, task, model, slice, metric: records.Record.identity), each run
+taken at its latest attempts. A change counts against a metric only in its bad direction
+(`higher_is_better`), and only when it is larger than both
+
+- the threshold: a relative change in percent, per metric (the suite's `regression:` mapping, the command
+  line's --max-regression, else DEFAULT_MAX_REGRESSION_PCT), and
+- the noise: NOISE_SIGMAS times the two runs' combined spread, from each figure's own measure of spread
+  (half the interquartile range of its repeats for timings, the standard error for accuracies), so a
+  throughput figure that wobbles by 8% from run to run does not fail a 5% gate.
+
+A figure that was measured in the base run and failed (ERR, OOM) in the new one is a regression; a figure
+in only one of the runs is listed as missing. Differences of GPU, driver or library versions between the
+two env.json files are listed first: a change there explains many changes below it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ssmbench.records import Record, RecordKey, latest_attempts
+
+DEFAULT_MAX_REGRESSION_PCT = 5.0
+NOISE_SIGMAS = 2.0
+ENV_KEYS = ("gpus", "driver", "cuda_runtime", "torch_version")
+PACKAGES = ("torch", "transformers", "mamba_ssm", "causal_conv1d", "lm_eval", "triton")
+
+Verdict = Literal["regression", "improvement", "unchanged", "missing in new", "missing in base", "still failing"]
+
+
+@dataclass(frozen=True)
+class Change:
+    key: RecordKey
+    verdict: Verdict
+    base: float | None
+    new: float | None
+    base_status: str
+    new_status: str
+    change_pct: float | None  # (new - base) / |base|, in percent
+    threshold_pct: float | None
+    noise_pct: float | None  # NOISE_SIGMAS x the combined spread, in percent of the base
+    unit: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.key[0]
+
+    @property
+    def task(self) -> str:
+        return self.key[1]
+
+    @property
+    def model(self) -> str | None:
+        return self.key[2]
+
+    @property
+    def metric(self) -> str:
+        return str(self.key[4])
+
+    @property
+    def slice(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.key[3]}
+
+    @property
+    def where(self) -> str:
+        """The slice, as `batch=1, prompt_len=128`."""
+        return ", ".join(f"{k}={v}" for k, v in self.slice.items())
+
+
+@dataclass
+class Diff:
+    changes: list[Change]
+    env_differences: list[str] = field(default_factory=list)
+
+    def of(self, *verdicts: Verdict) -> list[Change]:
+        return [c for c in self.changes if c.verdict in verdicts]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.of("regression"))
+
+
+def thresholds(suite_regression: dict[str, float], cli: dict[str, float]) -> dict[str, float]:
+    """metric -> max regression in percent: the command line over the suite over the default; the key
+    `default` applies to every metric not named."""
+    return {"default": DEFAULT_MAX_REGRESSION_PCT} | suite_regression | cli
+
+
+def diff_runs(base: list[Record], new: list[Record], max_regression: dict[str, float],
+              metrics: list[str] | None = None, base_env: dict[str, Any] | None = None,
+              new_env: dict[str, Any] | None = None) -> Diff:
+    base_by, new_by = _by_identity(base, metrics), _by_identity(new, metrics)
+    changes = [compare(k, base_by.get(k), new_by.get(k), max_regression) for k in dict.fromkeys([*base_by, *new_by])]
+    return Diff(changes, env_differences(base_env or {}, new_env or {}))
+
+
+def _by_identity(records: list[Record], metrics: list[str] | None) -> dict[RecordKey, Record]:
+    """Each measured figure (ok records with a metric), and each failed point under its metrics' names so a
+    figure that turned into a failure can be paired with it."""
+    out: dict[RecordKey, Record] = {}
+    for r in latest_attempts(records):
+        if r.metric is not None and (metrics is None or r.metric in metrics):
+            out[r.identity] = r
+    failed = [r for r in latest_attempts(records) if r.metric is None and r.status in ("error", "oom")]
+    measured_metrics: dict[tuple[str, str], set[str]] = {}
+    for key in out:
+        measured_metrics.setdefault((key[0], key[1]), set()).add(str(key[4]))
+    for r in failed:
+        for metric in sorted(measured_metrics.get((r.kind, r.task), set())):
+            if metrics is None or metric in metrics:
+                out.setdefault(r.model_copy(update={"metric": metric}).identity, r)
+    return out
+
+
+def compare(key: RecordKey, base: Record | None, new: Record | None, max_regression: dict[str, float]) -> Change:
+    """The verdict on one figure; `base` or `new` may be a failed point's record, or absent."""
+    record = base or new
+    assert record is not None
+    if base is None or new is None:
+        return Change(key, "missing in base" if base is None else "missing in new",
+                      base and base.value, new and new.value, base.status if base else "",
+                      new.status if new else "", None, None, None, record.unit)
+    metric = str(key[4])
+    threshold = max_regression.get(metric, max_regression["default"])
+    if base.status != "ok" or new.status != "ok":
+        verdict: Verdict = ("regression" if base.status == "ok" else
+                            "improvement" if new.status == "ok" else "still failing")
+        return Change(key, verdict, base.value, new.value, base.status, new.status, None, threshold, None,
+                      base.unit)
+    assert base.value is not None and new.value is not None
+    change = 100 * (new.value - base.value) / abs(base.value) if base.value else math.inf * (new.value - base.value)
+    noise = _noise_pct(base, new)
+    worse = change < 0 if base.higher_is_better else change > 0
+    beyond = abs(change) > threshold and (noise is None or abs(change) > noise)
+    verdict = ("regression" if worse else "improvement") if beyond else "unchanged"
+    if base.higher_is_better is None:
+        verdict = "unchanged"  # a count, a setting: no direction to judge
+    return Change(key, verdict, base.value, new.value, base.status, new.status, change, threshold, noise, base.unit)
+
+
+def _spread(r: Record) -> float | None:
+    """One run's spread of a figure, in its unit: half the IQR of repeats, else the standard error."""
+    if r.stats is not None and r.stats.n > 1:
+        quartiles = r.stats.quartiles()
+        if quartiles is not None:
+            return (quartiles[1] - quartiles[0]) / 2
+    return r.stderr
+
+
+def _noise_pct(base: Record, new: Record) -> float | None:
+    spreads = [s for s in (_spread(base), _spread(new)) if s is not None]
+    if not spreads or not base.value:
+        return None
+    return 100 * NOISE_SIGMAS * math.sqrt(sum(s * s for s in spreads)) / abs(base.value)
+
+
+def env_differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between the machines and software of two runs (from their env.json)."""
+    out = []
+    for key in ENV_KEYS:
+        if base.get(key) != new.get(key):
+            out.append(f"{key}: {_show(base.get(key))} -> {_show(new.get(key))}")
+    base_pk, new_pk = base.get("packages", {}), new.get("packages", {})
+    for name in PACKAGES:
+        if base_pk.get(name) != new_pk.get(name):
+            out.append(f"{name}: {base_pk.get(name) or '—'} -> {new_pk.get(name) or '—'}")
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v.get("name", v)) if isinstance(v, dict) else str(v) for v in value) or "none"
+    return "—" if value in (None, "") else str(value)
+
+
+# --- output --------------------------------------------------------------------------------------------
+
+SECTIONS: tuple[tuple[str, tuple[Verdict, ...]], ...] = (
+    ("Regressions", ("regression",)), ("Improvements", ("improvement",)),
+    ("Missing", ("missing in new", "missing in base")), ("Failing in both", ("still failing",)))
+
+
+def _cell(value: float | None, status: str) -> str:
+    from ssmbench.report.tables import STATUS_CELL, format_value
+
+    return format_value(value) if status == "ok" else STATUS_CELL.get(status, status or "—")
+
+
+def _rows(changes: list[Change]) -> list[dict[str, str]]:
+    return [{"task": c.task, "model": c.model or "", "metric": f"{c.metric} ({c.unit})" if c.unit else c.metric,
+             "where": c.where, "base": _cell(c.base, c.base_status), "new": _cell(c.new, c.new_status),
+             "change": "" if c.change_pct is None else f"{c.change_pct:+.1f}%",
+             "threshold": "" if c.threshold_pct is None else f"{c.threshold_pct:g}%",
+             "noise": "" if c.noise_pct is None else f"{c.noise_pct:.1f}%", "verdict": c.verdict}
+            for c in changes]
+
+
+def render_markdown(diff: Diff, base_name: str, new_name: str) -> str:
+    import pandas as pd
+
+    lines = [f"# ssmbench diff: {new_name} against {base_name}", ""]
+    counts = {title: len(diff.of(*verdicts)) for title, verdicts in SECTIONS}
+    lines += [f"{'FAIL' if diff.failed else 'PASS'}: " + ", ".join(f"{n} {t.lower()}" for t, n in counts.items())
+              + f", {len(diff.of('unchanged'))} unchanged", ""]
+    if diff.env_differences:
+        lines += ["**The runs differ in their machine or software** (changes below may come from it):", ""]
+        lines += [f"- {d}" for d in diff.env_differences] + [""]
+    for title, verdicts in SECTIONS:
+        changes = diff.of(*verdicts)
+        if changes:
+            lines += [f"## {title}", "", pd.DataFrame(_rows(changes)).to_markdown(index=False), ""]
+    lines.append(f"A change is a regression when it is worse than both its threshold and {NOISE_SIGMAS:g}x the "
+                 "runs' combined spread (noise: half the IQR of repeats, or the standard error), in percent "
+                 "of the base figure.")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(diff: Diff, base_name: str, new_name: str) -> dict[str, Any]:
+    return {"base": base_name, "new": new_name, "failed": diff.failed, "env_differences": diff.env_differences,
+            "changes": [{"kind": c.kind, "task": c.task, "model": c.model, "metric": c.metric,
+                         "slice": c.slice, "base": c.base, "new": c.new, "base_status": c.base_status,
+                         "new_status": c.new_status, "change_pct": c.change_pct, "threshold_pct": c.threshold_pct,
+                         "noise_pct": c.noise_pct, "verdict": c.verdict} for c in diff.changes]}
