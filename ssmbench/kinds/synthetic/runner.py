@@ -140,10 +140,11 @@ class SyntheticRunner(Runner[SyntheticTask]):
         records = [self.record(pt, metric=m, value=v, unit=u, higher_is_better=h, **common) for m, v, u, h in figures]
         for log in result.curve:
             step_slice = {**pt.params, "step": log.step}
-            records += [self.record(pt, metric="loss", value=log.loss, unit="nats", higher_is_better=False,
+            # The curve is a diagnostic, not a figure to judge: no direction, so `ssmbench diff` leaves it be.
+            records += [self.record(pt, metric="loss", value=log.loss, unit="nats", higher_is_better=None,
                                     slice=step_slice, **common),
                         self.record(pt, metric="accuracy", value=log.accuracy, unit="fraction",
-                                    higher_is_better=True, slice=step_slice, **common)]
+                                    higher_is_better=None, slice=step_slice, **common)]
         return records
 
     # --- testing ------------------------------------------------------------------------------------
