@@ -156,10 +156,22 @@ def _run_suite(suite: Suite, out: Path, dry_run: bool, run_dir: RunDir | None = 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """While a run executes, SIGTERM stops it as Ctrl-C does: the point in progress is dropped, everything
-    recorded stays, the tables are written, and the exit code (143) says it was terminated."""
+    recorded stays, the tables are written, and the exit code (143) says it was terminated.
+
+    Only this process is stopped that way. A forked child (lm-eval's bootstrap pool, for one) inherits the
+    handler, and its parent ends it with SIGTERM: there the signal keeps its default meaning, or the child
+    would live on and the parent would wait for it forever."""
+    import os
+
     from ssmbench.errors import Terminated
 
+    owner = os.getpid()
+
     def stop(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, stop)

@@ -187,6 +187,28 @@ def test_sigterm_keeps_what_is_done_and_exits_143(tmp_path: Path):
     assert (run_dir / "table.md").is_file() and "Incomplete:" in (run_dir / "table.md").read_text()
 
 
+def test_a_forked_child_still_dies_of_sigterm():
+    """lm-eval's bootstrap pool forks workers and ends them with SIGTERM; a worker that turned SIGTERM into
+    ssmbench's Terminated could outlive that, and the run hung in Pool.terminate (seen in CI)."""
+    import multiprocessing
+
+    from ssmbench.cli import _sigterm_as_interrupt
+    from ssmbench.errors import Terminated
+
+    ctx = multiprocessing.get_context("fork")
+    with _sigterm_as_interrupt():
+        child = ctx.Process(target=time.sleep, args=(60,))
+        child.start()
+        time.sleep(0.2)
+        child.terminate()
+        child.join(timeout=10)
+        assert child.exitcode == -signal.SIGTERM
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs at the next bytecode boundary
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_env_says_whether_the_fused_kernels_run():
     result = invoke("env")
     assert result.exit_code == 0
