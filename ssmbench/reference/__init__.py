@@ -9,7 +9,7 @@ also what decides which metrics the zero-shot runner records for the paper's tas
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 import yaml
@@ -112,6 +112,7 @@ class SyntheticReference:
     train_len: int  # the length the paper trained at: its figures describe models trained there
     cells: dict[str, dict[int, float | str]]  # mixer -> test length -> accuracy in % (or PERFECT, OOM, a range)
     labels: dict[str, str]  # mixer -> the row's label as printed
+    params: dict[str, str] = field(default_factory=dict)  # mixer -> the model's size as printed (Table 11)
 
 
 @functools.cache
@@ -132,5 +133,6 @@ def synthetic_references() -> dict[str, SyntheticReference]:
         cells[row["mixer"]] |= dict.fromkeys(induction["beyond"], row["beyond"])
     out["induction_heads"] = SyntheticReference(
         data["citation"], induction["table"], induction["setting"], induction["train_len"], cells,
-        {r["mixer"]: r["label"] for r in induction["rows"] if r["mixer"]})
+        {r["mixer"]: r["label"] for r in induction["rows"] if r["mixer"]},
+        {r["mixer"]: r["params"] for r in induction["rows"] if r["mixer"]})
     return out

@@ -19,7 +19,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from ssmbench.errors import did_you_mean
 from ssmbench.jobs import Strict, TaskBase
-from ssmbench.models.mixers import MIXERS
+from ssmbench.models.mixers import MIXERS, S4D_MIXERS
 
 SyntheticName = Literal["selective_copying", "induction_heads", "mqar"]
 
@@ -47,6 +47,11 @@ class Architecture(Strict):
     n_heads: PositiveInt = 8
     abs_positions: Literal["sinusoidal", "learned"] = "sinusoidal"
     max_positions: PositiveInt | None = None  # the learned table's length (learned absolute positions)
+    ssm_init: Literal["lin", "inv"] = "lin"  # S4D's A (s4d, h3, mamba-s4d): S4D-Lin or S4D-Inv
+    hyena_order: Annotated[int, Field(ge=2)] = 2  # hyena
+    filter_width: PositiveInt = 64  # Hyena's implicit filter (hyena, h3-hyena, mamba-hyena): its FFN's width
+    filter_emb_dim: PositiveInt = 5  # ... its positional features (odd: the position and sin/cos pairs)
+    filter_len: PositiveInt | None = None  # ... the length its positions are scaled by; the training length otherwise
     lr: PositiveFloat | None = None  # this model's learning rate; the task's train.lr otherwise
     steps: PositiveInt | None = None  # this model's training steps; the task's train.steps otherwise
     # Evaluation precision: float32 by default (long sequences are where low precision shows); attention
@@ -59,6 +64,12 @@ class Architecture(Strict):
         if self.mixer not in MIXERS:
             raise ValueError(f"mixer: unknown mixer {self.mixer!r}{did_you_mean(self.mixer, MIXERS)}; "
                              f"mixers: {', '.join(MIXERS)}")
+        if self.mixer in S4D_MIXERS and self.d_state % 2:
+            raise ValueError(f"d_state: {self.mixer} keeps N/2 conjugate pairs of S4D modes: d_state must be even, "
+                             f"got {self.d_state}")
+        if self.filter_emb_dim < 3 or self.filter_emb_dim % 2 == 0:
+            raise ValueError("filter_emb_dim: the position and sin/cos pairs: an odd number of at least 3, got "
+                             f"{self.filter_emb_dim}")
         return self
 
 

@@ -6,6 +6,9 @@ Per task:
   (out of memory, or positions beyond a learned table), — when it was not run. For induction heads the
   paper's row follows each model it reports, then the difference (Δ, where the paper prints a number).
 - training: steps, time, step rate, final loss and held-out accuracy at the training length.
+- selective copying with several of Table 1's architectures (mixers in ssmbench.models.mixers.GRID): the
+  paper's grid, a row per architecture (no gate, H3, Mamba), a column per inner layer (S4, Hyena, S6), the
+  accuracy at the training length beside the paper's figure.
 Across the synthetic tasks of a run (Table 1's layout): a row per model, a column per task, the accuracy at
 each task's training length, with Table 1's figure for selective copying where the paper has the model.
 Plots: accuracy vs test length (log2 axis) per task, and the training curves (loss, accuracy vs step).
@@ -18,15 +21,20 @@ from pathlib import Path
 import pandas as pd
 
 from ssmbench.kinds.synthetic.runner import CANNOT_RUN
+from ssmbench.models.mixers import GRID
 from ssmbench.reference import OOM, PERFECT, SyntheticReference, synthetic_references
 from ssmbench.report.plots import line_plot, model_colours
 from ssmbench.report.tables import Table, failure_notes, format_value, param_count
 
 PASS, FAIL, NOT_RUN = "✓", "✗", "—"
+GRID_ARCHS, GRID_LAYERS = ("no gate", "H3", "Mamba"), ("S4", "Hyena", "S6")  # Table 1's rows and columns, in order
 
 
 def synthetic_tables(task: str, frame: pd.DataFrame) -> list[Table]:
     tables = [length_table(task, frame)]
+    grid = copying_grid(task, frame)
+    if grid is not None:
+        tables.append(grid)
     if (frame["slice.phase"] == "train").any():
         tables.append(training_table(task, frame))
     return tables
@@ -78,6 +86,7 @@ def length_table(task: str, frame: pd.DataFrame) -> Table:
              _samples_note(evals), *_failure_notes(evals), paper_note]
     if reference is not None:
         notes.append(f"paper: {reference.citation}, {reference.table} ({reference.setting}); Δ = measured − paper")
+        notes += [_size_note(reference, frame, model) for model in cells]
     return Table(f"{task}: accuracy by test length ({synthetic})", pd.DataFrame(rows), [n for n in notes if n], task)
 
 
@@ -117,6 +126,26 @@ def _reference_rows(reference: SyntheticReference | None, mixer: str | None, len
     return [{"model": f"paper: {reference.labels[mixer]}", **printed}, {"model": "Δ", **delta}]
 
 
+def _size_note(reference: SyntheticReference, frame: pd.DataFrame, model: str) -> str:
+    """A note where the paper's model of a row is of another size altogether (over twice or under half as
+    many parameters): the paper's Hyena row, for one, is a 69M-parameter model."""
+    mixer = _mixer_of(frame, model)
+    params = frame.loc[frame["model"] == model, "params"].dropna()
+    printed = reference.params.get(mixer or "")
+    if not printed or not len(params):
+        return ""
+    ratio = _parse_count(printed) / float(params.iloc[0])
+    if 0.5 <= ratio <= 2:
+        return ""
+    return f"paper: its {reference.labels[mixer]} has {printed} parameters, {model} {param_count(params.iloc[0])}"
+
+
+def _parse_count(printed: str) -> float:
+    """'153K' -> 153000.0, '69M' -> 69e6, as the paper prints sizes."""
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9}.get(printed[-1:].upper(), 1.0)
+    return float(printed.rstrip("KMBkmb")) * scale
+
+
 def _paper_cell(value: float | str | None) -> str:
     if value is None:
         return ""
@@ -151,6 +180,46 @@ def training_table(task: str, frame: pd.DataFrame) -> Table:
                                                    else format_value(value))
         rows.append(row)
     return Table(f"{task}: training", pd.DataFrame(rows), failure_notes(train), task)
+
+
+def copying_grid(task: str, frame: pd.DataFrame) -> Table | None:
+    """Table 1's grid for a selective-copying task that trained two or more of its architectures (with one,
+    the capability summary already prints it beside the paper's figure): a row per architecture, for each
+    inner layer the measured accuracy at the training length and the paper's."""
+    if _task_of(frame) != "selective_copying":
+        return None
+    by_cell: dict[tuple[str, str], list[str]] = {}
+    for model in dict.fromkeys(frame["model"].dropna()):
+        cell = GRID.get(_mixer_of(frame, model) or "")
+        if cell is not None:
+            by_cell.setdefault(cell, []).append(model)
+    if len(by_cell) < 2:
+        return None
+    reference = synthetic_references()["selective_copying"]
+    paper = {GRID[m]: cells[reference.train_len] for m, cells in reference.cells.items() if m in GRID}
+    rows = []
+    for arch in GRID_ARCHS:
+        row = {"architecture": arch}
+        for layer in GRID_LAYERS:
+            models = by_cell.get((arch, layer), [])
+            row[layer] = _at_training_length(frame[frame["model"] == models[0]]) if models else ""
+            row[f"{layer} (paper)"] = f"{paper[arch, layer]:.1f}" if (arch, layer) in paper else ""
+        rows.append(row)
+    return Table(f"{task}: Table 1 grid, architecture × inner layer (selective copying)", pd.DataFrame(rows),
+                 _grid_notes(frame, by_cell, reference), task)
+
+
+def _grid_notes(frame: pd.DataFrame, by_cell: dict[tuple[str, str], list[str]],
+                reference: SyntheticReference) -> list[str]:
+    steps = sorted({int(v) for v in frame[(frame["metric"] == "train_steps") & (frame["status"] == "ok")]["value"]})
+    trained = f", after {'–'.join(f'{n:,}' for n in dict.fromkeys([steps[0], steps[-1]]))} training steps" if steps else ""
+    notes = [f"Accuracy (%) on held-out examples at the training length (L = {_train_len(frame)}){trained}; "
+             f"the paper's at L = {reference.train_len} after its own training ({reference.setting})",
+             "Cells: " + "; ".join(f"{arch} / {layer} = {', '.join(models)}" for (arch, layer), models in by_cell.items()),
+             f"paper: {reference.citation}, {reference.table}"]
+    notes += [f"{arch} / {layer}: {len(models)} models, the first shown" for (arch, layer), models in by_cell.items()
+              if len(models) > 1]
+    return notes
 
 
 def capability_summary(frame: pd.DataFrame) -> list[Table]:

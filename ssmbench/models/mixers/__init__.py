@@ -1,7 +1,21 @@
 """The sequence mixers a small model can be built from, by short name.
 
-A mixer is the one layer that differs between the architectures compared (Mamba's selective SSM,
-attention, later S4D, H3 and Hyena); builder.py wraps it in the same blocks, norms, embedding and head.
+A mixer is the one layer that differs between the architectures compared; builder.py wraps it in the same
+blocks, norms, embedding and head. The names:
+
+    mamba                 Mamba's block with S6, the selective scan (mamba.py; mamba_ssm's module on CUDA)
+    mha-abs, mha-rope     causal multi-head attention, absolute or rotary positions (attention.py)
+    hyena                 the Hyena operator, order `hyena_order` (2 by default) (hyena.py)
+
+and the Mamba paper's Table 1 grid (grid.py), named "<block>-<inner layer>", the block's own name alone
+where the inner layer is the block's own, the inner layer's name alone where there is no block:
+
+                 S4 (S4D, LTI)    Hyena filter     S6 (selective)
+    no gate      s4d              -                s6
+    H3           h3               h3-hyena         h3-s6
+    Mamba        mamba-s4d        mamba-hyena      mamba
+
+`GRID` gives each of them its (block, inner layer) as Table 1 prints them.
 `MIXERS` maps each name to "module:factory", imported only when the mixer is asked for, so that reading
 the registry (the CLI's `list`, a suite's validation) imports no torch.
 
@@ -25,7 +39,24 @@ MIXERS: dict[str, str] = {
     "mamba": "ssmbench.models.mixers.mamba:mamba_mixer",
     "mha-abs": "ssmbench.models.mixers.attention:mha_abs_mixer",
     "mha-rope": "ssmbench.models.mixers.attention:mha_rope_mixer",
+    "hyena": "ssmbench.models.mixers.hyena:hyena_mixer",
+    "s4d": "ssmbench.models.mixers.grid:s4d_mixer",
+    "s6": "ssmbench.models.mixers.grid:s6_mixer",
+    "h3": "ssmbench.models.mixers.grid:h3_mixer",
+    "h3-hyena": "ssmbench.models.mixers.grid:h3_hyena_mixer",
+    "h3-s6": "ssmbench.models.mixers.grid:h3_s6_mixer",
+    "mamba-s4d": "ssmbench.models.mixers.grid:mamba_s4d_mixer",
+    "mamba-hyena": "ssmbench.models.mixers.grid:mamba_hyena_mixer",
 }
+
+# Table 1's cell of each grid mixer: (architecture, inner layer), as the paper prints them.
+GRID: dict[str, tuple[str, str]] = {
+    "s4d": ("no gate", "S4"), "s6": ("no gate", "S6"),
+    "h3": ("H3", "S4"), "h3-hyena": ("H3", "Hyena"), "h3-s6": ("H3", "S6"),
+    "mamba-s4d": ("Mamba", "S4"), "mamba-hyena": ("Mamba", "Hyena"), "mamba": ("Mamba", "S6"),
+}
+# Mixers built on an S4D (conjugate pairs of modes): their d_state must be even.
+S4D_MIXERS = frozenset({"s4d", "h3", "mamba-s4d"})
 
 
 @dataclass(frozen=True)
@@ -64,9 +95,12 @@ def get_mixer(name: str) -> Callable[..., Mixer]:
 
 
 # Which family each mixer's models belong to in reports (state-space or attention), beside the zoo's.
-FAMILIES: dict[str, str] = {"mamba": "ssm", "mha-abs": "transformer", "mha-rope": "transformer"}
+# Hyena is a long-convolution model, not an SSM; the H3/Hyena cell is an H3 block (an SSM architecture).
+FAMILIES: dict[str, str] = {"mamba": "ssm", "mha-abs": "transformer", "mha-rope": "transformer",
+                            "hyena": "long-conv", "s4d": "ssm", "s6": "ssm", "h3": "ssm", "h3-hyena": "ssm",
+                            "h3-s6": "ssm", "mamba-s4d": "ssm", "mamba-hyena": "ssm"}
 
 
 def mixer_family(name: str) -> str:
-    """'ssm' or 'transformer' for a registered mixer ('' for one registered without a family)."""
+    """'ssm', 'transformer' or 'long-conv' for a registered mixer ('' for one registered without a family)."""
     return FAMILIES.get(name, "")
