@@ -19,6 +19,7 @@ import typer
 
 from ssmbench import console
 from ssmbench.errors import UserError
+from ssmbench.launch import LAUNCHERS
 from ssmbench.rundir import TABLE_FORMATS, RunDir
 from ssmbench.spec import Device, Weights
 
@@ -40,6 +41,7 @@ DeviceChoice = _choices("DeviceChoice", get_args(Device))
 WeightsChoice = _choices("WeightsChoice", get_args(Weights))
 Format = _choices("Format", tuple(TABLE_FORMATS))
 DiffFormat = _choices("DiffFormat", ("md", "json"))
+LauncherChoice = _choices("LauncherChoice", tuple(LAUNCHERS))
 
 
 class ListWhat(StrEnum):
@@ -51,12 +53,14 @@ class ListWhat(StrEnum):
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a UserError into one red line on stderr and exit code 2 (no traceback)."""
 
+    from rich.markup import escape
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            console.err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            console.err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # "ssmbench[ray]" is no markup
             raise typer.Exit(2) from None
 
     return wrapper
@@ -66,6 +70,13 @@ DeviceOpt = Annotated[DeviceChoice | None, typer.Option("--device", help="Overri
 WeightsOpt = Annotated[WeightsChoice | None, typer.Option("--weights", help="Use these weights for every model.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Where run directories go: OUT/<suite>/<run-id>/.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the job plan and exit.")]
+LimitOpt = Annotated[float | None, typer.Option(
+    "--limit", help="Zero-shot tasks: evaluate N documents per lm-eval task (a fraction if below 1). Figures on a "
+                    "subset are flagged against the paper by standard error, not by the full-set tolerance.")]
+LauncherOpt = Annotated[LauncherChoice, typer.Option(
+    "--launcher", help="Where jobs run: here (local), a Ray cluster (ray), or SLURM through submitit (slurm).")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="The Ray cluster to join (auto, HOST:PORT, ray://HOST:10001); default: start one here.")]
 
 
 @app.command()
@@ -80,23 +91,26 @@ def run(
     out: OutOpt = Path("results"),
     resume: Annotated[Path | None, typer.Option("--resume", help="Finish an interrupted run in RUN_DIR.")] = None,
     dry_run: DryRunOpt = False,
+    limit: LimitOpt = None,
+    launcher: LauncherOpt = LauncherChoice.local,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Run a suite: every task on every model, into results/<suite>/<run-id>/."""
     from ssmbench.plan import apply_overrides
     from ssmbench.spec import load_suite
 
     if resume is not None:
-        if suite or models or tasks or device or weights:
+        if suite or models or tasks or device or weights or limit is not None:
             raise UserError("--resume takes the run's own suite.resolved.yaml; give no suite or overrides")
         run_dir = RunDir.existing(resume)
-        _run_suite(load_suite(run_dir.resolved_suite_path)[0], out, dry_run, run_dir)
+        _run_suite(load_suite(run_dir.resolved_suite_path)[0], out, dry_run, run_dir, launcher.value, ray_address)
         return
     if suite is None:
         raise UserError("give a suite file (e.g. suites/smoke.yaml) or --resume RUN_DIR")
     spec, _ = load_suite(suite)
     spec = apply_overrides(spec, _split(models), device.value if device else None,
-                           weights.value if weights else None, _split(tasks))
-    _run_suite(spec, out, dry_run)
+                           weights.value if weights else None, _split(tasks), limit)
+    _run_suite(spec, out, dry_run, launcher=launcher.value, ray_address=ray_address)
 
 
 @app.command()
@@ -108,13 +122,15 @@ def compare(
     weights: WeightsOpt = None,
     out: OutOpt = Path("results"),
     dry_run: DryRunOpt = False,
+    limit: LimitOpt = None,
 ) -> None:
     """The standard side-by-side comparison: models as columns, metrics as rows, grouped by task."""
     from ssmbench.plan import apply_overrides
     from ssmbench.spec import load_suite
 
     spec, _ = load_suite(suite)
-    spec = apply_overrides(spec, models, device.value if device else None, weights.value if weights else None)
+    spec = apply_overrides(spec, models, device.value if device else None, weights.value if weights else None,
+                           limit=limit)
     _run_suite(spec, out, dry_run)
 
 
@@ -122,26 +138,32 @@ def _split(names: str | None) -> list[str] | None:
     return [n.strip() for n in names.split(",") if n.strip()] if names else None
 
 
-def _run_suite(suite: Suite, out: Path, dry_run: bool, run_dir: RunDir | None = None) -> None:
+def _run_suite(suite: Suite, out: Path, dry_run: bool, run_dir: RunDir | None = None, launcher: str = "local",
+               ray_address: str | None = None) -> None:
     from ssmbench.env import resolve_device
     from ssmbench.execute import execute
     from ssmbench.kinds import all_kinds
+    from ssmbench.launch import get_launcher, launcher_class
     from ssmbench.plan import build_plan
     from ssmbench.report import write_report
 
     if run_dir is not None:
         run_dir.read_records()  # a resumed run's records must be ours before anything starts
+    launcher_cls = launcher_class(launcher)  # a missing extra ends here, before anything is planned
     plan = build_plan(suite, resolve_device(suite.defaults.device))
     for note in plan.notes:
         console.note(note)
     if dry_run:
         _print_plan(plan, out)
+        for script in launcher_cls.dry_run(plan, out / suite.name / f"{launcher}-dry-run"):
+            console.err.print(f"{launcher}: wrote {script} (not submitted)", soft_wrap=True)
         return
+    launch = get_launcher(launcher, ray_address)
     run_dir = run_dir or RunDir.create(out, suite.name)
     console.err.print(f"run directory: [bold]{run_dir}[/] ({plan.n_points} points in {len(plan.jobs)} jobs, "
                       f"device {plan.device})")
     with _sigterm_as_interrupt():
-        summary = execute(plan, run_dir)
+        summary = execute(plan, run_dir, launch)
     _print_tables(write_report(run_dir, all_kinds()).tables)
     counts = ", ".join(f"{n} {s}" for s, n in summary.statuses.items()) or "nothing to do"
     console.err.print(f"points: {counts}. Tables and plots: {run_dir}/table.md")
@@ -264,12 +286,27 @@ def validate(files: Annotated[list[str], typer.Argument(help="Suite files to che
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (results/<suite>/<run-id>).")],
     fmt: Annotated[Format, typer.Option("--format", help="What to print.")] = Format.md,
+    disagreements: Annotated[str | None, typer.Option(
+        "--disagreements", metavar="LM_TASK",
+        help="Instead: the documents of this lm-eval task on which two models disagree most (needs log_samples).")]
+        = None,
+    models: Annotated[str | None, typer.Option("--models", help="With --disagreements: the two models, A,B.")] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="With --disagreements: how many documents.")] = 10,
 ) -> None:
     """Rebuild every table and plot of a run from its records.jsonl, and print one format."""
     from ssmbench.kinds import all_kinds
-    from ssmbench.report import write_report
+    from ssmbench.report import render, write_report
 
     run = RunDir.existing(run_dir, need=RunDir.RECORDS)
+    if disagreements is not None:
+        from ssmbench.kinds.zero_shot.samples import disagreements as view
+
+        table = view(run, run.read_records(), disagreements, _split(models), top)
+        console.out.print(render([table], fmt.value if fmt.value != "csv" else "md"), markup=False,
+                          highlight=False, soft_wrap=True)
+        return
+    if models is not None:
+        raise UserError("--models goes with --disagreements")
     formats = tuple(dict.fromkeys(("md", "csv", "json", fmt.value)))
     report_ = write_report(run, all_kinds(), formats)
     console.out.print(report_.rendered[fmt.value], markup=False, highlight=False, soft_wrap=True)

@@ -1,25 +1,26 @@
 """Run a plan into a run directory: records appended point by point, failures recorded, resumable.
 
-An OOM is a result (status oom); any other exception fails its point (status error, with the message) and
-the run goes on. Ctrl-C stops after writing what is done; `--resume` finishes the rest.
+The driver half of a run. It decides what is pending, hands the jobs to a launcher (ssmbench.launch: here,
+on a Ray cluster, through SLURM), and alone appends the records that come back to records.jsonl, point by
+point and fsynced, numbering retried points' attempts. Running a point and turning its exceptions into
+records (an OOM is a result, anything else an error) is the worker's half: ssmbench.launch.worker.
+Ctrl-C stops after writing what is done; `--resume` finishes the rest, under any launcher.
 """
 
 from __future__ import annotations
 
-import time
-import traceback
+import contextlib
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ssmbench import console, env
-from ssmbench.errors import JobError, Terminated, UserError
-from ssmbench.jobs import Job, Plan, Point
-from ssmbench.kinds import get_kind
-from ssmbench.kinds.base import JobContext, SkipPoint
-from ssmbench.measure import free_memory, is_oom
-from ssmbench.records import Record, RecordWriter, point_attempts
+from ssmbench.errors import Terminated
+from ssmbench.jobs import Plan
+from ssmbench.kinds import KINDS
+from ssmbench.launch import Launcher, Work, forwarded_env
+from ssmbench.launch.local import LocalLauncher
+from ssmbench.records import RecordWriter, point_attempts
 from ssmbench.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -38,35 +39,77 @@ class RunSummary:
         return self.statuses["error"] > 0
 
 
-def execute(plan: Plan, run: RunDir) -> RunSummary:
-    """Run every pending point of the plan into the run directory; returns how the points ended."""
+def execute(plan: Plan, run: RunDir, launcher: Launcher | None = None) -> RunSummary:
+    """Run every pending point of the plan into the run directory (in this process unless a launcher says
+    otherwise); returns how the points ended."""
     run.write_header(plan.resolved_suite, env.collect())
     run.write_plan([(job.task_name, job.id, p.key) for job in plan.jobs for p in job.points])
     summary = RunSummary(run)
     attempts = point_attempts(run.read_records())
-    todo = [(job, [p for p in job.points if not attempts.get((job.id, p.key), (0, False))[1]])
-            for job in plan.jobs]
-    todo = [(job, pts) for job, pts in todo if pts]
-    already = plan.n_points - sum(len(pts) for _, pts in todo)
+    works = pending_work(plan, run, attempts)
+    already = plan.n_points - sum(len(w.points) for w in works)
     if already:
         console.note(f"resuming: {already} of {plan.n_points} points already done")
+    launcher = launcher or LocalLauncher()
     with RecordWriter(run.records_path) as writer, _progress() as progress:
-        jobs_bar = progress.add_task("jobs", total=len(todo))
+        bars = Bars(progress, works)
+        outcomes = launcher.run(works, bars, plan.retries, run.launch_files)
         try:
-            for job, pending in todo:
-                job_bar = JobBar(progress, job.id, len(pending))
-                context = JobContext(run.name, plan.suite_name, run.artifacts(job.id), job_bar.within_point,
-                                     job_bar.status)
-                for pt, records in _run_job(job, pending, context):
-                    attempt = attempts.get((job.id, pt.key), (-1, False))[0] + 1
+            with contextlib.closing(outcomes):  # an interrupted launcher cancels what it still runs
+                for job_id, pt, records in outcomes:
+                    attempt = attempts.get((job_id, pt.key), (-1, False))[0] + 1
                     writer.write([r.model_copy(update={"attempt": attempt}) for r in records])
                     summary.statuses[records[0].status] += 1  # a point's records share its status
-                    job_bar.point_done()
-                job_bar.close()
-                progress.advance(jobs_bar)
+                    bars.point_done(job_id)
         except KeyboardInterrupt as stop:
             summary.interrupted, summary.terminated = True, isinstance(stop, Terminated)
     return summary
+
+
+def pending_work(plan: Plan, run: RunDir, attempts: dict[tuple[str, str], tuple[int, bool]]) -> list[Work]:
+    """Each job's points that are not done yet (none on a fresh run), as work for a launcher."""
+    works = []
+    for job in plan.jobs:
+        pending = [p for p in job.points if not attempts.get((job.id, p.key), (0, False))[1]]
+        if pending:
+            works.append(Work(job, pending, run.name, plan.suite_name, run.artifacts(job.id), KINDS[job.kind],
+                              forwarded_env()))
+    return works
+
+
+class Bars:
+    """The progress bars of a run: one for the jobs, and one for each job that runs now (several at once
+    on a cluster), made when its launcher says it started and removed when its last point is in."""
+
+    def __init__(self, progress: Progress, works: list[Work]):
+        self.rich = progress
+        self.jobs_bar = progress.add_task("jobs", total=len(works))
+        self.sizes = {w.job.id: len(w.points) for w in works}
+        self.running: dict[str, JobBar] = {}
+
+    def started(self, job_id: str, where: str) -> None:
+        if job_id not in self.running:
+            self.running[job_id] = JobBar(self.rich, f"{job_id} on {where}" if where else job_id,
+                                          self.sizes[job_id])
+
+    def progress(self, job_id: str, fraction: float) -> None:
+        self._bar(job_id).within_point(fraction)
+
+    def status(self, job_id: str, text: str) -> None:
+        self._bar(job_id).status(text)
+
+    def point_done(self, job_id: str) -> None:
+        bar = self._bar(job_id)
+        bar.point_done()
+        if bar.done == self.sizes[job_id]:
+            bar.close()
+            del self.running[job_id]
+            self.rich.advance(self.jobs_bar)
+
+    def _bar(self, job_id: str) -> JobBar:
+        """A job's bar; one that was lost before it said it started still gets one for its error records."""
+        self.started(job_id, "")
+        return self.running[job_id]
 
 
 class JobBar:
@@ -89,59 +132,6 @@ class JobBar:
 
     def close(self) -> None:
         self.progress.remove_task(self.bar)
-
-
-def _run_job(job: Job[Any], pending: list[Point], context: JobContext) -> Iterator[tuple[Point, list[Record]]]:
-    """Yield (point, records) for each pending point of one job; never raises for a job's failure."""
-    runner = get_kind(job.kind).runner(job, context)
-    if job.skip_reason:
-        console.note(f"{job.id}: skipped: {job.skip_reason}")
-        for pt in pending:
-            yield pt, [runner.record(pt, status="skipped", message=job.skip_reason)]
-        return
-    if job.backend_note:
-        console.note(job.backend_note)
-    try:
-        runner.setup()
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:
-        status, message = _classify(exc)
-        console.failure(f"{job.id}: {message}")
-        for pt in pending:
-            yield pt, [runner.record(pt, status=status, message=message)]
-        runner.teardown()
-        return
-    try:
-        for pt in pending:
-            started = time.perf_counter()
-            try:
-                records = runner.measure(pt)
-                elapsed = round(time.perf_counter() - started, 3)
-                records = [r.model_copy(update={"extra": r.extra | {"point_s": elapsed}}) for r in records]
-            except KeyboardInterrupt:
-                raise
-            except SkipPoint as exc:
-                records = [runner.record(pt, status="skipped", message=str(exc))]
-            except Exception as exc:
-                status, message = _classify(exc)
-                free_memory(job.device)
-                if status == "error":
-                    console.failure(f"{job.id} [{pt.key}]: {message}")
-                records = [runner.record(pt, status=status, message=message)]
-            yield pt, records
-    finally:
-        runner.teardown()
-
-
-def _classify(exc: BaseException) -> tuple[str, str]:
-    if is_oom(exc):
-        return "oom", f"out of memory: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
-    if isinstance(exc, (JobError, UserError)):
-        return "error", str(exc)
-    tb = traceback.format_exception(exc)
-    where = next((line.strip() for line in reversed(tb) if 'File "' in line), "")
-    return "error", f"{type(exc).__name__}: {exc} ({where.splitlines()[0] if where else 'no traceback'})"
 
 
 def _progress() -> Progress:

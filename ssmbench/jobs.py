@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from ssmbench.errors import did_you_mean
 from ssmbench.zoo import ResolvedModel
@@ -36,6 +44,29 @@ class OnCPU(BaseModel):
         return dict(self.model_extra or {})
 
 
+class Resources(Strict):
+    """What one job asks of a cluster launcher (`--launcher ray | slurm`); the local launcher ignores it.
+
+    The suite's `launch.resources` holds the defaults and a task's `resources` overrides some of them, so
+    a zero-shot task can ask for a longer time than a throughput sweep. `time_min` is the job's wall-clock
+    limit: SLURM's --time, and on Ray the time after which the job is cancelled and recorded as an error.
+    """
+
+    partition: str | None = None  # SLURM partition; the cluster's default when absent
+    gpus: NonNegativeInt | None = None  # per job; absent: 1 on CUDA, none on the CPU
+    cpus: PositiveInt | None = None  # per job; absent: 1 on Ray, the cluster's default on SLURM
+    mem_gb: PositiveFloat | None = None
+    time_min: PositiveInt | None = None  # absent: no limit on Ray, SLURM_DEFAULT_TIME_MIN on SLURM
+
+    def over(self, base: Resources) -> Resources:
+        """These settings where set, `base`'s elsewhere (None is "not set": a task's resources survive the
+        model_dump and validate of `for_device` with every field present)."""
+        return base.model_copy(update={k: v for k in type(self).model_fields if (v := getattr(self, k)) is not None})
+
+    def gpus_for(self, device: str) -> int:
+        return self.gpus if self.gpus is not None else int(device == "cuda")
+
+
 class TaskBase(Strict):
     """Fields every task of a suite has; each kind's task model adds its own and a literal `kind`."""
 
@@ -45,6 +76,7 @@ class TaskBase(Strict):
     name: str | None = None  # defaults to the kind; unique within a suite
     models: list[str] | None = None  # a subset of the suite's models, by name; all when absent
     on_cpu: OnCPU | None = None
+    resources: Resources | None = None  # what a cluster launcher gives its jobs, over the suite's launch.resources
 
     @model_validator(mode="after")
     def _cpu_settings_are_valid(self) -> TaskBase:
@@ -67,6 +99,10 @@ class TaskBase(Strict):
         if device != "cpu" or self.on_cpu is None:
             return self
         return type(self).model_validate(self.model_dump(exclude={"on_cpu"}) | self.on_cpu.settings)
+
+    def plan_notes(self, device: str) -> list[str]:
+        """What the plan should tell the user about this task as it runs on `device` (kinds override)."""
+        return []
 
     def cpu_changes(self) -> str:
         """What `on_cpu` changes, as the plan prints it: 'batch_sizes [1, 16] -> [1, 4]; ... (because ...)'."""
@@ -117,6 +153,7 @@ class Job(Generic[TaskT]):
     variant: str | None = None  # which of the task's own models (TaskBase.variants) this job runs
     skip_reason: str | None = None  # the whole job is refused (e.g. a quality task on random weights)
     backend_note: str | None = None  # e.g. fused kernels unavailable, running transformers' PyTorch path
+    resources: Resources = field(default_factory=Resources)  # for a cluster launcher; the local one ignores them
 
     @property
     def kind(self) -> str:
@@ -141,6 +178,7 @@ class Plan:
     jobs: list[Job[Any]]
     resolved_suite: str  # the suite as YAML with every override applied: what --resume reads back
     notes: list[str] = field(default_factory=list)  # choices the plan made that the user should hear of
+    retries: int = 0  # how often a cluster launcher resubmits a job whose worker, node or time limit was lost
 
     @property
     def n_points(self) -> int:

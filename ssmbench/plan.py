@@ -20,9 +20,12 @@ from ssmbench.zoo import MODELS, ResolvedModel, is_tiny
 
 
 def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: str | None = None,
-                    weights: str | None = None, tasks: Sequence[str] | None = None) -> Suite:
-    """The suite as the command line adjusts it: another model list, a subset of tasks, the device, or
-    the weights of every model."""
+                    weights: str | None = None, tasks: Sequence[str] | None = None,
+                    limit: float | None = None) -> Suite:
+    """The suite as the command line adjusts it: another model list, a subset of tasks, the device, the
+    weights of every model, or the documents per zero-shot task (`limit`)."""
+    if limit is not None:
+        suite = with_zero_shot_limit(suite, limit)
     update: dict[str, Any] = {}
     if tasks:
         names = [t.task_name for t in suite.tasks]
@@ -49,6 +52,26 @@ def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: s
     if device:
         update["defaults"] = suite.defaults.model_copy(update={"device": device})
     return suite.model_copy(update=update)
+
+
+def with_zero_shot_limit(suite: Suite, limit: float) -> Suite:
+    """Every zero_shot task evaluating `limit` documents per lm-eval task (a fraction below 1), on any
+    device: the command line wins over the suite's `limit` and over its `on_cpu` one."""
+    if limit <= 0:
+        raise UserError(f"--limit: {limit:g} is not a positive number of documents (or a fraction below 1)")
+    if not any(t.kind == "zero_shot" for t in suite.tasks):
+        raise UserError(f"--limit: suite {suite.name!r} has no zero_shot task to limit")
+
+    def limited(task: Any) -> Any:
+        if task.kind != "zero_shot":
+            return task
+        on_cpu = task.on_cpu
+        if on_cpu is not None and "limit" in on_cpu.settings:
+            settings = {k: v for k, v in on_cpu.settings.items() if k != "limit"}
+            on_cpu = type(on_cpu)(because=on_cpu.because, **settings) if settings else None
+        return task.model_copy(update={"limit": limit, "on_cpu": on_cpu})
+
+    return suite.model_copy(update={"tasks": [limited(t) for t in suite.tasks]})
 
 
 def resolve_model(ref: ModelRef, suite: Suite, device: str) -> ResolvedModel:
@@ -89,10 +112,13 @@ def build_plan(suite: Suite, device: str) -> Plan:
         if task is not given:
             notes.append(f"{given.task_name}: on the CPU, {given.cpu_changes()}")
         if task.uses_models:
-            jobs += [_job(task, models[name], suite, device) for name in task.models or list(models)]
+            added = [_job(task, models[name], suite, device) for name in task.models or list(models)]
         else:
-            jobs += [_job(task, None, suite, device, variant) for variant in task.variants() or [None]]
-    return Plan(suite.name, device, jobs, resolved_suite_yaml(suite, device), notes)
+            added = [_job(task, None, suite, device, variant) for variant in task.variants() or [None]]
+        if any(job.skip_reason is None for job in added):  # nothing to say about a task that will not run
+            notes += [f"{given.task_name}: {note}" for note in task.plan_notes(device)]
+        jobs += added
+    return Plan(suite.name, device, jobs, resolved_suite_yaml(suite, device), notes, suite.launch.retries)
 
 
 def _job(task: TaskBase, model: ResolvedModel | None, suite: Suite, device: str,
@@ -100,8 +126,9 @@ def _job(task: TaskBase, model: ResolvedModel | None, suite: Suite, device: str,
     kind = get_kind(task.kind)
     subject = model.name if model is not None else variant
     job_id = task.task_name if subject is None else f"{task.task_name}/{subject}"
+    resources = task.resources.over(suite.launch.resources) if task.resources else suite.launch.resources
     job = Job(job_id, task, model, device, suite.defaults.seed, points=kind.runner.points(task, model, device),
-              variant=variant)
+              variant=variant, resources=resources)
     if model is None:
         return job
     try:

@@ -103,7 +103,7 @@ class Record(BaseModel):
     point: str  # the sweep point within the job, e.g. "batch=1,prompt=128,graphs=off"
     attempt: int = 0  # 0 on the first try; a resumed run retries failed points with attempt + 1
     model: str | None = None
-    family: str | None = None  # transformer | ssm
+    family: str | None = None  # transformer | ssm | rnn (zoo.Family)
     metric: str | None = None  # None on a failed point's status record
     value: float | None = None
     unit: str = ""
@@ -119,6 +119,10 @@ class Record(BaseModel):
     weights: str | None = None  # pretrained | random
     dtype: str | None = None
     device: str | None = None  # cpu, or the GPU's name
+    # The machine that measured the record (its GPU: `device`, and extra.gpu_uuid on CUDA), so that the records
+    # of a run spread over a cluster say where each came from. None in records written before it was kept,
+    # and in the error record of a job whose worker was lost.
+    host: str | None = None
     seed: int | None = None
     status: Status = "ok"
     message: str | None = None

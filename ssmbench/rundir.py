@@ -8,6 +8,7 @@
         table.md/.csv/.json   rebuilt from records.jsonl (and table.tex on request)
         <task>_*.png          the kinds' plots
         artifacts/<job id>/   what a job keeps besides records: checkpoints, sample prompts, per-document logs
+        launch/               a cluster launcher's own files: SLURM scripts and logs, its workers' spools
 
 Everything that reads or writes these names goes through RunDir, so the layout can change in one file.
 """
@@ -34,6 +35,7 @@ class RunDir:
     RESOLVED_SUITE = "suite.resolved.yaml"
     ENV = "env.json"
     ARTIFACTS = "artifacts"
+    LAUNCH = "launch"
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -90,6 +92,11 @@ class RunDir:
     def artifacts(self, job_id: str) -> Path:
         """The folder of one job's files ("throughput/gpt2" -> artifacts/throughput/gpt2); made on first write."""
         return self.path / self.ARTIFACTS / job_id
+
+    @property
+    def launch_files(self) -> Path:
+        """Where a cluster launcher keeps its files (submission scripts, logs, spools); never records."""
+        return self.path / self.LAUNCH
 
     def read_records(self) -> list[Record]:
         """The run's records; a torn line is reported and skipped, a foreign one is the user's error."""

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from ssmbench.errors import UserError, did_you_mean
-from ssmbench.jobs import Strict, TaskBase
+from ssmbench.jobs import Resources, Strict, TaskBase
 from ssmbench.kinds import get_kind, kind_names, registered
 from ssmbench.zoo import MODELS
 
@@ -83,6 +83,18 @@ class ModelRef(Strict):
         return self.base or (self.name if self.name in MODELS else None)
 
 
+class Launch(Strict):
+    """How a cluster launcher (`--launcher ray | slurm`) runs the suite's jobs; the local launcher runs them
+    in its own process and has nothing here to apply.
+
+    `retries` counts resubmissions of a job that was lost to something transient: a worker that died, a
+    node that went away, a time limit. A point that raised in the runner is an error record, not retried.
+    """
+
+    retries: Annotated[int, Field(ge=0)] = 0
+    resources: Resources = Field(default_factory=Resources)
+
+
 class Suite(Strict):
     """A suite. Its `tasks` are validated against the registered kinds (see `suite_model`)."""
 
@@ -94,6 +106,7 @@ class Suite(Strict):
     # `ssmbench diff`'s thresholds for this suite's runs: metric -> largest tolerated regression in percent,
     # `default` for every other metric (throughput is noisier than accuracy)
     regression: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    launch: Launch = Field(default_factory=Launch)
     models: list[ModelRef] = Field(default_factory=list)
     tasks: list[TaskBase]
 

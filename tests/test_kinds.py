@@ -107,6 +107,7 @@ LAYERS: list[set[str]] = [
     {"report", "env", "train", "estimate"},
     {"kinds"},
     {"spec"},
+    {"launch"},
     {"plan", "execute"},
     {"cli"},
     {"__main__"},

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +25,7 @@ from ssmbench.report.tables import (
     SPREAD_NOTE,
     Table,
     comparison_table,
+    device_notes,
     models_table,
     records_frame,
     tidy_frame,
@@ -54,11 +55,17 @@ def tables_of(frame: pd.DataFrame, kinds: Mapping[str, KindReport]) -> list[Tabl
     tables = [models_table(frame)] if frame["model"].notna().any() else []
     for task, group in frame.groupby("task", sort=False):
         kind = kinds.get(str(group["kind"].iloc[0]))
-        tables += kind.tables(str(task), group) if kind else [comparison_table(str(task), group)]
+        own = kind.tables(str(task), group) if kind else [comparison_table(str(task), group)]
+        tables += [with_notes(t, device_notes(group)) for t in own]
     for name, group in frame.groupby("kind", sort=False):
         kind = kinds.get(str(name))
-        tables += kind.summaries(group) if kind else []
+        tables += [with_notes(t, device_notes(group)) for t in kind.summaries(group)] if kind else []
     return tables
+
+
+def with_notes(table: Table, notes: list[str]) -> Table:
+    """The table with `notes` after its own (each once: a kind may have said the same already)."""
+    return replace(table, notes=[*table.notes, *(n for n in notes if n not in table.notes)]) if notes else table
 
 
 def draw_plots(frame: pd.DataFrame, kinds: Mapping[str, KindReport], out: Path) -> list[Path]:

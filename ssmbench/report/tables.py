@@ -34,7 +34,7 @@ class Table:
 
 
 TIDY_COLUMNS = ["task", "kind", "model", "family", "metric", "value", "unit", "std", "n", "p10", "p90", "iqr_rel", "status",
-                "kernel", "cuda_graphs", "weights", "dtype", "device", "params", "message"]
+                "kernel", "cuda_graphs", "weights", "dtype", "device", "host", "params", "message"]
 
 
 def tidy_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -156,6 +156,24 @@ def models_table(frame: pd.DataFrame) -> Table:
                      "kernel": ", ".join(kernels), "cuda graphs": ", ".join(graphs),
                      "device": ", ".join(sorted(set(group["device"].dropna())))})
     return Table(title="Models", frame=pd.DataFrame(rows))
+
+
+def device_notes(frame: pd.DataFrame) -> list[str]:
+    """What a task's tables must say when its figures come from more than one device (a run spread over a
+    cluster of unlike GPUs, or resumed on another machine): which model ran where, and a warning for every
+    model whose own figures mix devices, since a column of those is no comparison at all."""
+    measured = frame[frame["status"].isin(["ok", "oom"]) & frame["device"].notna()]
+    if measured["device"].nunique() < 2:
+        return []
+    per_model = measured.groupby(measured["model"].fillna("-"), sort=False)["device"]
+    notes = []
+    for model, devices in per_model:
+        counts = devices.value_counts()
+        if len(counts) > 1:
+            shares = ", ".join(f"{device} ({n} figures)" for device, n in counts.items())
+            notes.append(f"⚠ mixed GPUs: the figures of {model} come from {len(counts)} devices: {shares}")
+    where = "; ".join(f"{model} on {', '.join(devices.unique())}" for model, devices in per_model)
+    return [*notes, f"devices differ between models: {where}"]
 
 
 def param_count(params: float) -> str:
