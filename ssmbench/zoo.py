@@ -5,8 +5,13 @@ full-size network offline (right for speed and memory, meaningless for quality),
 report needs (parameters, KV cache or SSM state per sequence) come from the same numbers.
 
 Sources: the configs of the published checkpoints (openai-community/gpt2*, EleutherAI/pythia-*,
-state-spaces/mamba-*-hf, state-spaces/mamba2-*); nominal parameter counts from their model cards and from
-the Mamba paper (Gu & Dao, arXiv 2312.00752, Table 3).
+state-spaces/mamba-*-hf, state-spaces/mamba2-*, and for the other rows of the Mamba paper's Table 3
+facebook/opt-*, EleutherAI/gpt-neo-*, EleutherAI/gpt-j-6b, RWKV/rwkv-4-*-pile); nominal parameter counts
+from their model cards and from the Mamba paper (Gu & Dao, arXiv 2312.00752, Table 3).
+
+Families: "transformer" (a KV cache that grows with the context), "ssm" (Mamba's selective state spaces) and
+"rnn" (RWKV: a linear-attention recurrence with a constant-size state, neither attention nor an SSM; it is
+kept apart so that a report grouping by family never counts it as either).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any, Literal
 
 from ssmbench.errors import UserError, did_you_mean
 
-Family = Literal["transformer", "ssm"]
+Family = Literal["transformer", "ssm", "rnn"]
 
 # The byte-level tokenizer the tiny models use (ssmbench.models.tokenizers): no download, any text
 # round-trips. Ids 0-255 are bytes, 256 is the end-of-text token.
@@ -55,6 +60,11 @@ class Architecture:
         """Elements of the inference state one sequence carries after `context_len` tokens."""
         raise NotImplementedError
 
+    def state_bytes_per_sequence(self, config: dict[str, Any], context_len: int, bytes_per_element: int) -> int:
+        """Bytes of that state when every element has the model's dtype; an architecture that keeps part of its
+        state in another dtype (RWKV keeps some in float32 whatever the model's dtype) says so here."""
+        return self.state_elements_per_sequence(config, context_len) * bytes_per_element
+
     def state_traffic_factor(self) -> int:
         """How many times one decode step moves its state: a KV cache is read once (the new position's
         write is negligible); a recurrent state is read and written back (2)."""
@@ -89,6 +99,93 @@ class GPTNeoX(_KVCache):
         return int(config["max_position_embeddings"])
 
 
+class OPT(_KVCache):
+    """OPT (Zhang et al. 2022, arXiv 2205.01068): a pre-LayerNorm decoder with a learned position table, so
+    max_position_embeddings is a hard limit. Keys and values are hidden_size wide in every layer (heads x
+    head dim), as the base class counts them."""
+
+    def max_positions(self, config: dict[str, Any]) -> int | None:
+        return int(config["max_position_embeddings"])
+
+
+class GPTNeo(_KVCache):
+    """GPT-Neo: learned positions (a hard limit at max_position_embeddings), and layers that alternate
+    global attention with local attention over a sliding window of `window_size` (256) positions.
+
+    A global layer keeps keys and values for every past token; a local layer needs only the window's, so
+    the state counted here is, per layer, 2 x hidden_size x (context_len for a global layer, min(context_len,
+    window_size) for a local one): what the architecture must keep. transformers' own GPTNeo cache
+    (DynamicCache or StaticCache) does not exploit the window: it stores every position in the local layers
+    too and masks them, so the memory it holds past 256 tokens is larger than this count (by 2 x hidden_size x
+    (context_len - 256) per local layer).
+    """
+
+    def n_layers(self, config: dict[str, Any]) -> int:
+        return int(config["num_layers"])
+
+    def max_positions(self, config: dict[str, Any]) -> int | None:
+        return int(config["max_position_embeddings"])
+
+    def attention_layers(self, config: dict[str, Any]) -> list[str]:
+        """'global' or 'local' for each layer, expanded from `attention_types` ([[["global", "local"], 12]]
+        is the pair repeated 12 times) as transformers' GPTNeoConfig does, with its default when absent."""
+        types = config.get("attention_types") or [[["global", "local"], 12]]
+        return [kind for pattern, repeat in types for _ in range(int(repeat)) for kind in pattern]
+
+    def state_elements_per_sequence(self, config: dict[str, Any], context_len: int) -> int:
+        window = int(config.get("window_size", 256))
+        per_token = 2 * self.d_model(config)
+        return sum(per_token * (context_len if kind == "global" else min(context_len, window))
+                   for kind in self.attention_layers(config))
+
+
+class GPTJ(_KVCache):
+    """GPT-J: rotary positions on the first `rotary_dim` (64) dimensions of each head, and a feed-forward block
+    in parallel with attention. Its 16 heads of 256 make keys and values n_embd wide per layer. Rotary
+    positions could extrapolate, but transformers precomputes their sines and cosines for n_positions rows
+    only: a longer sequence fails there, so n_positions is a hard limit as the model is run."""
+
+    def n_layers(self, config: dict[str, Any]) -> int:
+        return int(config["n_layer"])
+
+    def d_model(self, config: dict[str, Any]) -> int:
+        return int(config["n_embd"])
+
+    def max_positions(self, config: dict[str, Any]) -> int | None:
+        return int(config["n_positions"])
+
+
+class RWKV(Architecture):
+    """RWKV-4 (Peng et al. 2023, arXiv 2305.13048): a recurrent network whose time-mixing is a linear-attention
+    recurrence (the WKV operator), so the state does not grow with the context.
+
+    Its state per layer is the one transformers' RwkvModel passes along (`state`, five tensors of shape
+    [batch, hidden_size, num_hidden_layers]): the last input of the feed-forward block's and of the
+    time-mixing block's token shift (hidden_size each, in the model's dtype), and the WKV numerator, denominator
+    and running maximum (aa, bb, pp: attention_hidden_size each, always float32). Family "rnn": it is neither
+    attention with a KV cache nor a selective SSM. `context_length` is the length it was trained on, not a
+    limit: the recurrence runs on (ssmbench's decoder feeds longer prompts in chunks of that length, the
+    longest single pass transformers' WKV CUDA kernel takes).
+    """
+
+    family: Family = "rnn"
+
+    def context_length(self, config: dict[str, Any]) -> int | None:
+        return int(config["context_length"])
+
+    def _widths(self, config: dict[str, Any]) -> tuple[int, int]:
+        hidden = self.d_model(config)
+        return hidden, int(config.get("attention_hidden_size") or hidden)
+
+    def state_elements_per_sequence(self, config: dict[str, Any], context_len: int) -> int:
+        hidden, attention = self._widths(config)
+        return self.n_layers(config) * (2 * hidden + 3 * attention)
+
+    def state_bytes_per_sequence(self, config: dict[str, Any], context_len: int, bytes_per_element: int) -> int:
+        hidden, attention = self._widths(config)
+        return self.n_layers(config) * (2 * hidden * bytes_per_element + 3 * attention * 4)
+
+
 class Mamba(Architecture):
     """A fixed-size convolution window and SSM state per layer, whatever the context."""
 
@@ -111,7 +208,8 @@ class Mamba2(Mamba):
         return self.n_layers(config) * (d_inner * d_state + conv_dim * int(config.get("conv_kernel", 4)))
 
 
-ARCHITECTURES: dict[str, Architecture] = {"gpt2": GPT2(), "gpt_neox": GPTNeoX(), "mamba": Mamba(), "mamba2": Mamba2()}
+ARCHITECTURES: dict[str, Architecture] = {"gpt2": GPT2(), "gpt_neox": GPTNeoX(), "opt": OPT(), "gpt_neo": GPTNeo(),
+                                          "gptj": GPTJ(), "rwkv": RWKV(), "mamba": Mamba(), "mamba2": Mamba2()}
 
 
 @dataclass(frozen=True)
@@ -159,9 +257,9 @@ class ModelSpec:
         """Analytic size of the inference state one sequence carries after `context_len` tokens.
 
         Transformers keep keys and values for every past token (grows with the context); Mamba keeps a
-        fixed-size convolution window and SSM state (does not).
+        fixed-size convolution window and SSM state, RWKV a fixed-size recurrent state (neither does).
         """
-        return self.state_elements_per_sequence(context_len) * bytes_per_element
+        return self.architecture.state_bytes_per_sequence(self.config, context_len, bytes_per_element)
 
     def decode_state_traffic_bytes(self, context_len: int, bytes_per_element: int) -> int:
         """Bytes of inference state one decode step moves per sequence."""
@@ -179,6 +277,38 @@ def _pythia(hidden: int, layers: int, heads: int, vocab: int = 50304, positions:
             "max_position_embeddings": positions, "rotary_pct": 0.25, "rotary_emb_base": 10000,
             "use_parallel_residual": True, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
             "tie_word_embeddings": False}
+
+
+def _opt(hidden: int, layers: int, heads: int, vocab: int = 50272, positions: int = 2048) -> dict[str, Any]:
+    """facebook/opt-1.3b and up: the input embedding is hidden_size wide (no projection, unlike opt-350m)."""
+    return {"model_type": "opt", "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "ffn_dim": 4 * hidden, "word_embed_proj_dim": hidden, "vocab_size": vocab,
+            "max_position_embeddings": positions, "do_layer_norm_before": True, "activation_function": "relu",
+            "enable_bias": True, "tie_word_embeddings": True, "bos_token_id": 2, "eos_token_id": 2,
+            "pad_token_id": 1}
+
+
+def _gpt_neo(hidden: int, layers: int, heads: int, vocab: int = 50257, positions: int = 2048) -> dict[str, Any]:
+    """EleutherAI/gpt-neo-*: global and local (window 256) attention alternate, layer by layer."""
+    return {"model_type": "gpt_neo", "hidden_size": hidden, "num_layers": layers, "num_heads": heads,
+            "attention_types": [[["global", "local"], layers // 2]], "window_size": 256, "intermediate_size": None,
+            "vocab_size": vocab, "max_position_embeddings": positions, "activation_function": "gelu_new",
+            "layer_norm_epsilon": 1e-5, "tie_word_embeddings": True, "bos_token_id": 50256, "eos_token_id": 50256}
+
+
+def _gptj(n_embd: int, n_layer: int, n_head: int, rotary_dim: int = 64, vocab: int = 50400,
+          positions: int = 2048) -> dict[str, Any]:
+    """EleutherAI/gpt-j-6b: its embedding has 50400 rows for the 50257 tokens of the GPT-2 tokenizer."""
+    return {"model_type": "gptj", "n_embd": n_embd, "n_layer": n_layer, "n_head": n_head, "rotary_dim": rotary_dim,
+            "n_inner": None, "vocab_size": vocab, "n_positions": positions, "activation_function": "gelu_new",
+            "layer_norm_epsilon": 1e-5, "tie_word_embeddings": False, "bos_token_id": 50256, "eos_token_id": 50256}
+
+
+def _rwkv4(hidden: int, layers: int, vocab: int = 50277, context: int = 1024) -> dict[str, Any]:
+    """RWKV/rwkv-4-*-pile: GPT-NeoX-20B's tokenizer (50277 ids), trained on the Pile with 1024-token contexts."""
+    return {"model_type": "rwkv", "hidden_size": hidden, "num_hidden_layers": layers, "attention_hidden_size": hidden,
+            "intermediate_size": 4 * hidden, "vocab_size": vocab, "context_length": context,
+            "layer_norm_epsilon": 1e-5, "rescale_every": 6, "tie_word_embeddings": False}
 
 
 def _mamba(hidden: int, layers: int, vocab: int = 50280) -> dict[str, Any]:
@@ -218,6 +348,9 @@ def _zoo() -> dict[str, ModelSpec]:
     ]:
         hub = f"EleutherAI/pythia-{size}"
         specs.append(ModelSpec(f"pythia-{size}", "gpt_neox", _pythia(d, n, h), params, hf_id=hub, tokenizer=hub))
+    # Pythia-6.9B pads its embedding to 50432 rows, where the smaller ones pad to 50304.
+    specs.append(ModelSpec("pythia-6.9b", "gpt_neox", _pythia(4096, 32, 32, vocab=50432), 6_857_000_000,
+                           hf_id="EleutherAI/pythia-6.9b", tokenizer="EleutherAI/pythia-6.9b"))
     neox_tok = "EleutherAI/gpt-neox-20b"
     for size, (d, n), params in [
         ("130m", (768, 24), 130_000_000),
@@ -239,6 +372,34 @@ def _zoo() -> dict[str, ModelSpec]:
         specs.append(ModelSpec(f"mamba2-{size}", "mamba2", _mamba2(d, n), params,
                                mamba_ssm_id=f"state-spaces/mamba2-{size}", tokenizer=neox_tok,
                                notes="pretrained weights are published for mamba_ssm only (no -hf checkpoint)"))
+    # The other rows of the Mamba paper's Table 3, at the checkpoints it evaluated. Each ships its own tokenizer
+    # (OPT's and GPT-J's and GPT-Neo's are GPT-2's BPE; RWKV's is GPT-NeoX-20B's).
+    table3 = "a baseline of the Mamba paper's Table 3"
+    for size, (d, n, h), params in [
+        ("1.3b", (2048, 24, 32), 1_300_000_000),
+        ("2.7b", (2560, 32, 32), 2_700_000_000),
+        ("6.7b", (4096, 32, 32), 6_700_000_000),
+    ]:
+        hub = f"facebook/opt-{size}"
+        specs.append(ModelSpec(f"opt-{size}", "opt", _opt(d, n, h), params, hf_id=hub, tokenizer=hub, notes=table3))
+    for size, (d, n, h), params in [
+        ("1.3B", (2048, 24, 16), 1_300_000_000),
+        ("2.7B", (2560, 32, 20), 2_700_000_000),
+    ]:
+        hub = f"EleutherAI/gpt-neo-{size}"
+        specs.append(ModelSpec(f"gpt-neo-{size.lower()}", "gpt_neo", _gpt_neo(d, n, h), params, hf_id=hub,
+                               tokenizer=hub, notes=table3))
+    # 6,053,381,344: the model card's count; transformers' GPTJForCausalLM holds 2.5M (0.04%) fewer parameters.
+    specs.append(ModelSpec("gpt-j-6b", "gptj", _gptj(4096, 28, 16), 6_053_381_344, hf_id="EleutherAI/gpt-j-6b",
+                           tokenizer="EleutherAI/gpt-j-6b", notes=table3))
+    for size, (d, n), params in [
+        ("1b5", (2048, 24), 1_500_000_000),
+        ("3b", (2560, 32), 3_000_000_000),
+        ("7b", (4096, 32), 7_400_000_000),  # the paper's RWKV-7.4B
+    ]:
+        hub = f"RWKV/rwkv-4-{size}-pile"
+        specs.append(ModelSpec(f"rwkv-4-{size}", "rwkv", _rwkv4(d, n), params, hf_id=hub, tokenizer=hub,
+                               notes=table3))
     tiny = "random init, about 1M parameters, for CPU tests and the embedded default suite"
     specs += [
         ModelSpec("tiny-gpt2", "gpt2", {**_gpt2(128, 4, 4, vocab=512), **_TINY_SPECIAL}, 1_000_000, tokenizer=BYTES_TOKENIZER,
@@ -290,6 +451,8 @@ class ResolvedModel:
     require_fused: bool = False
     tokenizer: str | None = None  # the suite's `tokenizer:`, which wins over the checkpoint's own
     checkpoint_format: Literal["hf", "mamba_ssm"] | None = None
+    revision: str | None = None  # a branch, tag or commit of a hub checkpoint (transformers' from_pretrained)
+    trust_remote_code: bool = False  # let from_pretrained run the checkpoint's own modelling code
 
     @property
     def hf_source(self) -> str | None:

@@ -190,8 +190,10 @@ def test_records_say_what_was_loaded(checkpoint: Path, task_dir: Path, tmp_path:
 # --- (2) reference rows belong to the published checkpoint only --------------------------------------------
 
 def as_paper_tasks(records: list) -> list:
-    """The fixture LAMBADA's records as lambada_openai's (same metrics), so that the reference tables apply."""
-    return [r.model_copy(update={"slice": {**r.slice, "lm_eval_task": "lambada_openai"},
+    """The fixture LAMBADA's records as lambada_openai's (same metrics, and lm-eval's built-in task, not the
+    suite's own), so that the reference tables apply."""
+    return [r.model_copy(update={"slice": {k: v for k, v in r.slice.items() if k != "custom"}
+                                 | {"lm_eval_task": "lambada_openai"},
                                  "point": "lm_eval_task=lambada_openai"}) for r in records]
 
 
@@ -267,7 +269,7 @@ def test_bad_paths_fail_validate_in_one_line(tmp_path: Path, checkpoint: Path, c
         "file": f"models[1].path: {target}: not a directory (a checkpoint is a directory holding config.json)",
         "empty": f"models[1].path: {target}: no config.json in this directory",
         "llama": f"models[1].path: {target}: model_type 'llama' of its config.json is not supported "
-                 "(supported: gpt2, gpt_neox, mamba, mamba2)",
+                 "(supported: gpt2, gpt_neox, opt, gpt_neo, gptj, rwkv, mamba, mamba2)",
         "mismatch": f"models[1].path: {target} holds a gpt2 checkpoint, but 'mamba-130m' is a mamba model",
     }[case]
     line = " ".join(err.split())  # rich wraps long lines
@@ -421,3 +423,27 @@ def test_a_cached_mamba_ssm_repository_loads_from_its_snapshot(tmp_path: Path, m
                                        r"Hugging Face cache.*`hf download state-spaces/mamba-370m`"):
         load_mamba_ssm(tiny_ref("mamba-370m", weights="pretrained"))
     assert calls == [str(snapshot)]
+
+
+def test_a_revision_loads_that_revision_and_names_it(checkpoint: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """zero_shot's `model_args.revision`: from_pretrained reads the cached snapshot of that revision, and the
+    recorded checkpoint says which (`id@revision`), so no paper row, which describes main, attaches to it."""
+    import dataclasses
+
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    main = fake_hub_cache(tmp_path / "cache", "someone/tiny-gpt2", checkpoint)
+    other = save_checkpoint(tmp_path / "other", seed=5, n_positions=64)
+    repo = tmp_path / "cache" / "models--someone--tiny-gpt2"
+    commit = "fedcba9876543210fedcba9876543210fedcba98"
+    (repo / "snapshots" / commit).mkdir()
+    for f in other.iterdir():
+        (repo / "snapshots" / commit / f.name).write_bytes(f.read_bytes())
+    (repo / "refs" / "v1").write_text(commit)
+    (ref,) = resolved([{"name": "hub-model", "hf_id": "someone/tiny-gpt2"}])
+    at_v1 = load_model(dataclasses.replace(ref, revision="v1"))
+    assert at_v1.identity()["checkpoint"] == "someone/tiny-gpt2@v1"
+    assert at_v1.identity()["weights_sha256"] == file_sha256(repo / "snapshots" / commit / "model.safetensors")
+    assert load_model(ref).identity()["weights_sha256"] == file_sha256(main / "model.safetensors")

@@ -34,7 +34,8 @@ def test_zoo_config_builds_with_its_nominal_parameter_count(name: str):
 
 def test_zoo_families_and_sources():
     for spec in MODELS.values():
-        assert spec.family == ("ssm" if spec.arch in ("mamba", "mamba2") else "transformer")
+        expected = "ssm" if spec.arch in ("mamba", "mamba2") else "rnn" if spec.arch == "rwkv" else "transformer"
+        assert spec.family == expected
         if is_tiny(spec):
             assert spec.tokenizer == "bytes" and spec.hf_id is None
             assert spec.config["eos_token_id"] == 256 and spec.config["vocab_size"] > 256
@@ -106,10 +107,14 @@ def test_a_short_context_kv_cache_is_smaller_than_mamba_state_and_a_long_one_lar
     assert gpt2.state_bytes_per_sequence(2048, 2) > mamba.state_bytes_per_sequence(2048, 2)
 
 
-def test_max_positions_only_for_gpt2():
+def test_max_positions_only_for_position_tables():
+    """A hard limit where the model indexes a table of positions: GPT-2's, OPT's and GPT-Neo's learned ones,
+    GPT-J's precomputed rotary sines; none for rotary Pythia or the recurrent models."""
     for name, spec in MODELS.items():
         if spec.arch == "gpt2":
             assert spec.max_positions == spec.config["n_positions"] == 1024, name
+        elif spec.arch in ("opt", "gpt_neo", "gptj"):
+            assert spec.max_positions == 2048, name
         else:
             assert spec.max_positions is None, name
     longer = dataclasses.replace(MODELS["gpt2"], config={**MODELS["gpt2"].config, "n_positions": 2176})

@@ -12,8 +12,9 @@ __all__ = ["Decoder", "LoadedModel", "choose_backend", "load_model"]
 
 def choose_backend(ref: ResolvedModel) -> tuple[str, str | None]:
     """(backend, note). Mamba goes to mamba_ssm's fused model when its kernels import on CUDA, else to
-    transformers' implementation; the note says why whenever the fused path is not taken."""
-    if ref.spec.family == "transformer":
+    transformers' implementation; the note says why whenever the fused path is not taken. Every other family
+    (Transformers, RWKV's recurrence) has transformers' implementation only."""
+    if ref.spec.family != "ssm":
         if ref.backend == "mamba_ssm":
             raise JobError(f"model {ref.name!r}: backend mamba_ssm is for Mamba models only")
         return "hf", None

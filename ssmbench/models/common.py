@@ -70,5 +70,8 @@ def checkpoint_identity(ref: ResolvedModel, backend: str, module_arch: str | Non
     if ref.path:
         return {"checkpoint": describe_path(ref.path), "weights_sha256": weights_sha256(ref.path, fmt), **fields}
     source = ref.mamba_ssm_source if backend == "mamba_ssm" else ref.hf_source
-    snapshot = hub.snapshot_dir(source) if source else None
-    return {"checkpoint": source, "weights_sha256": weights_sha256(snapshot, fmt) if snapshot else None, **fields}
+    snapshot = hub.snapshot_dir(source, ref.revision) if source else None
+    # A revision other than the default is part of the name: a paper row describes the default one only.
+    checkpoint = f"{source}@{ref.revision}" if source and ref.revision else source
+    return {"checkpoint": checkpoint, "weights_sha256": weights_sha256(snapshot, fmt) if snapshot else None,
+            **fields}

@@ -1,8 +1,11 @@
-"""The transformers backend: GPT-2, Pythia (GPT-NeoX) and transformers' own Mamba and Mamba-2.
+"""The transformers backend: GPT-2, Pythia (GPT-NeoX), OPT, GPT-Neo, GPT-J, RWKV-4 and transformers' own Mamba
+and Mamba-2.
 
 Eager decoding uses transformers' default dynamic cache. With CUDA graphs, Transformers decode into a
 static KV cache (fixed addresses, positions kept on the device) and ssmbench captures the step; this is the
-fair counterpart of mamba_ssm's graph decoding that the Mamba paper's baseline lacked.
+fair counterpart of mamba_ssm's graph decoding that the Mamba paper's baseline lacked. RWKV takes no cache
+object but a list of state tensors (`state`): it has a decoder of its own (RwkvDecoder), which holds that
+state at fixed addresses, with or without CUDA graphs.
 
 transformers renamed the cache argument across 5.x (`past_key_values`/`cache_params` became `cache`), so the
 name is read off each model's forward signature rather than assumed.
@@ -57,13 +60,15 @@ def load_hf(ref: ResolvedModel) -> HFModel:
         if ref.path:
             check_local_checkpoint(ref, ref.path)
             try:
-                module = AutoModelForCausalLM.from_pretrained(ref.path, dtype=dtype).to(ref.device)
+                module = AutoModelForCausalLM.from_pretrained(
+                    ref.path, dtype=dtype, trust_remote_code=ref.trust_remote_code).to(ref.device)
             except (OSError, ValueError) as exc:  # ValueError: a config.json transformers cannot use
                 raise local_checkpoint_error(ref, ref.path, exc) from None
         else:
             try:
                 module = hub.from_hub(source, lambda local: AutoModelForCausalLM.from_pretrained(
-                    source, dtype=dtype, local_files_only=local)).to(ref.device)
+                    source, dtype=dtype, local_files_only=local, revision=ref.revision,
+                    trust_remote_code=ref.trust_remote_code), revision=ref.revision).to(ref.device)
             except (OSError, ValueError) as exc:
                 raise offline_weights_error(ref, source, exc) from None
     module.eval()
@@ -77,9 +82,19 @@ def hf_kernel(ref: ResolvedModel, module: Any) -> str:
     """Name the code path transformers will take for this model's sequence mixer."""
     if ref.spec.family == "transformer":
         return f"hf-{module.config._attn_implementation}"
+    if ref.spec.arch == "rwkv":
+        return "hf-rwkv-wkv-cuda" if ref.device == "cuda" and rwkv_wkv_kernel_loaded() else "hf-torch"
     if ref.device == "cuda" and fused_mamba_kernels():
         return "hf-mamba_ssm-kernels"
     return "hf-torch"
+
+
+def rwkv_wkv_kernel_loaded() -> bool:
+    """Whether transformers loaded its WKV CUDA kernel for RWKV (from the hub's `kernels`, when it can): the
+    prompt pass then runs in it; single-token decode steps take the PyTorch path either way."""
+    from transformers.models.rwkv import modeling_rwkv
+
+    return getattr(modeling_rwkv, "rwkv_cuda_kernel", None) is not None
 
 
 def cache_argument(module: Any) -> str:
@@ -93,7 +108,13 @@ def cache_argument(module: Any) -> str:
 @dataclass
 class HFModel(LoadedModel):
     def decoder(self, batch: int, max_len: int, cuda_graphs: bool, static_cache: bool | None = None) -> Decoder:
-        """`static_cache` defaults to `cuda_graphs`; tests set it alone to check the static path on CPU."""
+        """`static_cache` defaults to `cuda_graphs`; tests set it alone to check the static path on CPU. RWKV's
+        state is fixed in size and address already: there is no static cache to ask it for."""
+        if self.ref.spec.arch == "rwkv":
+            if static_cache:
+                raise ValueError("RWKV keeps a fixed-size recurrent state at fixed addresses; no static cache to "
+                                 "choose")
+            return RwkvDecoder(self, batch, max_len, cuda_graphs)
         static = cuda_graphs if static_cache is None else static_cache
         return HFDecoder(self, batch, max_len, cuda_graphs, static)
 
@@ -142,6 +163,61 @@ class HFDecoder(Decoder):
         if self._cache is None:
             self.start()
         return self._forward(input_ids)
+
+    def _step(self) -> None:
+        self._token.copy_(self._forward(self._token[:, None]).argmax(-1))
+
+
+class RwkvDecoder(Decoder):
+    """RWKV-4 through transformers' RwkvForCausalLM, its recurrent state held by the decoder.
+
+    RwkvForCausalLM takes `state` (five tensors [batch, hidden_size, layers]: the feed-forward and time-mixing
+    token shifts in the model's dtype, the WKV numerator, denominator and maximum in float32) rather than a
+    cache object, and writes every layer's new state into those tensors in place. Allocated once here, as
+    RwkvModel itself would allocate them, they keep their addresses from step to step, so a CUDA graph of the
+    step stays valid: the counterpart of the Transformers' static KV cache.
+
+    The prompt runs in chunks of at most `context_length` tokens, the longest single pass transformers' WKV
+    CUDA kernel accepts; the state carries across chunks, so this equals one pass over the whole prompt.
+    """
+
+    def __init__(self, model: HFModel, batch: int, max_len: int, cuda_graphs: bool):
+        super().__init__(batch, max_len, model.ref.device, cuda_graphs)
+        self.module = model.module
+        if "state" not in inspect.signature(model.module.forward).parameters:
+            raise ValueError(f"{type(model.module).__name__}.forward takes no `state`: not transformers' RWKV-4")
+        self._chunk = int(self.module.config.context_length)
+        self._state: list[Any] | None = None
+
+    def _new_state(self) -> list[Any]:
+        import torch
+
+        config = self.module.config
+        shape = (self.batch, config.hidden_size, config.num_hidden_layers)
+        dtype = self.module.get_input_embeddings().weight.dtype
+        return [torch.empty(shape, dtype=dtype if i <= 1 else torch.float32, device=self.device) for i in range(5)]
+
+    def start(self) -> None:
+        if self._state is None:
+            self._state = self._new_state()
+        for tensor in self._state[:4]:  # in place: a captured graph keeps pointing at the same buffers
+            tensor.zero_()
+        self._state[4].fill_(-1e30)  # the running maximum starts below any key, as RwkvModel starts it
+
+    def _forward(self, input_ids: Any) -> Any:
+        out = self.module(input_ids=input_ids, state=self._state, use_cache=True, logits_to_keep=1)
+        if out.state is not None and any(new is not ours for new, ours in zip(out.state, self._state, strict=True)):
+            for ours, new in zip(self._state, out.state, strict=True):  # a version that returns new tensors
+                ours.copy_(new)
+        return out.logits[:, -1]
+
+    def _prompt_logits(self, input_ids: Any) -> Any:
+        if self._state is None:
+            self.start()
+        logits = None
+        for begin in range(0, input_ids.shape[1], self._chunk):
+            logits = self._forward(input_ids[:, begin:begin + self._chunk])
+        return logits
 
     def _step(self) -> None:
         self._token.copy_(self._forward(self._token[:, None]).argmax(-1))

@@ -119,35 +119,37 @@ def reset() -> None:
         _undo.pop()()
 
 
-def cached_file(repo_id: str, filename: str) -> str | None:
-    """The cached path of one file of a hub repository, or None (also for ids that are not repo ids)."""
+def cached_file(repo_id: str, filename: str, revision: str | None = None) -> str | None:
+    """The cached path of one file of a hub repository (at `revision`, default main), or None (also for ids
+    that are not repo ids)."""
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        path = try_to_load_from_cache(repo_id, filename)
+        path = try_to_load_from_cache(repo_id, filename, revision=revision)
     except Exception:  # noqa: BLE001 - HFValidationError for a string that is no repo id
         return None
     return path if isinstance(path, str) else None
 
 
-def is_cached(repo_id: str, filename: str = "config.json") -> bool:
-    return cached_file(repo_id, filename) is not None
+def is_cached(repo_id: str, filename: str = "config.json", revision: str | None = None) -> bool:
+    return cached_file(repo_id, filename, revision) is not None
 
 
-def snapshot_dir(repo_id: str) -> str | None:
-    """The cached snapshot directory of a repository (where its config.json lies), or None."""
-    path = cached_file(repo_id, "config.json")
+def snapshot_dir(repo_id: str, revision: str | None = None) -> str | None:
+    """The cached snapshot directory of a repository at `revision` (where its config.json lies), or None."""
+    path = cached_file(repo_id, "config.json", revision)
     return os.path.dirname(path) if path else None
 
 
-def from_hub(repo_id: str, load: Callable[[bool], T], marker: Sequence[str] = ("config.json",)) -> T:
+def from_hub(repo_id: str, load: Callable[[bool], T], marker: Sequence[str] = ("config.json",),
+             revision: str | None = None) -> T:
     """`load(local_files_only)` for a hub repository, without the hub's retries when it cannot answer.
 
     Cached (any of `marker` files): from the cache alone. Not cached: downloaded if the hub is reachable,
     else HubUnavailable at once. A cache that lacks some file (weights never downloaded) is completed
     online when the hub is reachable, and otherwise reported.
     """
-    if any(is_cached(repo_id, name) for name in marker):
+    if any(is_cached(repo_id, name, revision) for name in marker):
         try:
             return load(True)
         except (OSError, ValueError) as exc:

@@ -87,13 +87,15 @@ def load_tokenizer(ref: ResolvedModel) -> Any:
             raise JobError(f"model {ref.name!r}: the checkpoint at {source} holds no tokenizer (none of "
                            f"{', '.join(TOKENIZER_FILES)}); set `tokenizer:` (a hub id, a directory, or bytes)")
         try:
-            return AutoTokenizer.from_pretrained(source)
+            return AutoTokenizer.from_pretrained(source, trust_remote_code=ref.trust_remote_code)
         except (OSError, ValueError) as exc:
             raise JobError(f"model {ref.name!r}: tokenizer {source} could not be loaded "
                            f"({str(exc).splitlines()[0][:160]})") from None
     try:
-        return hub.from_hub(source, lambda local: AutoTokenizer.from_pretrained(source, local_files_only=local),
-                            marker=TOKENIZER_FILES)
+        revision = ref.revision if source == ref.hf_source else None  # the checkpoint's own tokenizer only
+        return hub.from_hub(source, lambda local: AutoTokenizer.from_pretrained(
+            source, local_files_only=local, revision=revision, trust_remote_code=ref.trust_remote_code),
+            marker=TOKENIZER_FILES, revision=revision)
     except (OSError, ValueError) as exc:  # ValueError: a repository that holds no tokenizer
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise JobError(f"model {ref.name!r}: tokenizer {source!r} is not available offline ({first[:200]}); "

@@ -13,8 +13,16 @@ Metrics per point:
 - any other task records every metric lm-eval returns, the first one marked `primary` in `extra`.
 
 Accuracies are fractions (unit "fraction"), perplexities unit "ppl"; `stderr` is lm-eval's standard error.
-The settings that define a figure (few-shot count, limit, samples evaluated, batch size, lm-eval version)
-go into the record's slice, where reports read them to state the method.
+The settings that define a figure (few-shot count actually used, limit, samples evaluated, batch size,
+lm-eval version) go into the record's slice, where reports read them to state the method. A task read
+from the suite's `include_path` carries `custom: true` in its slice: it is the user's task, even when it
+is named like one of lm-eval's (a `piqa` of one's own is not the paper's PIQA), and is never compared
+with the paper.
+
+Audit trail: with `log_samples`, lm-eval's per-document outputs go to the job's artifact folder as
+`samples/<task>.jsonl.gz`; with `use_cache` (the default), lm-eval's request cache lives there too
+(`lm_eval_cache-<fingerprint of the weights and settings>_rank0.db`), so a resumed run answers the
+requests it already computed from the cache.
 
 Mamba runs through transformers' MambaForCausalLM (the state-spaces/mamba-*-hf checkpoints), which calls
 mamba_ssm's fused kernels when they are installed on CUDA; the record's `kernel` says which path ran.
@@ -24,6 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
+import json
 import math
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -64,16 +74,17 @@ def unit_of(metric: str) -> str:
     return ""  # lm-eval's own scale for the metric
 
 
-def scores(results: dict[str, Any], requested: str) -> list[Score]:
+def scores(results: dict[str, Any], requested: str, custom: bool = False) -> list[Score]:
     """The figures to record from `simple_evaluate`'s results for the lm-eval task (or group) `requested`.
 
     A task the reference sources print keeps the metrics they print and must have them all; any other
-    task (and every subtask of a group) keeps every metric lm-eval returns.
+    task (and every subtask of a group), and any `custom` task whatever its name, keeps every metric
+    lm-eval returns.
     """
     out: list[Score] = []
     for task, row in results["results"].items():
         values = _metric_values(row)
-        wanted = reported_metrics().get(task)
+        wanted = None if custom else reported_metrics().get(task)
         if wanted is not None:
             missing = [m for m in wanted if m not in values]
             if missing:
@@ -109,6 +120,29 @@ def lm_eval_limit(task: ZeroShotTask) -> int | float | None:
     return task.limit if task.limit is None or task.limit < 1 else math.floor(task.limit)
 
 
+def is_custom(name: str, include_path: str | None) -> bool:
+    """Whether lm-eval reads task `name` from the suite's own directory (which wins over a built-in task of
+    the same name) rather than from lm-eval's."""
+    if not include_path:
+        return False
+    entry = task_manager(include_path).task_index.get(name)
+    where = getattr(entry, "yaml_path", None)
+    return where is not None and Path(where).resolve().is_relative_to(Path(include_path).resolve())
+
+
+def shadows_builtin(name: str) -> bool:
+    """Whether lm-eval ships a task of this name (asked only about custom tasks: indexing takes seconds)."""
+    return name in task_manager(None).task_index
+
+
+def write_samples(path: Path, samples: list[dict[str, Any]]) -> None:
+    """lm-eval's per-document records as gzip-compressed JSON lines (values it cannot encode as strings)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as out:
+        for sample in samples:
+            out.write(json.dumps(sample, default=str, ensure_ascii=False) + "\n")
+
+
 @functools.cache
 def task_manager(include_path: str | None) -> Any:
     """lm-eval's task index (built-in tasks plus the user's YAML directory), built once per process: indexing
@@ -139,7 +173,9 @@ class ZeroShotRunner(ModelRunner[ZeroShotTask]):
         return ["lm-eval datasets (in the Hugging Face cache when offline)"]
 
     def model_to_load(self) -> ResolvedModel:
-        return dataclasses.replace(super().model_to_load(), backend="hf")
+        args = self.task.model_args
+        return dataclasses.replace(super().model_to_load(), backend="hf", revision=args.revision,
+                                   trust_remote_code=args.trust_remote_code)
 
     def setup(self) -> None:
         """Load the model through transformers whatever the device, and wrap it for lm-eval.
@@ -170,8 +206,9 @@ class ZeroShotRunner(ModelRunner[ZeroShotTask]):
         hub_reachable()
         from lm_eval.models.huggingface import HFLM
 
+        hflm_args = task.model_args.model_dump(include={"max_length", "add_bos_token"}, exclude_none=True)
         self.lm = HFLM(pretrained=self.model.module, tokenizer=tokenizer,
-                       batch_size=task.batch_size, max_batch_size=task.max_batch_size)
+                       batch_size=task.batch_size, max_batch_size=task.max_batch_size, **hflm_args)
         self.manager = task_manager(task.include_path)
 
     def record(self, point: Point, **fields: Any) -> Record:
@@ -186,32 +223,56 @@ class ZeroShotRunner(ModelRunner[ZeroShotTask]):
     def measure(self, pt: Point) -> list[Record]:
         task = self.task
         name = pt.params["lm_eval_task"]
+        custom = is_custom(name, task.include_path)
         results = self._evaluate(name)
-        settings = {"num_fewshot": task.num_fewshot, "limit": lm_eval_limit(task),
+        if task.log_samples:
+            for sampled, samples in results.get("samples", {}).items():
+                write_samples(self.context.artifact(f"samples/{sampled}.jsonl.gz"), samples)
+        settings = {"limit": lm_eval_limit(task),
                     "batch_size": task.batch_size if task.batch_size != "auto"
                     else f"auto (max {task.max_batch_size})",
-                    "lm_eval": version("lm_eval")}
-        batch_sizes = results["config"].get("batch_sizes")
+                    "lm_eval": version("lm_eval")} | ({"custom": True} if custom else {})
+        extra = {"batch_sizes": results["config"].get("batch_sizes"), "tolerance_pts": task.tolerance,
+                 "num_fewshot_asked": task.num_fewshot, "seed": self.job.seed,
+                 "model_args": task.model_args.model_dump(exclude_defaults=True)}
+        if custom and shadows_builtin(name):
+            extra["shadows_builtin"] = True
         return [self.record(pt, metric=s.metric, value=s.value, stderr=s.stderr, unit=unit_of(s.metric),
                             higher_is_better=s.higher_is_better,
-                            slice={"lm_eval_task": s.task, **settings, "n_samples": s.n_samples},
-                            extra={"primary": s.primary, "batch_sizes": batch_sizes, "n_samples_total": s.n_total,
+                            slice={"lm_eval_task": s.task, "num_fewshot": results["n-shot"].get(s.task, task.num_fewshot),
+                                   **settings, "n_samples": s.n_samples},
+                            extra={"primary": s.primary, **extra, "n_samples_total": s.n_total,
                                    "task_version": results["versions"].get(s.task)})
-                for s in scores(results, name)]
+                for s in scores(results, name, custom)]
 
     def _evaluate(self, name: str) -> dict[str, Any]:
+        """lm-eval's own evaluation of one task, seeded by the suite, its requests cached per job."""
         from lm_eval import simple_evaluate
 
         task = self.task
         if name not in self.manager.task_index:
             raise JobError(f"unknown lm-eval task {name!r}{did_you_mean(name, self.manager.all_tasks)}; for your "
                            "own task YAML, set `include_path:` to its directory")
+        seed = self.job.seed
+        cache = str(self.context.artifact(f"lm_eval_cache-{self._fingerprint()}")) if task.use_cache else None
         try:
             return simple_evaluate(model=self.lm, tasks=[name], num_fewshot=task.num_fewshot,
-                                   limit=lm_eval_limit(task),
-                                   task_manager=self.manager, log_samples=False)
+                                   limit=lm_eval_limit(task), task_manager=self.manager,
+                                   log_samples=task.log_samples, use_cache=cache,
+                                   random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                   fewshot_random_seed=seed)
         except ConnectionError as exc:  # datasets' answer to an uncached dataset in offline mode
             raise missing_dataset_error(name, task.include_path, exc) from None
+
+    def _fingerprint(self) -> str:
+        """What the cached answers depend on besides the request (lm-eval's cache keys are the requests
+        alone): the weights loaded, their dtype and device, and HFLM's settings."""
+        import hashlib
+
+        ref = self.model.ref
+        facts = [self.model.identity(), ref.weights, ref.seed, ref.dtype, ref.device,
+                 self.task.model_args.model_dump()]
+        return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def teardown(self) -> None:
         self.__dict__.pop("lm", None)

@@ -9,9 +9,19 @@
   decimals. A model the slides show gets a column of the slides' figures and one of the difference.
 - Every other lm-eval task: each metric lm-eval returned, models as columns.
 
-A difference is flagged ⚠ when it exceeds two standard errors of the measurement (lm-eval's stderr), the
-point past which chance alone rarely explains it. Notes state how the numbers were obtained, and say so
-loudly when they come from random weights.
+A difference is flagged ⚠ by one of two rules, and the table's notes say which applied:
+
+- on the full evaluation set (no `limit`), when |Δ| exceeds the suite's `tolerance` (0.5 points by
+  default; for perplexity, 0.5 % of the paper's figure). Re-runs of one checkpoint agree within 0.1-0.3
+  points, while two standard errors of a full PIQA or WinoGrande (about 2.2 and 2.8 points) would let a
+  configuration mistake through;
+- on a subset (`limit`), when |Δ| exceeds two of lm-eval's standard errors: the subset's own sampling error
+  is then the larger one, and a tight tolerance would flag chance.
+
+Only built-in lm-eval tasks run zero-shot are set beside the paper. A task from the suite's `include_path`
+(even one named `piqa`) and a task run with examples (num_fewshot > 0) go to the table of other tasks,
+with a note. Notes state how the numbers were obtained, and say so loudly when they come from random
+weights.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ssmbench.kinds.zero_shot.task import DEFAULT_TOLERANCE_PTS
 from ssmbench.reference import (
     PAPER,
     SLIDES,
@@ -40,11 +51,13 @@ SMOKE_NOTE = "SMOKE TEST: random weights, numbers meaningless (the suite sets `s
 
 @dataclass(frozen=True)
 class Measured:
-    """One metric of one model, or why there is none (status)."""
+    """One metric of one model, or why there is none (status), and the rule that flags its Δ."""
 
     value: float | None
     stderr: float | None
     status: str  # ok, error, oom, skipped; "" when the task was not run for this model
+    subset: bool = False  # measured with `limit`: flagged beyond two standard errors
+    tolerance: float = DEFAULT_TOLERANCE_PTS  # points, on the full set
 
 
 class Results:
@@ -59,13 +72,18 @@ class Results:
         for row in frame.to_dict("records"):
             key = (row["model"], row["slice.lm_eval_task"])
             if row["status"] == "ok":
-                self._cells[(*key, row["metric"])] = Measured(row["value"], _number(row["stderr"]), "ok")
+                self._cells[(*key, row["metric"])] = Measured(
+                    row["value"], _number(row["stderr"]), "ok", subset=_number(row.get("slice.limit")) is not None,
+                    tolerance=_extra(row).get("tolerance_pts", DEFAULT_TOLERANCE_PTS))
             else:
                 self._failed[key] = row["status"]
 
     def get(self, model: str, task: str, metric: str) -> Measured:
         cell = self._cells.get((model, task, metric))
         return cell if cell is not None else Measured(None, None, self.status(model, task))
+
+    def cells(self) -> list[Measured]:
+        return list(self._cells.values())
 
     def status(self, model: str, task: str) -> str:
         """Why a task has no figures for a model: its point's status, or "" when it did not run."""
@@ -125,17 +143,26 @@ def published(model: str | None) -> set[str]:
 
 
 def zero_shot_tables(task: str, frame: pd.DataFrame) -> list[Table]:
-    results = Results(frame)
+    comparable = frame[as_in_the_paper(frame)]
+    results = Results(comparable)
     sources = zero_shot_sources()
     tables = []
     if results.lm_tasks & {c.task for c in sources[PAPER].columns}:
         tables.append(paper_table(task, results, sources[PAPER]))
     if results.lm_tasks & {c.task for c in sources[SLIDES].columns}:
         tables.append(slides_table(task, results, sources[SLIDES], sources[PAPER]))
-    others = sorted(results.lm_tasks - set(reported_metrics()))
-    if others:
-        tables.append(other_tasks_table(task, frame[frame["slice.lm_eval_task"].isin(others)]))
+    others = frame[~as_in_the_paper(frame) | ~frame["slice.lm_eval_task"].isin(reported_metrics())]
+    if not others.empty:
+        tables.append(other_tasks_table(task, others))
     return tables
+
+
+def as_in_the_paper(frame: pd.DataFrame) -> pd.Series:
+    """Rows measured as the paper measures: lm-eval's built-in task (not the suite's own, whatever its
+    name), zero-shot. Older records, which have neither field, were."""
+    custom = frame["slice.custom"].fillna(False).astype(bool) if "slice.custom" in frame else False
+    shots = frame["slice.num_fewshot"] if "slice.num_fewshot" in frame else pd.Series(0, index=frame.index)
+    return ~custom & shots.fillna(0).eq(0)
 
 
 # --- the paper's wide table ------------------------------------------------------------------------------
@@ -167,7 +194,8 @@ def paper_table(task: str, results: Results, paper: Source) -> Table:
             continue
         figures = {**ref.figures, AVG: paper.mean_accuracy(ref)}
         add(model, f"{paper.label}: {ref.label}", {k: _fixed(figures[k] * style[k][0], style[k][1]) for k in measured})
-        add(model, "Δ", {k: _delta(cell, figures[k], *style[k]) for k, cell in measured.items()})
+        add(model, "Δ", {k: _delta(cell, figures[k], *style[k], accuracy=style[k][0] == 100.0)
+                         for k, cell in measured.items()})
         if with_avg and paper.avg_misprinted(ref):
             notes.append(f"{ref.label}: the paper prints Avg {ref.printed_avg * 100:.1f}, but the mean of its six "
                          f"accuracies is {figures[AVG] * 100:.1f}; Avg here is that mean")
@@ -181,7 +209,8 @@ def average(cells: list[Measured]) -> Measured:
         return Measured(None, None, "")
     errors = [c.stderr for c in cells]
     stderr = math.sqrt(sum(e * e for e in errors)) / len(cells) if None not in errors else None
-    return Measured(sum(c.value for c in cells) / len(cells), stderr, "ok")
+    return Measured(sum(c.value for c in cells) / len(cells), stderr, "ok", subset=any(c.subset for c in cells),
+                    tolerance=min(c.tolerance for c in cells))
 
 
 # --- the slides' comparison ------------------------------------------------------------------------------
@@ -203,7 +232,7 @@ def slides_table(task: str, results: Results, slides: Source, paper: Source) -> 
                 figures = {(c.task, c.metric): ref.figures[c.key] for c in slides.columns}
                 figure = figures.get((column.task, column.metric))
                 row[f"{slides.label}: {ref.label}"] = "" if figure is None else _fixed(figure, decimals)
-                row[f"Δ {model}"] = _delta(cell, figure, 1.0, decimals)
+                row[f"Δ {model}"] = _delta(cell, figure, 1.0, decimals, accuracy=column.is_accuracy)
         rows.append(row)
     notes = ["Rows as the source slides print them (accuracies as fractions); arc_challenge there is lm-eval's "
              "acc, the paper's ARC-C is acc_norm; ± = lm-eval's standard error"]
@@ -214,7 +243,9 @@ def slides_table(task: str, results: Results, slides: Source, paper: Source) -> 
 # --- every other task ------------------------------------------------------------------------------------
 
 def other_tasks_table(task: str, frame: pd.DataFrame) -> Table:
-    """Every metric lm-eval returned for tasks the references do not cover, models as columns."""
+    """Every metric lm-eval returned for tasks the references do not cover, or that were not measured as the
+    paper measures them (the suite's own tasks, few-shot), models as columns."""
+    frame = frame.assign(**{"slice.lm_eval_task": [_task_label(row) for row in frame.to_dict("records")]})
     results = Results(frame)
     rows = []
     ok = frame[frame["status"] == "ok"]
@@ -226,8 +257,34 @@ def other_tasks_table(task: str, frame: pd.DataFrame) -> Table:
         rows.append({"lm-eval task": lm_task, "metric": "",
                      **{m: STATUS_CELL.get(results.status(m, lm_task), "") for m in results.models}})
     return Table(f"{task}: other lm-eval tasks", pd.DataFrame(rows),
-                 _notes(results, None, ["All metrics lm-eval returned, on its scale; ± = its standard error"]),
+                 _notes(results, None, ["All metrics lm-eval returned, on its scale; ± = its standard error",
+                                        *not_compared_notes(frame)]),
                  task)
+
+
+def _task_label(row: dict) -> str:
+    """The task's name, marked when it is the suite's own or few-shot, so it never reads as the paper's."""
+    marks = [m for m, on in (("custom", bool(_true(row.get("slice.custom")))),
+                             (f"{_int(row.get('slice.num_fewshot'))}-shot",
+                              _number(row.get("slice.num_fewshot")) not in (None, 0.0))) if on]
+    name = row["slice.lm_eval_task"]
+    return f"{name} ({', '.join(marks)})" if marks else name
+
+
+def not_compared_notes(frame: pd.DataFrame) -> list[str]:
+    """Why tasks named like the paper's are listed here and not beside its figures."""
+    notes = []
+    for name, group in frame.groupby("slice.lm_eval_task", sort=True):
+        base = str(name).split(" (")[0]
+        extras = [_extra(row) for row in group.to_dict("records")]
+        if str(name).endswith("custom)") or " (custom" in str(name):
+            shadow = any(e.get("shadows_builtin") for e in extras)
+            notes.append(f"{name}: the suite's own task (include_path)"
+                         + (f", named like lm-eval's built-in {base}" if shadow else "")
+                         + "; not compared with the paper")
+        elif base in reported_metrics():
+            notes.append(f"{name}: the paper's figures are zero-shot; not compared")
+    return notes
 
 
 # --- cells and notes -------------------------------------------------------------------------------------
@@ -244,17 +301,42 @@ def _cell(cell: Measured, scale: float, decimals: int) -> str:
     return text if cell.stderr is None else f"{text} ±{_fixed(cell.stderr * scale, decimals)}"
 
 
-def _delta(cell: Measured, reference: float | None, scale: float, decimals: int) -> str:
-    """measured − reference, flagged when it exceeds two standard errors of the measurement."""
+def _delta(cell: Measured, reference: float | None, scale: float, decimals: int, accuracy: bool = True) -> str:
+    """measured − reference, flagged by the cell's rule (see the module's docstring)."""
     if cell.status != "ok" or reference is None:
         return ""
     diff = cell.value - reference
     text = ("+" if diff >= 0 else "") + _fixed(diff * scale, decimals)
-    return f"{text} {FLAG}" if beyond_two_stderr(diff, cell.stderr) else text
+    return f"{text} {FLAG}" if flagged(cell, reference, accuracy) else text
+
+
+def flagged(cell: Measured, reference: float, accuracy: bool) -> bool:
+    """Whether measured − reference is beyond what the cell's rule allows: two standard errors on a subset;
+    on the full set, `tolerance` points of accuracy (fractions here: 0.5 points = 0.005), or `tolerance`
+    percent of a perplexity."""
+    diff = cell.value - reference
+    if cell.subset:
+        return beyond_two_stderr(diff, cell.stderr)
+    allowed = cell.tolerance / 100 * (1.0 if accuracy else abs(reference))
+    return abs(diff) > allowed + 1e-12
 
 
 def beyond_two_stderr(diff: float, stderr: float | None) -> bool:
     return stderr is not None and abs(diff) > 2 * stderr
+
+
+def flag_rule(results: Results) -> str:
+    """The rule(s) behind ⚠ in this table, read from the measured cells."""
+    cells = [c for c in results.cells() if c.status == "ok"]
+    tolerances = sorted({c.tolerance for c in cells if not c.subset})
+    rules = []
+    if tolerances:
+        tol = " / ".join(f"{t:g}" for t in tolerances)
+        rules.append(f"full evaluation sets: ⚠ = |Δ| > {tol} points of accuracy ({tol} % of a perplexity), the "
+                     "suite's `tolerance`")
+    if any(c.subset for c in cells):
+        rules.append("subsets (`limit`): ⚠ = |Δ| beyond two standard errors of the measurement")
+    return "; ".join(rules)
 
 
 def _notes(results: Results, source: Source | None, specific: list[str]) -> list[str]:
@@ -262,9 +344,9 @@ def _notes(results: Results, source: Source | None, specific: list[str]) -> list
     # Only measured figures can be meaningless: skipped points (random weights refused) measured nothing.
     measured_random = (frame["status"] == "ok") & (frame["weights"] == "random")
     smoke = [SMOKE_NOTE] if measured_random.any() else []
-    reference = ([f"{source.label}: {source.citation}. Δ = measured − {source.label}; {FLAG} = |Δ| beyond two "
-                  "standard errors of the measurement", *results.reference_note(source)] if source is not None
-                 else [])
+    rule = flag_rule(results)
+    reference = ([f"{source.label}: {source.citation}. Δ = measured − {source.label}" + (f"; {rule}" if rule else ""),
+                  *results.reference_note(source)] if source is not None else [])
     return smoke + method_notes(frame) + specific + reference + failure_notes(frame)
 
 
@@ -304,6 +386,15 @@ def _values(frame: pd.DataFrame, column: str) -> list[str]:
 
 def _int(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _extra(row: dict) -> dict:
+    extra = row.get("extra")
+    return extra if isinstance(extra, dict) else {}
+
+
+def _true(value: object) -> bool:
+    return value is True or (isinstance(value, (int, float)) and not math.isnan(value) and bool(value))
 
 
 def _number(value: object) -> float | None:
