@@ -65,8 +65,9 @@ def test_thresholds_layer():
 
 # --- the command ------------------------------------------------------------------------------------------
 
-BASELINE = next(p.parent for p in sorted((REPO / "results" / "reference" / "h100").rglob("records.jsonl"))
-                if "decode_vs_library" in str(p))
+NIGHTLY = REPO / "results" / "reference" / "h100"
+BASELINE = next((NIGHTLY / "nightly").iterdir())  # what the nightly workflow diffs against
+SECOND = next((NIGHTLY / "nightly_second").iterdir())  # the same commit, run again on the same H100
 
 
 def perturbed_copy(tmp_path: Path, factor: float, metric: str = "decode_tok_s") -> Path:
@@ -93,6 +94,16 @@ def test_a_run_against_itself_passes(tmp_path: Path):
     assert result.stdout.startswith(f"# ssmbench diff: {same} against {BASELINE}")
     assert "PASS: 0 regressions, 0 improvements, 0 missing" in result.stdout
     assert json.loads((same / "diff.json").read_text())["failed"] is False
+
+
+def test_the_committed_second_run_passes_against_the_baseline(tmp_path: Path):
+    second = Path(shutil.copytree(SECOND, tmp_path / "second"))
+    result = invoke("diff", BASELINE, second)
+    assert result.exit_code == 0, result.output
+    # Zero-shot could not load its weights on that machine (no cache, no network): every point failed in both
+    # runs, and is listed as such rather than left out.
+    assert "PASS: 0 regressions, 2 improvements, 0 missing, 4 failing in both, 103 unchanged" in result.stdout
+    assert result.stdout.count("| — (the point failed) | lm_eval_task=") == 4
 
 
 def test_a_constructed_slowdown_fails(tmp_path: Path):

@@ -101,7 +101,9 @@ def diff_runs(base: list[Record], new: list[Record], max_regression: dict[str, f
 
 def _by_identity(records: list[Record], metrics: list[str] | None) -> dict[RecordKey, Record]:
     """Each measured figure (ok records with a metric), and each failed point under its metrics' names so a
-    figure that turned into a failure can be paired with it."""
+    figure that turned into a failure can be paired with it. A point of a task that measured nothing in
+    this run (every point failed) keeps its own identity, without a metric: a job that fails in both runs
+    is listed as still failing rather than vanishing from the comparison."""
     out: dict[RecordKey, Record] = {}
     for r in latest_attempts(records):
         if r.metric is not None and (metrics is None or r.metric in metrics):
@@ -111,7 +113,10 @@ def _by_identity(records: list[Record], metrics: list[str] | None) -> dict[Recor
     for key in out:
         measured_metrics.setdefault((key[0], key[1]), set()).add(str(key[4]))
     for r in failed:
-        for metric in sorted(measured_metrics.get((r.kind, r.task), set())):
+        names = sorted(measured_metrics.get((r.kind, r.task), set()))
+        if not names and metrics is None:
+            out.setdefault(r.identity, r)
+        for metric in names:
             if metrics is None or metric in metrics:
                 out.setdefault(r.model_copy(update={"metric": metric}).identity, r)
     return out
@@ -126,7 +131,7 @@ def compare(key: RecordKey, base: Record | None, new: Record | None, max_regress
                       base and base.value, new and new.value, base.status if base else "",
                       new.status if new else "", None, None, None, record.unit)
     metric = str(key[4])
-    threshold = max_regression.get(metric, max_regression["default"])
+    threshold = max_regression.get(metric, max_regression["default"]) if key[4] is not None else None
     if base.status != "ok" or new.status != "ok":
         verdict: Verdict = ("regression" if base.status == "ok" else
                             "improvement" if new.status == "ok" else "still failing")
@@ -192,7 +197,9 @@ def _cell(value: float | None, status: str) -> str:
 
 
 def _rows(changes: list[Change]) -> list[dict[str, str]]:
-    return [{"task": c.task, "model": c.model or "", "metric": f"{c.metric} ({c.unit})" if c.unit else c.metric,
+    return [{"task": c.task, "model": c.model or "",
+             "metric": "— (the point failed)" if c.metric in (None, "None") else
+             f"{c.metric} ({c.unit})" if c.unit else c.metric,
              "where": c.where, "base": _cell(c.base, c.base_status), "new": _cell(c.new, c.new_status),
              "change": "" if c.change_pct is None else f"{c.change_pct:+.1f}%",
              "threshold": "" if c.threshold_pct is None else f"{c.threshold_pct:g}%",
