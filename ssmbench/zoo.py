@@ -80,7 +80,9 @@ class _KVCache(Architecture):
         return 2 * self.n_layers(config) * self.d_model(config) * context_len
 
 
-class GPT2(_KVCache):
+class _GPT2Config(_KVCache):
+    """A KV-cache model whose config uses GPT-2's names (n_layer, n_embd) and stops at n_positions."""
+
     def n_layers(self, config: dict[str, Any]) -> int:
         return int(config["n_layer"])
 
@@ -88,8 +90,11 @@ class GPT2(_KVCache):
         return int(config["n_embd"])
 
     def max_positions(self, config: dict[str, Any]) -> int | None:
-        """GPT-2's learned position table ends at n_positions."""
         return int(config["n_positions"])
+
+
+class GPT2(_GPT2Config):
+    """GPT-2: its learned position table ends at n_positions."""
 
 
 class GPTNeoX(_KVCache):
@@ -139,20 +144,11 @@ class GPTNeo(_KVCache):
                    for kind in self.attention_layers(config))
 
 
-class GPTJ(_KVCache):
+class GPTJ(_GPT2Config):
     """GPT-J: rotary positions on the first `rotary_dim` (64) dimensions of each head, and a feed-forward block
     in parallel with attention. Its 16 heads of 256 make keys and values n_embd wide per layer. Rotary
     positions could extrapolate, but transformers precomputes their sines and cosines for n_positions rows
     only: a longer sequence fails there, so n_positions is a hard limit as the model is run."""
-
-    def n_layers(self, config: dict[str, Any]) -> int:
-        return int(config["n_layer"])
-
-    def d_model(self, config: dict[str, Any]) -> int:
-        return int(config["n_embd"])
-
-    def max_positions(self, config: dict[str, Any]) -> int | None:
-        return int(config["n_positions"])
 
 
 class RWKV(Architecture):

@@ -30,6 +30,7 @@ Parameters per layer (d_model D, d_inner E, N = d_state, R = dt_rank = ceil(D/16
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -151,7 +152,8 @@ def _fused_scan(device, allow_torch_on_cuda: bool) -> bool:
     return False
 
 
-def grid_mixer(block: str, layer: str, config: SmallModelConfig, device, dtype, allow_torch_on_cuda: bool) -> Mixer:
+def grid_mixer(block: str, layer: str, config: SmallModelConfig, *, device="cpu", dtype=None,
+               allow_torch_on_cuda: bool = False) -> Mixer:
     """One layer of Table 1's grid: `block` in ('no gate', 'h3', 'mamba') around `layer`."""
     d_inner = config.d_model if block == "h3" else config.expand * config.d_model
     inner, kernel = inner_layer(layer, d_inner, config, device, dtype, allow_torch_on_cuda)
@@ -167,32 +169,10 @@ def grid_mixer(block: str, layer: str, config: SmallModelConfig, device, dtype, 
 
 
 # The registry's factories (ssmbench.models.mixers.MIXERS), one per cell of the grid; `mamba` is mamba.py's.
-
-
-def s4d_mixer(config: SmallModelConfig, *, device="cpu", dtype=None, allow_torch_on_cuda: bool = False) -> Mixer:
-    return grid_mixer("no gate", "s4d", config, device, dtype, allow_torch_on_cuda)
-
-
-def s6_mixer(config: SmallModelConfig, *, device="cpu", dtype=None, allow_torch_on_cuda: bool = False) -> Mixer:
-    return grid_mixer("no gate", "s6", config, device, dtype, allow_torch_on_cuda)
-
-
-def h3_mixer(config: SmallModelConfig, *, device="cpu", dtype=None, allow_torch_on_cuda: bool = False) -> Mixer:
-    return grid_mixer("h3", "s4d", config, device, dtype, allow_torch_on_cuda)
-
-
-def h3_hyena_mixer(config: SmallModelConfig, *, device="cpu", dtype=None, allow_torch_on_cuda: bool = False) -> Mixer:
-    return grid_mixer("h3", "hyena", config, device, dtype, allow_torch_on_cuda)
-
-
-def h3_s6_mixer(config: SmallModelConfig, *, device="cpu", dtype=None, allow_torch_on_cuda: bool = False) -> Mixer:
-    return grid_mixer("h3", "s6", config, device, dtype, allow_torch_on_cuda)
-
-
-def mamba_s4d_mixer(config: SmallModelConfig, *, device="cpu", dtype=None, allow_torch_on_cuda: bool = False) -> Mixer:
-    return grid_mixer("mamba", "s4d", config, device, dtype, allow_torch_on_cuda)
-
-
-def mamba_hyena_mixer(config: SmallModelConfig, *, device="cpu", dtype=None,
-                      allow_torch_on_cuda: bool = False) -> Mixer:
-    return grid_mixer("mamba", "hyena", config, device, dtype, allow_torch_on_cuda)
+s4d_mixer = functools.partial(grid_mixer, "no gate", "s4d")
+s6_mixer = functools.partial(grid_mixer, "no gate", "s6")
+h3_mixer = functools.partial(grid_mixer, "h3", "s4d")
+h3_hyena_mixer = functools.partial(grid_mixer, "h3", "hyena")
+h3_s6_mixer = functools.partial(grid_mixer, "h3", "s6")
+mamba_s4d_mixer = functools.partial(grid_mixer, "mamba", "s4d")
+mamba_hyena_mixer = functools.partial(grid_mixer, "mamba", "hyena")
