@@ -15,6 +15,7 @@ times.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,6 +47,8 @@ class RayLauncher(RemoteLauncher):
         """Join the cluster at `address`, or start a local one that inherits this machine's environment;
         a cluster that cannot be reached is the user's to fix (one line)."""
         env = forwarded_env(WORKER_ENV + (LOCAL_ENV if address is None else ()))
+        if address is None:  # a cluster of our own: Ray's usage reporting off unless the user turned it on
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
             self.ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False,
                           logging_level=logging.WARNING)
