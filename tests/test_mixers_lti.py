@@ -311,6 +311,8 @@ def test_the_run_reports_table_1s_grid(quick_run: Path):
     table = (quick_run / "table.md").read_text()
     assert "### copying-grid: Table 1 grid, architecture × inner layer (selective copying)" in table
     assert "| no gate " in table and "| 18.3 " in table and "| 99.8 " in table
+    # The run's own setting beside the paper's: the suite memorises 4 tokens at L = 32.
+    assert "at the training length (L = 32, 4 tokens to memorise), after 30 training steps" in table
 
 
 # --- Table 1's grid from constructed records ---------------------------------------------------------------

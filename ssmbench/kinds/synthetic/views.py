@@ -213,7 +213,9 @@ def _grid_notes(frame: pd.DataFrame, by_cell: dict[tuple[str, str], list[str]],
                 reference: SyntheticReference) -> list[str]:
     steps = sorted({int(v) for v in frame[(frame["metric"] == "train_steps") & (frame["status"] == "ok")]["value"]})
     trained = f", after {'–'.join(f'{n:,}' for n in dict.fromkeys([steps[0], steps[-1]]))} training steps" if steps else ""
-    notes = [f"Accuracy (%) on held-out examples at the training length (L = {_train_len(frame)}){trained}; "
+    memorised = _tokens_to_memorise(frame)
+    setting = f"L = {_train_len(frame)}" + (f", {memorised} tokens to memorise" if memorised else "")
+    notes = [f"Accuracy (%) on held-out examples at the training length ({setting}){trained}; "
              f"the paper's at L = {reference.train_len} after its own training ({reference.setting})",
              "Cells: " + "; ".join(f"{arch} / {layer} = {', '.join(models)}" for (arch, layer), models in by_cell.items()),
              f"paper: {reference.citation}, {reference.table}"]
@@ -300,6 +302,13 @@ def _task_of(frame: pd.DataFrame) -> str:
 def _mixer_of(frame: pd.DataFrame, model: str) -> str | None:
     values = frame.loc[frame["model"] == model, "slice.mixer"].dropna() if "slice.mixer" in frame else []
     return str(values.iloc[0]) if len(values) else None
+
+
+def _tokens_to_memorise(frame: pd.DataFrame) -> int | None:
+    """Selective copying's answers per example, read off an evaluation record (one accuracy per answer)."""
+    extras = frame.loc[(frame["metric"] == "accuracy") & (frame["status"] == "ok"), "extra"] if "extra" in frame else []
+    counts = {len(e["by_answer_index"]) for e in extras if isinstance(e, dict) and e.get("by_answer_index")}
+    return counts.pop() if len(counts) == 1 else None
 
 
 def _train_len(frame: pd.DataFrame) -> int | None:
