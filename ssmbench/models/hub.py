@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -65,6 +63,9 @@ def hub_reachable() -> bool:
 
 
 def _ask(url: str) -> tuple[bool, str]:
+    import urllib.error  # here, not at the top: http.client and ssl cost the CLI's start-up 25 ms
+    import urllib.request
+
     request = urllib.request.Request(url + "/api/models?limit=1", method="HEAD")
     try:
         with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gzip
 import json
 import math
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from typing import Any
 from ssmbench.errors import JobError, did_you_mean
 from ssmbench.jobs import Point, point
 from ssmbench.kinds.base import ModelRunner
+from ssmbench.kinds.zero_shot.samples import samples_file, write_samples
 from ssmbench.kinds.zero_shot.task import ZeroShotTask
 from ssmbench.records import Record
 from ssmbench.reference import reported_metrics
@@ -135,14 +135,6 @@ def shadows_builtin(name: str) -> bool:
     return name in task_manager(None).task_index
 
 
-def write_samples(path: Path, samples: list[dict[str, Any]]) -> None:
-    """lm-eval's per-document records as gzip-compressed JSON lines (values it cannot encode as strings)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", encoding="utf-8") as out:
-        for sample in samples:
-            out.write(json.dumps(sample, default=str, ensure_ascii=False) + "\n")
-
-
 @functools.cache
 def task_manager(include_path: str | None) -> Any:
     """lm-eval's task index (built-in tasks plus the user's YAML directory), built once per process: indexing
@@ -227,7 +219,7 @@ class ZeroShotRunner(ModelRunner[ZeroShotTask]):
         results = self._evaluate(name)
         if task.log_samples:
             for sampled, samples in results.get("samples", {}).items():
-                write_samples(self.context.artifact(f"samples/{sampled}.jsonl.gz"), samples)
+                write_samples(self.context.artifact(samples_file(sampled)), samples)
         settings = {"limit": lm_eval_limit(task),
                     "batch_size": task.batch_size if task.batch_size != "auto"
                     else f"auto (max {task.max_batch_size})",

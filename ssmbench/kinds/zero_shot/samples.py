@@ -44,8 +44,17 @@ class Answer:
     target: str
 
 
-def samples_path(run: RunDir, task_name: str, model: str, lm_task: str) -> Path:
-    return run.artifacts(f"{task_name}/{model}") / "samples" / f"{lm_task}.jsonl.gz"
+def samples_file(lm_task: str) -> str:
+    """Where in its job's artifact folder the runner keeps one lm-eval task's samples."""
+    return f"samples/{lm_task}.jsonl.gz"
+
+
+def write_samples(path: Path, samples: list[dict[str, Any]]) -> None:
+    """lm-eval's per-document records as gzip-compressed JSON lines (values it cannot encode as strings)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as out:
+        for sample in samples:
+            out.write(json.dumps(sample, default=str, ensure_ascii=False) + "\n")
 
 
 def read_samples(path: Path) -> dict[str, dict[str, Any]]:
@@ -81,20 +90,15 @@ def disagreements(run: RunDir, records: list[Record], lm_task: str, models: list
                   top: int = 10) -> Table:
     """The `top` documents of `lm_task` on which two models of the run disagree most (module docstring)."""
     logged = logged_models(run, records, lm_task)
-    pair = _pair(logged, models, lm_task, run)
-    (name_a, path_a), (name_b, path_b) = ((m, logged[m]) for m in pair)
-    a, b = read_samples(path_a), read_samples(path_b)
-    rows = []
-    for doc in a.keys() & b.keys():
-        x, y = answer(a[doc]), answer(b[doc])
-        gap = abs((x.p_target or 0.0) - (y.p_target or 0.0))
-        rows.append({"doc": doc, "prompt (end)": _tail(x.prompt), "target": x.target.strip(),
-                     f"{name_a}": _show(x), f"{name_b}": _show(y),
-                     "_key": (x.correct != y.correct, gap)})
-    rows.sort(key=lambda r: r["_key"], reverse=True)
-    n_disagree = sum(1 for r in rows if r["_key"][0])
-    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "_key"} for r in rows[:top]])
-    notes = [f"{lm_task}: {name_a} and {name_b} differ in accuracy on {n_disagree} of {len(rows)} documents both "
+    name_a, name_b = _pair(logged, models, lm_task, run)
+    a, b = read_samples(logged[name_a]), read_samples(logged[name_b])
+    docs = [(doc, answer(a[doc]), answer(b[doc])) for doc in a.keys() & b.keys()]
+    docs.sort(key=lambda d: (d[1].correct != d[2].correct, abs((d[1].p_target or 0.0) - (d[2].p_target or 0.0))),
+              reverse=True)
+    n_disagree = sum(1 for _, x, y in docs if x.correct != y.correct)
+    frame = pd.DataFrame([{"doc": doc, "prompt (end)": _tail(x.prompt), "target": x.target.strip(),
+                           name_a: _show(x), name_b: _show(y)} for doc, x, y in docs[:top]])
+    notes = [f"{lm_task}: {name_a} and {name_b} differ in accuracy on {n_disagree} of {len(docs)} documents both "
              "logged; ranked by that, then by the gap between the probabilities they give the target",
              "cells: ✓/✗ = the document's accuracy, p = the probability of the target (softmax over the choices' "
              "log-likelihoods; exp of the log-likelihood for a single continuation)"]
@@ -106,7 +110,7 @@ def logged_models(run: RunDir, records: list[Record], lm_task: str) -> dict[str,
     found: dict[str, Path] = {}
     for r in records:
         if r.kind == "zero_shot" and r.model and r.model not in found:
-            path = samples_path(run, r.task, r.model, lm_task)
+            path = run.artifacts(r.job) / samples_file(lm_task)
             if path.is_file():
                 found[r.model] = path
     return found

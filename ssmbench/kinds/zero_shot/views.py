@@ -245,7 +245,9 @@ def slides_table(task: str, results: Results, slides: Source, paper: Source) -> 
 def other_tasks_table(task: str, frame: pd.DataFrame) -> Table:
     """Every metric lm-eval returned for tasks the references do not cover, or that were not measured as the
     paper measures them (the suite's own tasks, few-shot), models as columns."""
-    frame = frame.assign(**{"slice.lm_eval_task": [_task_label(row) for row in frame.to_dict("records")]})
+    labels = [_task_label(row) for row in frame.to_dict("records")]
+    notes = not_compared_notes(frame, labels)
+    frame = frame.assign(**{"slice.lm_eval_task": labels})
     results = Results(frame)
     rows = []
     ok = frame[frame["status"] == "ok"]
@@ -258,7 +260,7 @@ def other_tasks_table(task: str, frame: pd.DataFrame) -> Table:
                      **{m: STATUS_CELL.get(results.status(m, lm_task), "") for m in results.models}})
     return Table(f"{task}: other lm-eval tasks", pd.DataFrame(rows),
                  _notes(results, None, ["All metrics lm-eval returned, on its scale; ± = its standard error",
-                                        *not_compared_notes(frame)]),
+                                        *notes]),
                  task)
 
 
@@ -271,20 +273,17 @@ def _task_label(row: dict) -> str:
     return f"{name} ({', '.join(marks)})" if marks else name
 
 
-def not_compared_notes(frame: pd.DataFrame) -> list[str]:
-    """Why tasks named like the paper's are listed here and not beside its figures."""
-    notes = []
-    for name, group in frame.groupby("slice.lm_eval_task", sort=True):
-        base = str(name).split(" (")[0]
-        extras = [_extra(row) for row in group.to_dict("records")]
-        if str(name).endswith("custom)") or " (custom" in str(name):
-            shadow = any(e.get("shadows_builtin") for e in extras)
-            notes.append(f"{name}: the suite's own task (include_path)"
-                         + (f", named like lm-eval's built-in {base}" if shadow else "")
-                         + "; not compared with the paper")
-        elif base in reported_metrics():
-            notes.append(f"{name}: the paper's figures are zero-shot; not compared")
-    return notes
+def not_compared_notes(frame: pd.DataFrame, labels: list[str]) -> list[str]:
+    """Why tasks named like the paper's are listed here and not beside its figures, one note per label."""
+    why: dict[str, str] = {}
+    for row, label in zip(frame.to_dict("records"), labels, strict=True):
+        name = row["slice.lm_eval_task"]
+        if _true(row.get("slice.custom")):
+            shadow = f", named like lm-eval's built-in {name}" if _extra(row).get("shadows_builtin") else ""
+            why[label] = f"{label}: the suite's own task (include_path){shadow}; not compared with the paper"
+        elif label != name and name in reported_metrics():
+            why[label] = f"{label}: the paper's figures are zero-shot; not compared"
+    return [why[label] for label in sorted(why)]
 
 
 # --- cells and notes -------------------------------------------------------------------------------------
