@@ -23,6 +23,12 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a job scheduler's stop, `kill`): handled as Ctrl-C is, what is done is kept, exit 143."""
 
 
+def first_line(exc: BaseException, limit: int) -> str:
+    """The first line of an exception's message, cut to `limit`, or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)

@@ -80,9 +80,7 @@ class _KVCache(Architecture):
         return 2 * self.n_layers(config) * self.d_model(config) * context_len
 
 
-class _GPT2Config(_KVCache):
-    """A KV-cache model whose config uses GPT-2's names (n_layer, n_embd) and stops at n_positions."""
-
+class GPT2(_KVCache):
     def n_layers(self, config: dict[str, Any]) -> int:
         return int(config["n_layer"])
 
@@ -90,11 +88,8 @@ class _GPT2Config(_KVCache):
         return int(config["n_embd"])
 
     def max_positions(self, config: dict[str, Any]) -> int | None:
+        """GPT-2's learned position table ends at n_positions."""
         return int(config["n_positions"])
-
-
-class GPT2(_GPT2Config):
-    """GPT-2: its learned position table ends at n_positions."""
 
 
 class GPTNeoX(_KVCache):
@@ -144,7 +139,7 @@ class GPTNeo(_KVCache):
                    for kind in self.attention_layers(config))
 
 
-class GPTJ(_GPT2Config):
+class GPTJ(GPT2):
     """GPT-J: rotary positions on the first `rotary_dim` (64) dimensions of each head, and a feed-forward block
     in parallel with attention. Its 16 heads of 256 make keys and values n_embd wide per layer. Rotary
     positions could extrapolate, but transformers precomputes their sines and cosines for n_positions rows

@@ -45,9 +45,9 @@ import torch
 from torch import Tensor, nn
 
 from ssmbench.models.mixers import S4D_MIXERS, Mixer, check_mixer_name, get_mixer
+from ssmbench.models.mixers.s4d import INITS as SSM_INITS  # S4D-Lin, S4D-Inv
 
 ABS_POSITIONS = ("sinusoidal", "learned")
-SSM_INITS = ("lin", "inv")  # S4D-Lin, S4D-Inv (ssmbench.models.mixers.s4d)
 NORM_EPS = 1e-5
 EMBEDDING_STD = 0.02
 

@@ -112,24 +112,25 @@ def _architecture_of(field: str, source: str, raw: dict[str, Any], zoo_name: str
     return arch, config, fmt
 
 
+def _local_config(path: str) -> dict[str, Any]:
+    """read_local_config, with errors that name the suite field (`path:`)."""
+    try:
+        return read_local_config(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"path: {exc}") from None
+
+
 def known_checkpoint_arch(path: str | None, hf_id: str | None, zoo_name: str | None) -> str | None:
     """What a suite can check offline, when it is read: a `path:` must be a checkpoint directory of a supported
     architecture (CheckpointError "path: ..." otherwise); an `hf_id:` is checked the same way when its
     config.json is in the cache. The architecture, or None when there is no checkpoint to read yet."""
     if path is not None:
-        try:
-            raw = read_local_config(path)
-        except CheckpointError as exc:
-            raise CheckpointError(f"path: {exc}") from None
-        return _architecture_of("path", path, raw, zoo_name)[0]
+        return _architecture_of("path", path, _local_config(path), zoo_name)[0]
     if hf_id is not None:
         from ssmbench.models import hub
 
-        cached = hub.cached_file(hf_id, "config.json")
-        if cached is None:
-            return None
-        with open(cached, encoding="utf-8") as f:
-            return _architecture_of("hf_id", hf_id, json.load(f), zoo_name)[0]
+        raw = hub.hub_config(hf_id, download=False)
+        return _architecture_of("hf_id", hf_id, raw, zoo_name)[0] if raw is not None else None
     return None
 
 
@@ -146,10 +147,7 @@ def model_spec(name: str, zoo_name: str | None, path: str | None, hf_id: str | N
     zoo = MODELS.get(zoo_name) if zoo_name else None
     raw: dict[str, Any] | None = None
     if path is not None:
-        try:
-            raw = read_local_config(path)
-        except CheckpointError as exc:
-            raise CheckpointError(f"path: {exc}") from None
+        raw = _local_config(path)
     elif hf_id is not None:
         raw = hub.hub_config(hf_id)
         if raw is None and zoo is None:

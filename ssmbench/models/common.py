@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssmbench.errors import JobError
+from ssmbench.errors import JobError, first_line
 from ssmbench.zoo import ResolvedModel
 
 
@@ -26,17 +26,17 @@ def build_config(ref: ResolvedModel) -> Any:
 
 def offline_weights_error(ref: ResolvedModel, source: str, exc: Exception) -> JobError:
     """Hub weights that could not be loaded: the remedies start with downloading them."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc, 240)
     return JobError(
-        f"model {ref.name!r}: weights {source!r} could not be loaded ({first[:240]}). Remedies: download them "
+        f"model {ref.name!r}: weights {source!r} could not be loaded ({first}). Remedies: download them "
         f"first (`hf download {source}`) where the hub is reachable, give a local checkpoint (`path:` in the "
         "suite's model entry), or use `weights: random` for speed and memory tasks")
 
 
 def local_checkpoint_error(ref: ResolvedModel, path: str, exc: Exception) -> JobError:
     """A local checkpoint (`path:`) that could not be loaded: nothing to download, the directory is wrong."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return JobError(f"model {ref.name!r}: the checkpoint at `path: {path}` could not be loaded ({first[:240]}); "
+    first = first_line(exc, 240)
+    return JobError(f"model {ref.name!r}: the checkpoint at `path: {path}` could not be loaded ({first}); "
                     "point `path:` at a directory written by save_pretrained (config.json and the weights)")
 
 

@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from ssmbench.errors import first_line
+
 T = TypeVar("T")
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -155,19 +157,20 @@ def from_hub(repo_id: str, load: Callable[[bool], T], marker: Sequence[str] = ("
             return load(True)
         except (OSError, ValueError) as exc:
             if not hub_reachable():
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise HubUnavailable(f"only partly cached ({first[:160]}); {unavailable_reason()}") from None
+                first = first_line(exc, 160)
+                raise HubUnavailable(f"only partly cached ({first}); {unavailable_reason()}") from None
     elif not hub_reachable():
         raise HubUnavailable(unavailable_reason())
     return load(False)
 
 
-def hub_config(repo_id: str) -> dict[str, Any] | None:
-    """A hub repository's config.json: from the cache, else downloaded when the hub is reachable, else None."""
+def hub_config(repo_id: str, download: bool = True) -> dict[str, Any] | None:
+    """A hub repository's config.json: from the cache, else (with `download`) downloaded when the hub is
+    reachable, else None."""
     import json
 
     path = cached_file(repo_id, "config.json")
-    if path is None and hub_reachable():
+    if path is None and download and hub_reachable():
         from huggingface_hub import hf_hub_download
 
         try:

@@ -11,7 +11,7 @@ import functools
 import os
 from typing import Any
 
-from ssmbench.errors import JobError
+from ssmbench.errors import JobError, first_line
 from ssmbench.models.checkpoints import TOKENIZER_FILES, has_tokenizer_files
 from ssmbench.zoo import BYTES_EOS_ID, BYTES_TOKENIZER, ResolvedModel
 
@@ -90,14 +90,14 @@ def load_tokenizer(ref: ResolvedModel) -> Any:
             return AutoTokenizer.from_pretrained(source, trust_remote_code=ref.trust_remote_code)
         except (OSError, ValueError) as exc:
             raise JobError(f"model {ref.name!r}: tokenizer {source} could not be loaded "
-                           f"({str(exc).splitlines()[0][:160]})") from None
+                           f"({first_line(exc, 160)})") from None
     try:
         revision = ref.revision if source == ref.hf_source else None  # the checkpoint's own tokenizer only
         return hub.from_hub(source, lambda local: AutoTokenizer.from_pretrained(
             source, local_files_only=local, revision=revision, trust_remote_code=ref.trust_remote_code),
             marker=TOKENIZER_FILES, revision=revision)
     except (OSError, ValueError) as exc:  # ValueError: a repository that holds no tokenizer
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise JobError(f"model {ref.name!r}: tokenizer {source!r} is not available offline ({first[:200]}); "
+        first = first_line(exc, 200)
+        raise JobError(f"model {ref.name!r}: tokenizer {source!r} is not available offline ({first}); "
                        f"download it first (`hf download {source}`) where the hub is reachable, or set "
                        "`tokenizer:` to a local directory") from None

@@ -39,7 +39,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from ssmbench.errors import JobError, did_you_mean
+from ssmbench.errors import JobError, did_you_mean, first_line
 from ssmbench.jobs import Point, point
 from ssmbench.kinds.base import ModelRunner
 from ssmbench.kinds.zero_shot.samples import samples_file, write_samples
@@ -146,11 +146,11 @@ def task_manager(include_path: str | None) -> Any:
 
 def missing_dataset_error(task: str, include_path: str | None, exc: Exception) -> JobError:
     """What to do when a task's dataset is neither cached nor downloadable (offline)."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc, 200)
     include = f"include_path={include_path!r}" if include_path else ""
     fetch = (f"HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 python -c \"from lm_eval.tasks import TaskManager; "
              f"TaskManager({include}).load(['{task}'])\"")
-    return JobError(f"lm-eval task {task!r}: its dataset is not available offline ({first[:200]}). Cache it "
+    return JobError(f"lm-eval task {task!r}: its dataset is not available offline ({first}). Cache it "
                     f"once with network access: `{fetch}` (or run the suite once with HF_HUB_OFFLINE=0 "
                     "HF_DATASETS_OFFLINE=0); later runs read it from the Hugging Face datasets cache")
 

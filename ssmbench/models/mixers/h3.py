@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssmbench.models.mixers.s4d import fft_causal_conv
+from ssmbench.models.mixers.s4d import fft_conv_skip
 
 
 class ShiftSSM(nn.Module):
@@ -43,9 +43,7 @@ class ShiftSSM(nn.Module):
         return F.pad(self.C, (0, max(0, length - taps)))[:, :length]
 
     def forward(self, u: Tensor) -> Tensor:
-        with torch.autocast(u.device.type, enabled=False):
-            y = fft_causal_conv(u.float(), self.kernel(u.shape[-1])) + self.D[:, None] * u.float()
-        return y.to(u.dtype)
+        return fft_conv_skip(u, self.kernel(u.shape[-1]), self.D)
 
     def recurrent(self, u: Tensor) -> Tensor:
         """The state-space form: x_t = S x_{t-1} + e_1 u_t (S shifts down by one), y_t = C x_t + D u_t."""

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from ssmbench.models.mixers import Mixer
-from ssmbench.models.mixers.s4d import FFT_KERNEL, fft_causal_conv
+from ssmbench.models.mixers.s4d import FFT_KERNEL, fft_conv_skip
 
 if TYPE_CHECKING:
     from ssmbench.models.builder import SmallModelConfig
@@ -100,9 +100,7 @@ class HyenaFilter(nn.Module):
             return h * window
 
     def forward(self, u: Tensor) -> Tensor:
-        with torch.autocast(u.device.type, enabled=False):
-            y = fft_causal_conv(u.float(), self.filter(u.shape[-1])) + self.bias[:, None] * u.float()
-        return y.to(u.dtype)
+        return fft_conv_skip(u, self.filter(u.shape[-1]), self.bias)
 
 
 class Hyena(nn.Module):
@@ -129,7 +127,7 @@ class Hyena(nn.Module):
         b = self.filter.bias.split(self.d_model)
         for o, gate in enumerate(reversed(gates[1:])):
             v = v * gate
-            v = (fft_causal_conv(v.float(), h[o]) + b[o][:, None] * v.float()).to(v.dtype)
+            v = fft_conv_skip(v, h[o], b[o])
         return self.out_proj((v * gates[0]).transpose(1, 2))
 
 

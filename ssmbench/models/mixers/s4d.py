@@ -46,6 +46,14 @@ def fft_causal_conv(u: Tensor, k: Tensor) -> Tensor:
         return torch.fft.irfft(spectrum, n=n)[..., :length].to(u.dtype)
 
 
+def fft_conv_skip(u: Tensor, k: Tensor, d: Tensor) -> Tensor:
+    """y = k * u + d ⊙ u, in float32, returned in u's dtype: the causal convolution `fft_causal_conv` plus
+    a skip connection weighted per channel by d (H,)."""
+    with torch.autocast(u.device.type, enabled=False):
+        y = fft_causal_conv(u.float(), k) + d[:, None] * u.float()
+    return y.to(u.dtype)
+
+
 def direct_causal_conv(u: Tensor, k: Tensor) -> Tensor:
     """The same sum written out as a sum of shifted copies, O(L²): the reference for `fft_causal_conv`."""
     length = u.shape[-1]
@@ -107,9 +115,7 @@ class S4D(nn.Module):
             return torch.cat(blocks, dim=-1)
 
     def forward(self, u: Tensor) -> Tensor:
-        with torch.autocast(u.device.type, enabled=False):
-            y = fft_causal_conv(u.float(), self.kernel(u.shape[-1])) + self.D[:, None] * u.float()
-        return y.to(u.dtype)
+        return fft_conv_skip(u, self.kernel(u.shape[-1]), self.D)
 
     def recurrent(self, u: Tensor) -> Tensor:
         """The same map, one step per token: x_t = Abar x_{t-1} + Bbar u_t, y_t = 2 Re(C x_t) + D u_t."""
