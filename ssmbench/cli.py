@@ -223,7 +223,7 @@ def _print_plan(plan: Plan, out: Path) -> None:
                       job.skip_reason or job.backend_note or "")
     console.out.print(table)
     device = device_label(plan.device)
-    console.out.print(f"time: {estimate(plan, point_times(out, device), device).describe()}", soft_wrap=True)
+    console.out.print(f"time: {estimate(plan, point_times(out, device)).describe()}", soft_wrap=True)
 
 
 def _print_tables(tables: list[Table]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from ssmbench.jobs import Plan
 from ssmbench.records import ForeignRecord, read_records
 
-PointKey = tuple[str, str | None, str, str]  # kind, model, point, device label
+PointKey = tuple[str, str | None, str]  # kind, model, point (on the one device asked about)
 
 
 @dataclass(frozen=True)
@@ -42,18 +42,19 @@ def point_times(out: Path, device: str) -> dict[PointKey, float]:
         for r in records:
             seconds = r.extra.get("point_s")
             if r.device == device and isinstance(seconds, int | float):
-                samples.setdefault((r.kind, r.model, r.point, device), []).append(float(seconds))
+                samples.setdefault((r.kind, r.model, r.point), []).append(float(seconds))
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
-def estimate(plan: Plan, times: dict[PointKey, float], device: str) -> Estimate:
+def estimate(plan: Plan, times: dict[PointKey, float]) -> Estimate:
+    """The plan's time from `times` (point_times on the plan's device)."""
     total = known = 0
     seconds = 0.0
     for job in plan.jobs:
         model = job.model_name
         for p in job.points:
             total += 1
-            measured = 0.0 if job.skip_reason else times.get((job.kind, model, p.key, device))
+            measured = 0.0 if job.skip_reason else times.get((job.kind, model, p.key))
             if measured is not None:  # a refused job's points take no time
                 known += 1
                 seconds += measured

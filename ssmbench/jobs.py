@@ -87,7 +87,7 @@ class TaskBase(Strict):
                 raise ValueError(f"on_cpu: {unknown[0]!r} is not a setting of {self.kind}"
                                  f"{did_you_mean(unknown[0], type(self).model_fields)}")
             try:
-                type(self).model_validate(self.model_dump(exclude={"on_cpu"}) | self.on_cpu.settings)
+                self.for_device("cpu")
             except ValidationError as exc:
                 first = exc.errors()[0]
                 field = ".".join(str(part) for part in first["loc"])

@@ -110,13 +110,12 @@ class MemoryRunner(ModelRunner[MemoryTask]):
         ref = self.model_to_load()
         if self.job.device == "cuda":
             values = self._measure_here(batch, prompt_len)
-            n_params = self.model.n_params
         else:
-            values, n_params = self._measure_in_fresh_process(ref, batch, prompt_len)
+            values = self._measure_in_fresh_process(ref, batch, prompt_len)
         if task.mode == "inference":
             state = ref.spec.state_bytes_per_sequence(prompt_len + task.new_tokens, dtype_bytes(ref.dtype))
             values["state_mib"] = mib(state * batch)
-        values["weights_mib"] = mib(n_params * dtype_bytes(ref.dtype))
+        values["weights_mib"] = mib(self.model.n_params * dtype_bytes(ref.dtype))
         fields: dict[str, Any] = {"cuda_graphs": False, "slice": dict(pt.params), "extra": {}}
         if task.mode == "inference":
             fields["slice"]["new_tokens"] = task.new_tokens
@@ -150,8 +149,7 @@ class MemoryRunner(ModelRunner[MemoryTask]):
                 values[name] = max(values[name] - reserved, 0.0)
         return values
 
-    def _measure_in_fresh_process(self, ref: ResolvedModel, batch: int,
-                                  prompt_len: int) -> tuple[dict[str, float], int]:
+    def _measure_in_fresh_process(self, ref: ResolvedModel, batch: int, prompt_len: int) -> dict[str, float]:
         """CPU: RSS is the process's, whatever it held before (other models, other jobs), so each point is
         measured in a process of its own; what the model said about itself there comes back for the records."""
         if self._job_error is not None:  # the model cannot load (weights missing, ...): no point trying again
@@ -165,7 +163,7 @@ class MemoryRunner(ModelRunner[MemoryTask]):
         finally:
             self._warned = True
         self.model = _LoadedElsewhere(**out["model"])  # type: ignore[assignment]  # all ModelRunner.record reads
-        return out["values"], out["model"]["n_params"]
+        return out["values"]
 
 
 @dataclasses.dataclass(frozen=True)

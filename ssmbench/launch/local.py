@@ -30,6 +30,6 @@ class LocalLauncher:
         for work in works:
             job_id = work.job.id
             feedback.started(job_id, "")  # here, as the run directory's env.json says
-            for pt, records in run_work(work, lambda f, j=job_id: feedback.progress(j, f),
-                                        lambda text, j=job_id: feedback.status(j, text)):
+            for pt, records in run_work(work, on_progress=lambda f, j=job_id: feedback.progress(j, f),
+                                        on_status=lambda text, j=job_id: feedback.status(j, text)):
                 yield job_id, pt, records

@@ -42,10 +42,10 @@ class Attempt:
     handle: Any
     tries: int = 0
     started_at: float | None = None
-    remaining: dict[str, Point] = field(default_factory=dict)
+    remaining: dict[str, Point] = field(init=False)  # point key -> point, of those not yet recorded
 
     def __post_init__(self) -> None:
-        self.remaining = self.remaining or {pt.key: pt for pt in self.work.points}
+        self.remaining = {pt.key: pt for pt in self.work.points}
 
     def over_time(self) -> str | None:
         limit = self.work.job.resources.time_min
@@ -108,10 +108,11 @@ class RemoteLauncher(ABC):
         """The attempt itself while it runs; a new attempt for a lost job with retries left; otherwise the
         records of the points it never finished (none when all came)."""
         failure = update.failure
-        if failure is None and not update.ended and (failure := attempt.over_time()) is not None:
-            self.cancel(attempt.handle)
         if failure is None and not update.ended:
-            return attempt if attempt.remaining else []
+            failure = attempt.over_time()
+            if failure is None:
+                return attempt if attempt.remaining else []
+            self.cancel(attempt.handle)
         if not attempt.remaining:
             return []
         failure = failure or "the job ended without recording these points"

@@ -25,15 +25,19 @@ from ssmbench.measure import free_memory, is_oom
 from ssmbench.records import Record
 
 
-def run_work(work: Work, on_progress: Callable[[float], None] | None = None,
-             on_status: Callable[[str], None] | None = None) -> Iterator[tuple[Point, list[Record]]]:
-    """A worker's entry: the driver's environment and kinds first, then the job's points one by one."""
+def run_work(work: Work, **callbacks: Callable[..., None]) -> Iterator[tuple[Point, list[Record]]]:
+    """A worker's entry: the driver's environment and kinds first, then the job's points one by one.
+    `callbacks` (on_progress, on_status) go to the job's JobContext."""
     os.environ.update(work.env)
+    yield from run_job(work.job, work.points, _context(work, **callbacks))
+
+
+def _context(work: Work, **callbacks: Callable[..., None]) -> JobContext:
+    """The JobContext of `work`, its kind registered first if this process does not know it yet;
+    `callbacks` (on_progress, on_status) as JobContext takes them, its no-op defaults where absent."""
     if work.job.kind not in KINDS:
         register_kind(work.job.kind, work.kind_target)
-    context = JobContext(work.run_id, work.suite, work.artifacts, on_progress or (lambda fraction: None),
-                         on_status or (lambda text: None))
-    yield from run_job(work.job, work.points, context)
+    return JobContext(work.run_id, work.suite, work.artifacts, **callbacks)
 
 
 def run_job(job: Job[Any], pending: list[Point], context: JobContext) -> Iterator[tuple[Point, list[Record]]]:
@@ -47,10 +51,7 @@ def run_job(job: Job[Any], pending: list[Point], context: JobContext) -> Iterato
 def lost_records(work: Work, points: list[Point], message: str) -> list[tuple[Point, list[Record]]]:
     """Error records for the points of a job that a launcher lost (its worker or node died, it ran out of
     time), made in the driver: no host, since nothing was measured."""
-    if work.job.kind not in KINDS:
-        register_kind(work.job.kind, work.kind_target)
-    context = JobContext(work.run_id, work.suite, work.artifacts)
-    runner = get_kind(work.job.kind).runner(work.job, context)
+    runner = get_kind(work.job.kind).runner(work.job, _context(work))
     return [(pt, [runner.record(pt, status="error", message=message)]) for pt in points]
 
 

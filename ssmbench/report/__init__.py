@@ -56,10 +56,13 @@ def tables_of(frame: pd.DataFrame, kinds: Mapping[str, KindReport]) -> list[Tabl
     for task, group in frame.groupby("task", sort=False):
         kind = kinds.get(str(group["kind"].iloc[0]))
         own = kind.tables(str(task), group) if kind else [comparison_table(str(task), group)]
-        tables += [with_notes(t, device_notes(group)) for t in own]
+        notes = device_notes(group)
+        tables += [with_notes(t, notes) for t in own]
     for name, group in frame.groupby("kind", sort=False):
         kind = kinds.get(str(name))
-        tables += [with_notes(t, device_notes(group)) for t in kind.summaries(group)] if kind else []
+        if kind:
+            notes = device_notes(group)
+            tables += [with_notes(t, notes) for t in kind.summaries(group)]
     return tables
 
 
@@ -116,7 +119,6 @@ class Missing:
     """Points of one task that the run planned and that have no record (a run stopped early)."""
 
     task: str
-    kind: str
     missing: int
     planned: int
 
@@ -126,13 +128,12 @@ def missing_points(plan: list[tuple[str, str, str]] | None, records: list[Record
     if plan is None:
         return []
     done = {r.point_id for r in records}
-    kinds = {r.task: r.kind for r in records}
     counts: dict[str, list[int]] = {}
     for task, job, point in plan:
         tally = counts.setdefault(task, [0, 0])
         tally[0] += (job, point) not in done
         tally[1] += 1
-    return [Missing(task, kinds.get(task, ""), m, n) for task, (m, n) in counts.items() if m]
+    return [Missing(task, m, n) for task, (m, n) in counts.items() if m]
 
 
 def with_missing(tables: list[Table], missing: list[Missing]) -> list[Table]:
@@ -144,7 +145,7 @@ def with_missing(tables: list[Table], missing: list[Missing]) -> list[Table]:
         m = by_task.get(table.task)
         note = [f"{m.missing} of {m.planned} planned points of this task have no record: blank cells are "
                 "points not measured"] if m else []
-        out.append(Table(table.title, table.frame, table.notes + note, table.task))
+        out.append(with_notes(table, note))
     present = {t.task for t in tables}
     out += [Table(f"{m.task} (not run)", pd.DataFrame(), [f"none of its {m.planned} planned points has a record"],
                   m.task) for m in missing if m.task not in present]

@@ -59,8 +59,9 @@ class Change:
         return self.key[2]
 
     @property
-    def metric(self) -> str:
-        return str(self.key[4])
+    def metric(self) -> str | None:
+        """None for a failed point of a task that measured nothing."""
+        return self.key[4]
 
     @property
     def slice(self) -> dict[str, Any]:
@@ -105,10 +106,11 @@ def _by_identity(records: list[Record], metrics: list[str] | None) -> dict[Recor
     this run (every point failed) keeps its own identity, without a metric: a job that fails in both runs
     is listed as still failing rather than vanishing from the comparison."""
     out: dict[RecordKey, Record] = {}
-    for r in latest_attempts(records):
+    latest = latest_attempts(records)
+    for r in latest:
         if r.metric is not None and (metrics is None or r.metric in metrics):
             out[r.identity] = r
-    failed = [r for r in latest_attempts(records) if r.metric is None and r.status in ("error", "oom")]
+    failed = [r for r in latest if r.metric is None and r.status in ("error", "oom")]
     measured_metrics: dict[tuple[str, str], set[str]] = {}
     for key in out:
         measured_metrics.setdefault((key[0], key[1]), set()).add(str(key[4]))
@@ -198,7 +200,7 @@ def _cell(value: float | None, status: str) -> str:
 
 def _rows(changes: list[Change]) -> list[dict[str, str]]:
     return [{"task": c.task, "model": c.model or "",
-             "metric": "— (the point failed)" if c.metric in (None, "None") else
+             "metric": "— (the point failed)" if c.metric is None else
              f"{c.metric} ({c.unit})" if c.unit else c.metric,
              "where": c.where, "base": _cell(c.base, c.base_status), "new": _cell(c.new, c.new_status),
              "change": "" if c.change_pct is None else f"{c.change_pct:+.1f}%",
