@@ -42,7 +42,8 @@ class RunSummary:
 def execute(plan: Plan, run: RunDir, launcher: Launcher | None = None) -> RunSummary:
     """Run every pending point of the plan into the run directory (in this process unless a launcher says
     otherwise); returns how the points ended."""
-    run.write_header(plan.resolved_suite, env.collect())
+    launcher = launcher or LocalLauncher()
+    run.write_header(plan.resolved_suite, env.collect() | {"launcher": launcher.describe()})
     run.write_plan([(job.task_name, job.id, p.key) for job in plan.jobs for p in job.points])
     summary = RunSummary(run)
     attempts = point_attempts(run.read_records())
@@ -50,7 +51,6 @@ def execute(plan: Plan, run: RunDir, launcher: Launcher | None = None) -> RunSum
     already = plan.n_points - sum(len(w.points) for w in works)
     if already:
         console.note(f"resuming: {already} of {plan.n_points} points already done")
-    launcher = launcher or LocalLauncher()
     with RecordWriter(run.records_path) as writer, _progress() as progress:
         bars = Bars(progress, works)
         outcomes = launcher.run(works, bars, plan.retries, run.launch_files)

@@ -132,6 +132,23 @@ def test_different_machines_are_flagged(tmp_path: Path):
     assert any(d.startswith("torch: ") and d.endswith("-> 9.9.9") for d in differences)
 
 
+def test_a_change_of_launcher_is_flagged_and_no_launcher_means_local(tmp_path: Path):
+    def with_launcher(name: str, launcher: dict) -> Path:
+        run = Path(shutil.copytree(BASELINE, tmp_path / name))
+        env = json.loads((run / "env.json").read_text())
+        (run / "env.json").write_text(json.dumps({**env, "launcher": launcher}))
+        return run
+
+    def differences(base: Path, new: Path) -> list[str]:
+        return json.loads(invoke("diff", base, new, "--format", "json").stdout)["env_differences"]
+
+    local = with_launcher("local", {"name": "local"})
+    ray = with_launcher("ray", {"name": "ray", "ray": "2.60.0", "nodes": 1})
+    assert "launcher" not in json.loads((BASELINE / "env.json").read_text())
+    assert differences(BASELINE, local) == []
+    assert differences(local, ray) == ["launcher: local -> ray (ray 2.60.0, nodes 1)"]
+
+
 @pytest.mark.parametrize("bad", ["fast", "x=fast"])
 def test_bad_thresholds_are_one_line(tmp_path: Path, bad: str):
     result = invoke("diff", BASELINE, BASELINE, "--max-regression", bad)

@@ -6,6 +6,8 @@ whose figures come from several GPUs says so."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
 import signal
 import socket
@@ -131,7 +133,13 @@ def test_launchers_give_the_local_records(local_records: list[Record], launcher:
     assert comparable(remote) == comparable(local)
     assert {r.host for r in remote} == {r.host for r in local} == {socket.gethostname()}
     assert (run_dir / "artifacts" / "toy" / "tiny-mamba" / "copy1.txt").read_text() == "tiny-mamba"
-    assert "### throughput (throughput)" in (run_dir / "table.md").read_text()
+    table = (run_dir / "table.md").read_text()
+    assert "### throughput (throughput)" in table
+    launched = json.loads((run_dir / "env.json").read_text())["launcher"]
+    assert launched["name"] == launcher and f"- launcher: {launcher} (" in table
+    if launcher == "ray":  # the cluster the fixture started: one node, two CPUs, no GPU
+        assert (launched["nodes"], launched["cpus"], launched["gpus"]) == (1, 2, 0)
+        assert launched["ray"] == importlib.metadata.version("ray")
 
 
 def test_a_killed_worker_is_an_error_record_and_resume_finishes(test_kinds, launcher: str, tmp_path: Path):

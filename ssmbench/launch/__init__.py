@@ -79,6 +79,11 @@ class Launcher(Protocol):
         lost job is resubmitted; `folder`: the run directory's place for the launcher's own files."""
         ...
 
+    def describe(self) -> dict[str, Any]:
+        """How this start's jobs were launched (name, engine version, cluster), for env.json: the env there
+        is the driver's machine, and this says whether the jobs ran on it."""
+        ...
+
 
 def forwarded_env(names: tuple[str, ...] = WORKER_ENV) -> dict[str, str]:
     return {name: os.environ[name] for name in names if name in os.environ}

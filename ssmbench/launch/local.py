@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ssmbench.jobs import Point
 from ssmbench.launch import Feedback, Work
@@ -24,6 +24,9 @@ class LocalLauncher:
     @staticmethod
     def dry_run(plan: Plan, folder: Path) -> list[Path]:
         return []  # nothing to submit
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "local"}
 
     def run(self, works: list[Work], feedback: Feedback, retries: int,
             folder: Path) -> Iterator[tuple[str, Point, list[Record]]]:

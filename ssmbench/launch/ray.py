@@ -39,6 +39,7 @@ class RayLauncher(RemoteLauncher):
         import ray
 
         self.ray = ray
+        self.address = address
         if not ray.is_initialized():
             self._connect(address)
         self.task = ray.remote(stream)
@@ -55,6 +56,13 @@ class RayLauncher(RemoteLauncher):
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(f"--ray-address {address}: cannot start or reach a Ray cluster ({first[:200]})") from None
+
+    def describe(self) -> dict[str, Any]:
+        """Ray's version and the cluster as the driver sees it when the run starts."""
+        resources = self.ray.cluster_resources()
+        return {"name": "ray", "ray": self.ray.__version__, "cluster": self.address or "started by ssmbench",
+                "nodes": sum(1 for node in self.ray.nodes() if node.get("Alive")),
+                "gpus": int(resources.get("GPU", 0)), "cpus": int(resources.get("CPU", 0))}
 
     def submit(self, work: Work) -> Any:
         resources = work.job.resources

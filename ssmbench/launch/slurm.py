@@ -95,6 +95,11 @@ class SlurmLauncher(RemoteLauncher):
             raise UserError(f"{CLUSTER_VAR}={self.cluster}: give slurm or local")
         self.executor: Any = None
 
+    def describe(self) -> dict[str, Any]:
+        import submitit
+
+        return {"name": "slurm", "submitit": submitit.__version__, "cluster": self.cluster}
+
     def start(self, folder: Path) -> None:
         """Make the executor: submitit's files (pickled jobs, logs) and the spools go under `folder`."""
         import submitit

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -93,8 +93,22 @@ def header_lines(run: RunDir, records: list[Record]) -> list[str]:
             f"CPU: {env.get('cpu', '?')}",
             f"- {versions}; ssmbench {pk.get('ssmbench', '?')} (git {env.get('git') or '—'})",
             f"- fused Mamba kernels: {'yes' if kernels.get('available') else 'no'} ({kernels.get('detail', '?')})",
+            *_launcher_line(env.get("launcher")),
             f"- {SPREAD_NOTE} (zero-shot and phonebook tables: ± is the standard error); OOM = out of memory "
             "(the paper's ✗), ERR = failed (see notes), — = skipped", ""]
+
+
+def launcher_summary(launcher: dict[str, Any]) -> str:
+    """env.json's launcher in one phrase: `ray (ray 2.60.0, nodes 1, gpus 1)`."""
+    details = ", ".join(f"{k} {v}" for k, v in launcher.items() if k != "name")
+    return f"{launcher.get('name', '?')} ({details})" if details else str(launcher.get("name", "?"))
+
+
+def _launcher_line(launcher: dict[str, Any] | None) -> list[str]:
+    """A line when the jobs ran away from the driver, whose machine the lines above describe."""
+    if not launcher or launcher.get("name") == "local":
+        return []
+    return [f"- launcher: {launcher_summary(launcher)}; each record names the host and GPU that measured it"]
 
 
 def render(tables: list[Table], fmt: str, header: list[str] | None = None,

@@ -27,7 +27,7 @@ from ssmbench.records import Record, RecordKey, latest_attempts
 
 DEFAULT_MAX_REGRESSION_PCT = 5.0
 NOISE_SIGMAS = 2.0
-ENV_KEYS = ("gpus", "driver", "cuda_runtime", "torch_version")
+ENV_KEYS = ("gpus", "driver", "cuda_runtime", "torch_version", "launcher")
 PACKAGES = ("torch", "transformers", "mamba_ssm", "causal_conv1d", "lm_eval", "triton")
 
 Verdict = Literal["regression", "improvement", "unchanged", "missing in new", "missing in base", "still failing"]
@@ -169,6 +169,7 @@ def _noise_pct(base: Record, new: Record) -> float | None:
 def env_differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs between the machines and software of two runs (from their env.json)."""
     out = []
+    base, new = _launched_here_by_default(base), _launched_here_by_default(new)
     for key in ENV_KEYS:
         if base.get(key) != new.get(key):
             out.append(f"{key}: {_show(base.get(key))} -> {_show(new.get(key))}")
@@ -179,9 +180,18 @@ def env_differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def _launched_here_by_default(env: dict[str, Any]) -> dict[str, Any]:
+    """Runs from before env.json named the launcher ran their jobs in the driver's process."""
+    return env if "launcher" in env else {**env, "launcher": {"name": "local"}}
+
+
 def _show(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(str(v.get("name", v)) if isinstance(v, dict) else str(v) for v in value) or "none"
+    if isinstance(value, dict):
+        from ssmbench.report import launcher_summary
+
+        return launcher_summary(value)
     return "—" if value in (None, "") else str(value)
 
 
