@@ -139,6 +139,7 @@ def test_launchers_give_the_local_records(local_records: list[Record], launcher:
     assert launched["name"] == launcher and f"- launcher: {launcher} (" in table
     if launcher == "ray":  # the cluster the fixture started: one node, two CPUs, no GPU
         assert (launched["nodes"], launched["cpus"], launched["gpus"]) == (1, 2, 0)
+        assert launched["cluster"] == sys.modules["ray"].get_runtime_context().gcs_address  # the fixture's
         assert launched["ray"] == importlib.metadata.version("ray")
 
 

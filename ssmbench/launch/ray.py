@@ -39,7 +39,6 @@ class RayLauncher(RemoteLauncher):
         import ray
 
         self.ray = ray
-        self.address = address
         if not ray.is_initialized():
             self._connect(address)
         self.task = ray.remote(stream)
@@ -58,9 +57,9 @@ class RayLauncher(RemoteLauncher):
             raise UserError(f"--ray-address {address}: cannot start or reach a Ray cluster ({first[:200]})") from None
 
     def describe(self) -> dict[str, Any]:
-        """Ray's version and the cluster as the driver sees it when the run starts."""
+        """Ray's version and the cluster (its GCS address) as the driver sees it when the run starts."""
         resources = self.ray.cluster_resources()
-        return {"name": "ray", "ray": self.ray.__version__, "cluster": self.address or "started by ssmbench",
+        return {"name": "ray", "ray": self.ray.__version__, "cluster": self.ray.get_runtime_context().gcs_address,
                 "nodes": sum(1 for node in self.ray.nodes() if node.get("Alive")),
                 "gpus": int(resources.get("GPU", 0)), "cpus": int(resources.get("CPU", 0))}
 
