@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from ssmbench.errors import UserError
+from ssmbench.errors import UserError, first_line
 from ssmbench.launch import LOCAL_ENV, WORKER_ENV, Work, forwarded_env
 from ssmbench.launch.remote import RemoteLauncher, Update
 from ssmbench.launch.worker import run_work, where
@@ -53,8 +53,8 @@ class RayLauncher(RemoteLauncher):
             self.ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False,
                           logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UserError(f"--ray-address {address}: cannot start or reach a Ray cluster ({first[:200]})") from None
+            raise UserError(f"--ray-address {address}: cannot start or reach a Ray cluster "
+                            f"({first_line(exc, 200)})") from None
 
     def describe(self) -> dict[str, Any]:
         """Ray's version and the cluster (its GCS address) as the driver sees it when the run starts."""
@@ -89,7 +89,7 @@ class RayLauncher(RemoteLauncher):
             except StopIteration:
                 update.ended = True
             except self.ray.exceptions.RayError as exc:
-                update.ended, update.failure = True, describe(exc)
+                update.ended, update.failure = True, why_task_ended(exc)
             else:
                 if item[0] == "started":
                     update.started = item[1]
@@ -98,9 +98,8 @@ class RayLauncher(RemoteLauncher):
         return update
 
 
-def describe(exc: BaseException) -> str:
+def why_task_ended(exc: BaseException) -> str:
     """One line for why a task ended: the cause raised inside it, or what Ray saw (a dead worker, a lost node)."""
     cause = getattr(exc, "cause", None)
     shown = cause if isinstance(cause, BaseException) else exc
-    first = (str(shown).strip().splitlines() or [""])[0]
-    return f"{type(shown).__name__}: {first[:300]}".rstrip(": ")
+    return f"{type(shown).__name__}: {first_line(shown, 300)}" if str(shown).strip() else type(shown).__name__

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ssmbench import console
-from ssmbench.errors import JobError, UserError
+from ssmbench.errors import JobError, UserError, first_line
 from ssmbench.jobs import Job, Point
 from ssmbench.kinds import KINDS, get_kind, register_kind
 from ssmbench.kinds.base import JobContext, SkipPoint
@@ -120,7 +120,7 @@ def _measure_job(job: Job[Any], pending: list[Point], context: JobContext) -> It
 def classify(exc: BaseException) -> tuple[str, str]:
     """(status, message) of a point's exception: an OOM is a result, anything else an error."""
     if is_oom(exc):
-        return "oom", f"out of memory: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+        return "oom", f"out of memory: {first_line(exc, 200)}"
     if isinstance(exc, (JobError, UserError)):
         return "error", str(exc)
     tb = traceback.format_exception(exc)
