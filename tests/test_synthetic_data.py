@@ -363,3 +363,31 @@ def test_accuracy_by_answer_index_on_selective_copying():
 def test_accuracy_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="must both be"):
         answer_accuracy(PREDICTIONS[:, :5], TARGETS)
+
+
+# --- fixed test and validation sets ---------------------------------------------------------------------
+
+
+def _fixed(n: int, batch_size: int, seed: int = 0, purpose: str = "test", length: int = 32):
+    import hashlib
+
+    digest = hashlib.sha256()
+    batches = list(syn.fixed_batches("induction_heads", n, length, batch_size, seed=seed, purpose=purpose,
+                                      device="cpu", digest=digest, vocab_size=16))
+    return torch.cat([b.inputs for b in batches]), torch.cat([b.targets for b in batches]), digest.hexdigest()
+
+
+def test_a_fixed_set_does_not_depend_on_the_batch_size_and_grows_by_appending():
+    inputs, targets, digest = _fixed(10, 3)
+    same_inputs, same_targets, same_digest = _fixed(10, 10)
+    assert torch.equal(inputs, same_inputs) and torch.equal(targets, same_targets) and digest == same_digest
+    more, _, other_digest = _fixed(14, 4)
+    assert torch.equal(more[:10], inputs) and other_digest != digest  # the first 10 of 14 are those 10
+    assert len({tuple(row.tolist()) for row in inputs}) == 10  # ten different examples, not one repeated
+
+
+def test_fixed_sets_differ_by_seed_purpose_and_length():
+    base = _fixed(4, 4)[0]
+    assert not torch.equal(base, _fixed(4, 4, seed=1)[0])
+    assert not torch.equal(base, _fixed(4, 4, purpose="validation")[0])
+    assert not torch.equal(base[:, :16], _fixed(4, 4, length=16)[0])

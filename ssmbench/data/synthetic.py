@@ -17,8 +17,9 @@ predict `targets[t]`, and `targets` holds IGNORE everywhere but at answer positi
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -359,6 +360,39 @@ def make_batch(
     if missing:
         raise ValueError(f"{task} needs {', '.join(missing)}")
     return GENERATORS[task](batch, seq_len, generator=generator, device=device, **params)
+
+
+# --- fixed sets ----------------------------------------------------------------------------------------
+
+# Which fixed set a generator seed is for: the test sets at each length, and the validation sets that
+# training evaluates (and stops early) on, never the same examples.
+PURPOSES = {"test": 0, "validation": 1}
+
+
+def fixed_set_seed(seed: int, seq_len: int, purpose: str) -> int:
+    """The CPU generator seed of one fixed set: a function of (seed, length, purpose) alone."""
+    return (seed * 1_000_003 + seq_len) * len(PURPOSES) + PURPOSES[purpose]
+
+
+def fixed_batches(task: str, n: int, seq_len: int, batch_size: int, *, seed: int, purpose: str,
+                  device: str | torch.device, digest: hashlib._Hash | None = None, **params) -> Iterator[Batch]:
+    """`n` examples of `task` at `seq_len`, the same for a given (seed, seq_len, purpose) on every device,
+    run and training seed, in batches of `batch_size` moved to `device`.
+
+    The examples are drawn one at a time on the CPU from one generator (fixed_set_seed), so example i does
+    not depend on the batch size or the device, and a set of n examples is the first n of a larger one.
+    With `digest` (a hashlib object), every example's inputs and targets are fed to it in order: a
+    fingerprint that shows two evaluations scored the same examples.
+    """
+    generator = seeded_generator(fixed_set_seed(seed, seq_len, purpose), "cpu")
+    for start in range(0, n, batch_size):
+        examples = [make_batch(task, 1, seq_len, generator=generator, device="cpu", **params)
+                    for _ in range(min(batch_size, n - start))]
+        if digest is not None:
+            for example in examples:
+                digest.update(example.inputs.numpy().tobytes())
+                digest.update(example.targets.numpy().tobytes())
+        yield Batch(torch.cat([e.inputs for e in examples]).to(device), torch.cat([e.targets for e in examples]).to(device))
 
 
 # --- accuracy ------------------------------------------------------------------------------------------
