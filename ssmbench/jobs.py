@@ -120,6 +120,11 @@ class TaskBase(Strict):
         one job each (the small architectures a synthetic task trains). Empty: one job for the task."""
         return []
 
+    def job_axes(self, variant: str | None) -> list[dict[str, Any]]:
+        """The task's own sweep axes that make separate jobs of one variant (a synthetic task's seeds and
+        learning rates): one mapping per job, named in its id and in its records' slices. One job: [{}]."""
+        return [{}]
+
 
 TaskT = TypeVar("TaskT", bound=TaskBase)
 
@@ -144,13 +149,14 @@ def point(**params: Any) -> Point:
 class Job(Generic[TaskT]):
     """One task on one model (or a model-free task alone), with every choice made and its points listed."""
 
-    id: str  # "<task>/<model>", "<task>/<variant>", or "<task>" for model-free tasks
+    id: str  # "<task>/<model>", "<task>/<variant>[/axis=value...]", or "<task>" for model-free tasks
     task: TaskT
     model: ResolvedModel | None
     device: str
     seed: int
     points: list[Point] = field(default_factory=list)
     variant: str | None = None  # which of the task's own models (TaskBase.variants) this job runs
+    axes: dict[str, Any] = field(default_factory=dict)  # the job's values of the task's own axes (job_axes)
     skip_reason: str | None = None  # the whole job is refused (e.g. a quality task on random weights)
     backend_note: str | None = None  # e.g. fused kernels unavailable, running transformers' PyTorch path
     resources: Resources = field(default_factory=Resources)  # for a cluster launcher; the local one ignores them

@@ -114,7 +114,8 @@ def build_plan(suite: Suite, device: str) -> Plan:
         if task.uses_models:
             added = [_job(task, models[name], suite, device) for name in task.models or list(models)]
         else:
-            added = [_job(task, None, suite, device, variant) for variant in task.variants() or [None]]
+            added = [_job(task, None, suite, device, variant, axes)
+                     for variant in task.variants() or [None] for axes in task.job_axes(variant)]
         if any(job.skip_reason is None for job in added):  # nothing to say about a task that will not run
             notes += [f"{given.task_name}: {note}" for note in task.plan_notes(device)]
         jobs += added
@@ -122,13 +123,14 @@ def build_plan(suite: Suite, device: str) -> Plan:
 
 
 def _job(task: TaskBase, model: ResolvedModel | None, suite: Suite, device: str,
-         variant: str | None = None) -> Job[Any]:
+         variant: str | None = None, axes: dict[str, Any] | None = None) -> Job[Any]:
     kind = get_kind(task.kind)
+    axes = axes or {}
     subject = model.name if model is not None else variant
-    job_id = task.task_name if subject is None else f"{task.task_name}/{subject}"
+    job_id = job_identifier(task.task_name, subject, axes)
     resources = task.resources.over(suite.launch.resources) if task.resources else suite.launch.resources
-    job = Job(job_id, task, model, device, suite.defaults.seed, points=kind.runner.points(task, model, device),
-              variant=variant, resources=resources)
+    job = Job(job_id, task, model, device, axes.get("seed", suite.defaults.seed),
+              points=kind.runner.points(task, model, device), variant=variant, resources=resources, axes=axes)
     if model is None:
         return job
     try:
@@ -139,6 +141,14 @@ def _job(task: TaskBase, model: ResolvedModel | None, suite: Suite, device: str,
         job.skip_reason = (f"{task.kind} on random weights measures nothing; use pretrained weights, "
                            "or set `smoke_test: true` in the suite to exercise the pipeline anyway")
     return job
+
+
+def job_identifier(task_name: str, subject: str | None, axes: dict[str, Any]) -> str:
+    """'<task>', '<task>/<model or variant>', then one '/axis=value' per axis of the task's own sweep:
+    'induction/mamba/lr=0.001/seed=2'. It names the job's artifact folder too."""
+    parts = [task_name, *([subject] if subject else [])]
+    parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in axes.items()]
+    return "/".join(parts)
 
 
 def resolved_suite_yaml(suite: Suite, device: str) -> str:

@@ -175,3 +175,89 @@ def test_the_summary_across_tasks_in_table_1_layout():
     assert summary.frame.to_dict("records") == [
         {"model": "mamba", "ih": "✓", "sc": "97.0", "paper (Table 1, selective copying)": "99.8"},
         {"model": "abs", "ih": "50.0", "sc": "41.2", "paper (Table 1, selective copying)": ""}]
+
+
+# --- seeds and learning-rate sweeps ---------------------------------------------------------------------
+
+
+def test_seeds_and_learning_rates_are_sweep_axes_with_a_job_each():
+    from ssmbench.plan import build_plan
+
+    parsed = parse_suite(suite(name="ih", seeds=[0, 2], architectures={"mamba": {"mixer": "mamba", "lr": [1e-3, 3e-3]},
+                                                                        "rope": {"mixer": "mha-rope"}}))
+    jobs = build_plan(parsed, "cpu").jobs
+    assert [(j.id, j.seed, j.axes) for j in jobs] == [
+        ("ih/mamba/lr=0.001/seed=0", 0, {"lr": 1e-3, "seed": 0}), ("ih/mamba/lr=0.001/seed=2", 2, {"lr": 1e-3, "seed": 2}),
+        ("ih/mamba/lr=0.003/seed=0", 0, {"lr": 3e-3, "seed": 0}), ("ih/mamba/lr=0.003/seed=2", 2, {"lr": 3e-3, "seed": 2}),
+        ("ih/rope/seed=0", 0, {"seed": 0}), ("ih/rope/seed=2", 2, {"seed": 2})]
+
+
+@pytest.mark.parametrize(("task", "message"), [
+    ({"seeds": [1, 1]}, "tasks[0].seeds: give distinct seeds, at least one, got [1, 1]"),
+    ({"seeds": []}, "tasks[0].seeds: give distinct seeds, at least one, got []"),
+    ({"train": {"lr": []}}, "tasks[0].architectures.mamba.lr: give distinct learning rates, at least one, got []"),
+])
+def test_bad_sweeps_name_the_field(task: dict, message: str):
+    with pytest.raises(UserError) as err:
+        parse_suite(suite(**task), source="s.yaml")
+    assert str(err.value).startswith(f"s.yaml: {message}")
+
+
+def seeded(model: str, length: int, value: float, seed: int, lr: float | None = None) -> Record:
+    axes = {"seed": seed} | ({"lr": lr} if lr is not None else {})
+    base = rec(model, length, value)
+    job = "/".join(["ih", model, *(f"{k}={v}" for k, v in axes.items())])
+    return base.model_copy(update={"seed": seed, "job": job, "slice": base.slice | axes})
+
+
+def validation(model: str, value: float, seed: int, lr: float) -> Record:
+    return Record(task="ih", kind="synthetic", job=f"ih/{model}/lr={lr}/seed={seed}", point="phase=train",
+                  model=model, metric="validation_accuracy", value=value, seed=seed,
+                  slice={"phase": "train", "synthetic_task": "induction_heads", "train_len": 256, "mixer": "mamba",
+                         "seed": seed, "lr": lr})
+
+
+def test_cells_are_the_median_over_seeds_with_their_range_and_each_seed_has_a_row():
+    records = [seeded("mamba", 256, 1.0, s) for s in (0, 1, 2)]
+    records += [seeded("mamba", 2**20, v, s) for s, v in ((0, 1.0), (1, 0.61), (2, 0.995))]
+    tables = {t.title: t for t in build_tables(records, all_kinds())}
+    length = tables["ih: accuracy by test length (induction_heads)"].frame.set_index("model")
+    assert list(length.loc["mamba"]) == ["✓", "99.5 (61.0–100.0)"]
+    assert length.loc["paper: Mamba", "2^20"] == "✓" and length.loc["Δ", "2^20"] == "-0.5"  # Δ of the median
+    each = tables["ih: accuracy by test length, each seed"]
+    assert each.frame.to_dict("records") == [
+        {"model": "mamba", "seed": 0, "2^8": "✓", "2^20": "✓", "≥ 99% at every length": "yes"},
+        {"model": "mamba", "seed": 1, "2^8": "✓", "2^20": "61.0", "≥ 99% at every length": "no"},
+        {"model": "mamba", "seed": 2, "2^8": "✓", "2^20": "99.5", "≥ 99% at every length": "yes"}]
+    assert "mamba: 2 of 3 seeds hold 99% at every test length" in each.notes
+
+
+def test_a_learning_rate_sweep_reports_the_best_median_validation_accuracy():
+    records = [validation("mamba", v, s, lr) for lr, vs in ((1e-3, (0.9, 0.7)), (1e-2, (0.95, 0.2))) for s, v in
+               zip((0, 1), vs, strict=True)]
+    records += [seeded("mamba", 256, 0.8, s, 1e-3) for s in (0, 1)] + [seeded("mamba", 256, 0.3, s, 1e-2) for s in (0, 1)]
+    tables = {t.title: t for t in build_tables(records, all_kinds())}
+    # lr 1e-3: median 0.8 beats 1e-2's 0.575, though 1e-2 has the single best seed
+    assert tables["ih: accuracy by test length (induction_heads)"].frame.set_index("model").loc["mamba", "2^8"] == "80.0"
+    sweep = tables["ih: learning-rate sweep"].frame
+    assert sweep[["lr", "validation acc (%)", "reported"]].to_dict("records") == [
+        {"lr": "0.001", "validation acc (%)": "80.0 (70.0–90.0)", "reported": "best"},
+        {"lr": "0.01", "validation acc (%)": "57.5 (20.0–95.0)", "reported": ""}]
+
+
+def test_every_seed_is_tested_on_the_same_examples(tmp_path: Path):
+    task = {**CPU_TASK, "architectures": {"mamba": {"mixer": "mamba", "d_model": 16}}, "seeds": [0, 1],
+            "train": {**CPU_TASK["train"], "steps": 20, "eval_every": 10}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite(**task)))
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs" / "syn").iterdir()
+    records = [r for r in read_records(run_dir / "records.jsonl") if r.metric == "accuracy" and "seq_len" in r.slice]
+    by_length = {}
+    for r in records:
+        by_length.setdefault(r.slice["seq_len"], set()).add(r.extra["eval_set"]["sha256"])
+    assert sorted(by_length) == [16, 32] and all(len(d) == 1 for d in by_length.values())
+    assert {r.slice["seed"] for r in records} == {0, 1} and {r.job for r in records} == {"ih/mamba/seed=0", "ih/mamba/seed=1"}
+    table = (run_dir / "table.md").read_text()
+    assert "Every model and seed was tested on the same fixed examples at each length (eval_seed 0)" in table
+    assert "ih: accuracy by test length, each seed" in table

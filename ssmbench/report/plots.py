@@ -21,11 +21,14 @@ def _pyplot():
 
 def line_plot(path: Path, title: str, xlabel: str, ylabel: str,
               series: list[tuple[str, list[float], list[float], str]], log: bool = True,
-              marker_x: tuple[float, str] | None = None, log2_x: bool = False) -> Path:
+              marker_x: tuple[float, str] | None = None, log2_x: bool = False,
+              bands: list[tuple[list[float], list[float], list[float], str]] = ()) -> Path:
     """One PNG: a line per (label, xs, ys, style), log-log by default (`log2_x`: only x, base 2), optionally
-    a labelled vertical line."""
+    a labelled vertical line, and shaded bands (xs, low, high, colour): the spread around a line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for xs, low, high, colour in bands:
+        ax.fill_between(xs, low, high, color=colour, alpha=0.2, linewidth=0)
     for label, xs, ys, style in series:
         ax.plot(xs, ys, style, marker="o", label=label)
     if marker_x is not None:

@@ -43,20 +43,40 @@ def test_fused_mamba_trains_and_runs_at_2_to_the_20(tmp_path: Path):
     assert rate.value > 0 and rate.dtype == "bfloat16" and rate.cuda_graphs is True
 
 
-def test_a_graphed_training_step_trains_as_the_eager_one():
+def _graphs_run(graphs: bool, checkpoint: Path | None = None, stop_at: int | None = None, steps: int = 60):
+    import os
+    import signal
+
     from ssmbench.data.synthetic import make_batch, seeded_generator
     from ssmbench.models.builder import SmallModelConfig, build_model
     from ssmbench.train import TrainSettings, train
 
-    losses = {}
-    for graphs in (False, True):
-        model = build_model(SmallModelConfig(mixer="mamba", d_model=64), device="cuda", seed=0)
-        stream = seeded_generator(0, "cuda")
-        held = make_batch("induction_heads", 64, 64, generator=seeded_generator(1, "cuda"), device="cuda")
-        settings = TrainSettings(steps=60, batch_size=32, seq_len=64, lr=1e-3, eval_every=20, cuda_graphs=graphs)
-        result = train(model.module, lambda stream=stream: make_batch("induction_heads", 32, 64, generator=stream,
-                                                                    device="cuda"),
-                       lambda held=held: held, settings, "cuda")
-        losses[graphs] = [log.loss for log in result.curve]
+    model = build_model(SmallModelConfig(mixer="mamba", d_model=64), device="cuda", seed=0)
+    held = {64: [make_batch("induction_heads", 64, 64, generator=seeded_generator(1, "cuda"), device="cuda")]}
+    settings = TrainSettings(steps=steps, batch_size=32, seq_len=64, lr=1e-3, eval_every=20, cuda_graphs=graphs)
+
+    def on_step(step: int) -> None:
+        if step == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = train(model.module, lambda g: make_batch("induction_heads", 32, 64, generator=g, device="cuda"),
+                   seeded_generator(0, "cuda"), held, settings, "cuda", checkpoint=checkpoint, on_step=on_step)
+    return model.module, result
+
+
+def test_a_graphed_training_step_trains_as_the_eager_one():
+    losses = {graphs: [log.loss for log in _graphs_run(graphs)[1].curve] for graphs in (False, True)}
     # Same initialisation, same batches, same updates: the curves agree up to kernel nondeterminism.
     assert losses[True] == pytest.approx(losses[False], rel=2e-2)
+
+
+def test_a_graphed_run_resumes_from_its_checkpoint_as_if_never_stopped(tmp_path: Path):
+    """The captured step is rebuilt over the loaded weights and Adam moments, in place, and the training
+    stream's CUDA generator continues: the curve matches an uninterrupted graphed run."""
+    straight = _graphs_run(True, steps=80)[1]
+    checkpoint = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _graphs_run(True, checkpoint, stop_at=30, steps=80)
+    resumed = _graphs_run(True, checkpoint, steps=80)[1]
+    assert resumed.resumed_at == [30]
+    assert [log.loss for log in resumed.curve] == pytest.approx([log.loss for log in straight.curve], rel=2e-2)

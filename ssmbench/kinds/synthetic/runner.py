@@ -1,20 +1,25 @@
 """kind: synthetic — small models trained from scratch inside the run, then tested at each length.
 
-One job per architecture of the task. Its first point (phase=train) builds the model from the suite's
-config, trains it on batches drawn fresh on the device every step (ssmbench.train), records the training
-curve and throughput, and saves the trained weights in the job's artifact folder; the other points
-(phase=eval, seq_len=L) test it on held-out examples of length L. A resumed run loads that checkpoint and
-goes on testing without retraining.
+One job per architecture of the task, and per seed and learning rate where the task sweeps them (their
+values are in the job's id and in every record's slice). Its first point (phase=train) builds the model
+from the suite's config, trains it on batches drawn fresh on the device every step (ssmbench.train),
+validating on fixed sets at the validation lengths, records the training curve and throughput, and saves
+the trained weights in the job's artifact folder; the other points (phase=eval, seq_len=L) test it on the
+fixed test set of length L. Training writes its whole state to the artifact folder as it goes, so an
+interrupted train point continues where it stopped on `--resume`; a finished one is not retrained: its
+weights are loaded and testing goes on.
 
 Records of the train point:
     train_steps, train_s, steps_per_s, train_tok_s   how long training took (tokens = batch x length)
     final_loss, train_accuracy                        the last evaluation, at the training length
+    validation_accuracy                               its mean over the validation lengths (each in extra)
     loss, accuracy (slice step=N)                     the curve, one pair per evaluation
 Records of an eval point:
     accuracy          correct answers / answer positions
     example_accuracy  share of examples with every answer right
 with a standard error over examples (sqrt(p(1-p)/n), conservative for tasks with several answers per
-example), and the accuracy of each answer in turn in `extra.by_answer_index`.
+example), the accuracy of each answer in turn in `extra.by_answer_index`, and the test set's seed and
+fingerprint in `extra.eval_set` (equal fingerprints: the same examples).
 
 A length the model cannot run is a result, not an error: out of memory (status oom), or positions beyond a
 learned position table (status skipped, message starting with CANNOT_RUN); the tables print both as ✗
@@ -41,8 +46,8 @@ if TYPE_CHECKING:
     from ssmbench.train import EvalResult, LogPoint, TrainResult, TrainSettings
 
 CANNOT_RUN = "cannot run:"  # a skipped point's message prefix when the architecture cannot hold the length
-CHECKPOINT = "model.pt"
-HELD_OUT_SEED = 1_000_003  # seeds of held-out examples are offset from the training stream's
+CHECKPOINT = "model.pt"  # the trained weights (they load into mamba_ssm's MambaLMHeadModel for a Mamba model)
+TRAIN_STATE = "train_state.pt"  # the whole training state, written as training goes: what a resume continues
 
 
 class SyntheticRunner(Runner[SyntheticTask]):
@@ -51,9 +56,13 @@ class SyntheticRunner(Runner[SyntheticTask]):
         return [point(phase="train"), *(point(phase="eval", seq_len=length) for length in task.lengths)]
 
     @property
-    def arch(self) -> Architecture:
+    def variant(self) -> str:
         assert self.job.variant is not None
-        return self.task.architectures[self.job.variant]
+        return self.job.variant
+
+    @property
+    def arch(self) -> Architecture:
+        return self.task.architectures[self.variant]
 
     def setup(self) -> None:
         """Build the model from its config; load the trained weights when an earlier attempt saved them."""
@@ -90,7 +99,7 @@ class SyntheticRunner(Runner[SyntheticTask]):
         slice: they define what an accuracy means, and the tables match the paper's rows by mixer."""
         task = self.task
         fields["slice"] = {**fields.get("slice", point.params), "synthetic_task": task.task,
-                           "train_len": task.train.seq_len, "mixer": self.arch.mixer}
+                           "train_len": task.train.seq_len, "mixer": self.arch.mixer, **self.job.axes}
         base: dict[str, Any] = {"family": mixer_family(self.arch.mixer), "weights": "trained", "dtype": "float32"}
         built = getattr(self, "model", None)
         if built is not None:
@@ -100,46 +109,65 @@ class SyntheticRunner(Runner[SyntheticTask]):
 
     # --- training -----------------------------------------------------------------------------------
 
+    def settings(self) -> TrainSettings:
+        """The training settings of this job: the task's, with the architecture's steps and the job's
+        learning rate (its own, or its point of the task's sweep) in place."""
+        from ssmbench.train import TrainSettings
+
+        given = self.task.train
+        fields = given.model_dump(exclude={"validate_lengths", "validate_tokens", "cuda_graphs"})
+        fields["lr"] = self.job.axes.get("lr", self.task.lrs(self.variant)[0])
+        fields["steps"] = self.arch.steps or given.steps
+        return TrainSettings(**fields, cuda_graphs=given.graphs_on(self.job.device))
+
     def _train(self, pt: Point) -> list[Record]:
         import torch
 
         from ssmbench.data.synthetic import seeded_generator
-        from ssmbench.train import TrainSettings, train
+        from ssmbench.train import CheckpointMismatch, train
 
-        given = self.task.train
-        settings = TrainSettings(**(given.model_dump() | {"lr": self.arch.lr or given.lr,
-                                                          "steps": self.arch.steps or given.steps,
-                                                          "cuda_graphs": given.graphs_on(self.job.device)}))
-        device = self.job.device
-        stream = seeded_generator(self.job.seed, device)
-        held_out = self._batch(settings.eval_samples, settings.seq_len, seeded_generator(self.job.seed + HELD_OUT_SEED,
-                                                                                         device))
+        settings, device = self.settings(), self.job.device
+        validation = {length: list(self._fixed(length, self.task.validation_samples_at(length), "validation"))
+                      for length in self.task.validate_lengths(self.variant)}
         every = max(1, settings.steps // 200)
 
         def progress(step: int) -> None:
             if step % every == 0:
                 self.on_progress(step / settings.steps)
 
-        result = train(self.model.module, lambda: self._batch(settings.batch_size, settings.seq_len, stream),
-                       lambda: held_out, settings, device, on_log=self._show, on_step=progress)
+        try:
+            result = train(self.model.module, lambda g: self._batch(settings.batch_size, settings.seq_len, g),
+                           seeded_generator(self.job.seed, device), validation, settings, device,
+                           checkpoint=self.context.artifact(TRAIN_STATE), on_log=self._show, on_step=progress)
+        except CheckpointMismatch as exc:
+            raise JobError(f"{self.job.id}: {exc}") from None
         torch.save(self.model.module.state_dict(), self.context.artifact(CHECKPOINT))
         self.trained = True
         return self._train_records(pt, settings, result)
 
     def _show(self, log: LogPoint) -> None:
-        self.on_status(f"step {log.step} loss {log.loss:.3f} acc {log.accuracy:.1%} {log.steps_per_s:.0f} step/s")
+        longest = max(log.by_length)
+        beyond = f" {log.by_length[longest]:.0%} at {longest:,}" if len(log.by_length) > 1 else ""
+        self.on_status(f"step {log.step} loss {log.loss:.3f} acc {log.accuracy:.1%}{beyond} "
+                       f"{log.steps_per_s:.0f} step/s")
 
     def _train_records(self, pt: Point, settings: TrainSettings, result: TrainResult) -> list[Record]:
         precision = settings.autocast if self.job.device == "cuda" and settings.autocast else "float32"
         common = {"dtype": precision, "cuda_graphs": settings.cuda_graphs,
-                  "extra": {"stopped_early": result.stopped_early, "lr": settings.lr, "autocast": precision}}
+                  "extra": {"stopped_early": result.stopped_early, "lr": settings.lr, "autocast": precision,
+                            "resumed_at_steps": result.resumed_at}}
         tokens = settings.batch_size * settings.seq_len
+        final = result.final
+        validation = sum(final.by_length.values()) / len(final.by_length)
         figures = [("train_steps", result.steps, "steps", None), ("train_s", result.train_s, "s", False),
                    ("steps_per_s", result.steps_per_s, "steps/s", True),
                    ("train_tok_s", result.steps_per_s * tokens, "tok/s", True),
-                   ("final_loss", result.final.loss, "nats", False),
-                   ("train_accuracy", result.final.accuracy, "fraction", True)]
+                   ("final_loss", final.loss, "nats", False),
+                   ("train_accuracy", final.accuracy, "fraction", True),
+                   ("validation_accuracy", validation, "fraction", True)]
         records = [self.record(pt, metric=m, value=v, unit=u, higher_is_better=h, **common) for m, v, u, h in figures]
+        records[-1] = records[-1].model_copy(update={"extra": records[-1].extra | {
+            "by_length": {str(k): v for k, v in final.by_length.items()}}})
         for log in result.curve:
             step_slice = {**pt.params, "step": log.step}
             # The curve is a diagnostic, not a figure to judge: no direction, so `ssmbench diff` leaves it be.
@@ -152,22 +180,22 @@ class SyntheticRunner(Runner[SyntheticTask]):
     # --- testing ------------------------------------------------------------------------------------
 
     def _test(self, pt: Point, length: int) -> list[Record]:
-        from ssmbench.data.synthetic import seeded_generator
+        import hashlib
+
         from ssmbench.models.mixers.attention import PositionLimitError
         from ssmbench.train import evaluate
 
         self._check_runs(length)
         if not self.trained:
             raise JobError(f"{self.job.id}: no trained model to test (the train point did not finish)")
-        n, per_batch = self.task.samples_at(length), self.task.batch_at(length)
-        generator = seeded_generator(self.job.seed + HELD_OUT_SEED + length, self.job.device)
-        batches = (self._batch(min(per_batch, n - start), length, generator) for start in range(0, n, per_batch))
+        n, digest = self.task.samples_at(length), hashlib.sha256()
         try:
-            result = evaluate(self.model.module, self._counted(batches, n), self.job.device,
-                              self.arch.eval_dtype if self.job.device == "cuda" else None, self.task.n_answers)
+            result = evaluate(self.model.module, self._counted(self._fixed(length, n, "test", digest), n),
+                              self.job.device, self.arch.eval_dtype if self.job.device == "cuda" else None,
+                              self.task.n_answers)
         except PositionLimitError as exc:
             raise SkipPoint(f"{CANNOT_RUN} {exc}") from None
-        return self._test_records(pt, result)
+        return self._test_records(pt, result, {"seed": self.task.eval_seed, "sha256": digest.hexdigest()[:16]})
 
     def _check_runs(self, length: int) -> None:
         arch = self.arch
@@ -184,16 +212,25 @@ class SyntheticRunner(Runner[SyntheticTask]):
             done += len(batch.inputs)
             self.on_progress(done / n)
 
-    def _test_records(self, pt: Point, result: EvalResult) -> list[Record]:
+    def _test_records(self, pt: Point, result: EvalResult, eval_set: dict[str, Any]) -> list[Record]:
         precision = self.arch.eval_dtype if self.job.device == "cuda" else "float32"
         extra = {"n_examples": result.n_examples, "n_answers": result.n_answers,
-                 "by_answer_index": result.by_answer_index}
+                 "by_answer_index": result.by_answer_index, "eval_set": eval_set}
         out = []
         for metric, value in (("accuracy", result.accuracy), ("example_accuracy", result.example_accuracy)):
             stderr = math.sqrt(value * (1 - value) / result.n_examples)
             out.append(self.record(pt, metric=metric, value=value, stderr=stderr, unit="fraction",
                                    higher_is_better=True, dtype=precision, extra=extra))
         return out
+
+    def _fixed(self, length: int, n: int, purpose: str, digest: Any = None) -> Iterator[Batch]:
+        """The fixed test or validation set at `length` (ssmbench.data.synthetic.fixed_batches), in
+        batches that fit the task's token budget per forward pass."""
+        from ssmbench.data.synthetic import fixed_batches
+
+        return fixed_batches(self.task.task, n, length, self.task.batch_at(length), seed=self.task.eval_seed,
+                             purpose=purpose, device=self.job.device, digest=digest,
+                             vocab_size=self.task.vocab_size, **self.task.task_params)
 
     def _batch(self, batch: int, length: int, generator: Any) -> Batch:
         from ssmbench.data.synthetic import make_batch

@@ -9,11 +9,18 @@ they are tested.
         mha-rope: {mixer: mha-rope, d_model: 128, n_heads: 8, eval_dtype: bfloat16}
       train: {steps: 4000, batch_size: 64, seq_len: 256, lr: 1.0e-3}
       eval_lengths: [64, 128, 256, 512, 1024]
+      seeds: [0, 1, 2]                 # one job per architecture and seed; tables: median, min..max
+
+Sweep axes besides the architectures: `seeds` (each seed draws its own initialisation and training
+stream) and a list of learning rates (`lr: [1.0e-4, 1.0e-3]`, in `train` or per architecture), one job
+each; the tables report the learning rate whose validation accuracy is best, as zoology reports the best of
+its sweep. Every job is tested on the same fixed examples at each length (`eval_seed`), drawn on the CPU,
+so seeds and runs differ only in what they trained.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
@@ -52,8 +59,9 @@ class Architecture(Strict):
     filter_width: PositiveInt = 64  # Hyena's implicit filter (hyena, h3-hyena, mamba-hyena): its FFN's width
     filter_emb_dim: PositiveInt = 5  # ... its positional features (odd: the position and sin/cos pairs)
     filter_len: PositiveInt | None = None  # ... the length its positions are scaled by; the training length otherwise
-    lr: PositiveFloat | None = None  # this model's learning rate; the task's train.lr otherwise
+    lr: PositiveFloat | list[PositiveFloat] | None = None  # this model's learning rate(s); train.lr otherwise
     steps: PositiveInt | None = None  # this model's training steps; the task's train.steps otherwise
+    validate_lengths: list[PositiveInt] | None = None  # this model's validation lengths; train's otherwise
     # Evaluation precision: float32 by default (long sequences are where low precision shows); attention
     # needs bfloat16 for the flash kernel, without which long lengths take minutes per sample.
     eval_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -79,7 +87,7 @@ class Train(Strict):
     steps: PositiveInt = 2000
     batch_size: PositiveInt = 64
     seq_len: PositiveInt = 256
-    lr: PositiveFloat = 1e-3
+    lr: PositiveFloat | list[PositiveFloat] = 1e-3  # a list: one job per learning rate, the best one reported
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     schedule: Literal["constant", "cosine"] = "constant"
@@ -87,8 +95,14 @@ class Train(Strict):
     grad_clip: PositiveFloat | None = 1.0
     autocast: Literal["bfloat16", "float16"] | None = "bfloat16"  # on CUDA; the CPU trains in float32
     eval_every: PositiveInt = 250
-    eval_samples: PositiveInt = 256
+    eval_samples: PositiveInt = 256  # validation examples per validation length, up to validate_tokens
+    # Lengths of the fixed validation sets evaluated every eval_every steps (the training length always among
+    # them): early stopping waits until every one holds, so a model is not stopped before it generalises.
+    validate_lengths: list[PositiveInt] | None = None
+    validate_tokens: PositiveInt = 2**22  # validation tokens per length at most (never under 8 examples)
     early_stop_accuracy: Annotated[float, Field(gt=0, le=1)] | None = None
+    patience: PositiveInt = 1  # evaluations in a row at early_stop_accuracy before training stops
+    checkpoint_every_s: PositiveFloat = 60.0  # the training state is saved this often (and on SIGINT/SIGTERM)
     # Replay the whole training step from a CUDA graph (auto: on CUDA, when the LR is constant).
     cuda_graphs: Literal["auto"] | bool = "auto"
 
@@ -124,6 +138,8 @@ class SyntheticTask(TaskBase):
     eval_tokens: PositiveInt = 2**22  # tokens per test length at most: long lengths get fewer examples
     eval_min_samples: PositiveInt = 8  # ... but never fewer than this
     eval_batch_tokens: PositiveInt = 2**20  # tokens per forward pass: long lengths run a few examples at a time
+    eval_seed: int = 0  # the fixed test and validation sets are drawn from it, the same for every job and run
+    seeds: list[int] | None = None  # one job per seed (initialisation and training stream); the suite's otherwise
 
     @model_validator(mode="after")
     def _consistent(self) -> SyntheticTask:
@@ -137,10 +153,39 @@ class SyntheticTask(TaskBase):
             raise ValueError("task_params: mqar needs num_kv_pairs")
         if not self.architectures:
             raise ValueError("architectures: name at least one model to train")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise ValueError(f"seeds: give distinct seeds, at least one, got {self.seeds}")
+        for name in self.architectures:
+            lrs = self.lrs(name)
+            if not lrs or len(set(lrs)) != len(lrs):
+                raise ValueError(f"architectures.{name}.lr: give distinct learning rates, at least one, got {lrs}")
         return self
 
     def variants(self) -> list[str]:
         return list(self.architectures)
+
+    def lrs(self, variant: str) -> list[float]:
+        """The learning rates an architecture trains at: its own, or the task's; a sweep when several."""
+        given = self.architectures[variant].lr or self.train.lr
+        return list(given) if isinstance(given, list) else [given]
+
+    def job_axes(self, variant: str | None) -> list[dict[str, Any]]:
+        """One entry per job of an architecture: its learning rate when the task sweeps several, its seed
+        when the task lists seeds. These become part of the job's id and of every record's slice."""
+        assert variant is not None
+        lrs = self.lrs(variant)
+        by_lr: list[dict[str, Any]] = [{"lr": lr} for lr in lrs] if len(lrs) > 1 else [{}]
+        if self.seeds is None:
+            return by_lr
+        return [axes | {"seed": seed} for axes in by_lr for seed in self.seeds]
+
+    def validate_lengths(self, variant: str) -> list[int]:
+        """The lengths an architecture is validated at during training, the training length first."""
+        given = self.architectures[variant].validate_lengths or self.train.validate_lengths or []
+        return list(dict.fromkeys([self.train.seq_len, *given]))
+
+    def validation_samples_at(self, length: int) -> int:
+        return max(self.eval_min_samples, min(self.train.eval_samples, self.train.validate_tokens // length))
 
     @property
     def lengths(self) -> list[int]:

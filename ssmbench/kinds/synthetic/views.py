@@ -12,10 +12,18 @@ Per task:
 Across the synthetic tasks of a run (Table 1's layout): a row per model, a column per task, the accuracy at
 each task's training length, with Table 1's figure for selective copying where the paper has the model.
 Plots: accuracy vs test length (log2 axis) per task, and the training curves (loss, accuracy vs step).
+
+Seeds and learning-rate sweeps (the task's `seeds`, a list as `lr`): a model's cell is the median over its
+seeds with the range beside it, "✓ (61.0–100.0)", and a table of each seed follows, with whether the seed
+holds 99% at every length. Where a model swept learning rates, every table shows the learning rate whose
+median validation accuracy (at the end of training, over the validation lengths) is best, as zoology
+reports the best of its sweep, and a sweep table lists them all. Plots draw the median with the seeds'
+range as a band.
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -27,11 +35,18 @@ from ssmbench.report.plots import line_plot, model_colours
 from ssmbench.report.tables import Table, failure_notes, format_value, param_count
 
 PASS, FAIL, NOT_RUN = "✓", "✗", "—"
+HOLDS = 0.99  # a seed "holds" a length at this accuracy (the per-seed table's last column)
 GRID_ARCHS, GRID_LAYERS = ("no gate", "H3", "Mamba"), ("S4", "Hyena", "S6")  # Table 1's rows and columns, in order
 
 
 def synthetic_tables(task: str, frame: pd.DataFrame) -> list[Table]:
+    sweep = lr_sweep_table(task, frame)
+    frame = best_of_sweep(frame)
     tables = [length_table(task, frame)]
+    if _seeds(frame).nunique() > 1:
+        tables.append(seeds_table(task, frame))
+    if sweep is not None:
+        tables.append(sweep)
     grid = copying_grid(task, frame)
     if grid is not None:
         tables.append(grid)
@@ -53,7 +68,31 @@ def _cell(row: dict) -> str:
         return f"{FAIL} (positions)" if message.startswith(CANNOT_RUN) else NOT_RUN
     if row["status"] != "ok":
         return "ERR"
-    return PASS if row["value"] == 1.0 else f"{100 * row['value']:.1f}"
+    return _percent(row["value"])
+
+
+def _percent(value: float) -> str:
+    return PASS if value == 1.0 else f"{100 * value:.1f}"
+
+
+def _across_seeds(rows: list[dict]) -> tuple[str, float | None]:
+    """One model's cell at one length over its seeds' records: the median, with the seeds' range when they
+    differ and how many seeds ran when some could not; the median value (None when none ran)."""
+    values = [row["value"] for row in rows if row["status"] == "ok"]
+    if not values:
+        return _cell(rows[0]), None
+    median = statistics.median(values)
+    text = _percent(median)
+    if min(values) != max(values):
+        text += f" ({100 * min(values):.1f}–{100 * max(values):.1f})"
+    if len(values) < len(rows):
+        text += f" [{len(values)} of {len(rows)} seeds]"
+    return text, median
+
+
+def _accuracy_rows(evals: pd.DataFrame) -> pd.DataFrame:
+    """The rows a length table reads: each job's accuracy, or its failure, at each length."""
+    return evals[(evals["status"] != "ok") | (evals["metric"] == "accuracy")]
 
 
 def length_table(task: str, frame: pd.DataFrame) -> Table:
@@ -61,13 +100,10 @@ def length_table(task: str, frame: pd.DataFrame) -> Table:
     lengths = sorted(int(v) for v in evals["slice.seq_len"].dropna().unique())
     cells: dict[str, dict[int, str]] = {}
     values: dict[str, dict[int, float]] = {}
-    for row in evals.to_dict("records"):
-        if row["status"] == "ok" and row["metric"] != "accuracy":
-            continue
-        model, length = row["model"], int(row["slice.seq_len"])
-        cells.setdefault(model, {})[length] = _cell(row)
-        if row["status"] == "ok":
-            values.setdefault(model, {})[length] = row["value"]
+    for (model, length), group in _accuracy_rows(evals).groupby(["model", "slice.seq_len"], sort=False):
+        cells.setdefault(model, {})[int(length)], median = _across_seeds(group.to_dict("records"))
+        if median is not None:
+            values.setdefault(model, {})[int(length)] = median
     synthetic, train_len = _task_of(frame), _train_len(frame)
     reference = synthetic_references().get(synthetic) if synthetic == "induction_heads" else None
     paper_note = ""
@@ -83,7 +119,7 @@ def length_table(task: str, frame: pd.DataFrame) -> Table:
         rows += _reference_rows(reference, _mixer_of(frame, model), lengths, values.get(model, {}))
     notes = [f"Accuracy (%) on held-out examples at each test length; {PASS} = every example right, "
              f"{FAIL} = cannot run (OOM, or positions beyond a learned table), {NOT_RUN} = not run",
-             _samples_note(evals), *_failure_notes(evals), paper_note]
+             _seeds_note(frame), _samples_note(evals), _eval_set_note(evals), *_failure_notes(evals), paper_note]
     if reference is not None:
         notes.append(f"paper: {reference.citation}, {reference.table} ({reference.setting}); Δ = measured − paper")
         notes += [_size_note(reference, frame, model) for model in cells]
@@ -111,7 +147,7 @@ def _failure_notes(evals: pd.DataFrame) -> list[str]:
     notes = []
     for (model, message), group in failed.groupby(["model", "message"], dropna=False, sort=False):
         label = _cell(group.iloc[0].to_dict())
-        lengths = ", ".join(_len(int(n)) for n in sorted(group["slice.seq_len"]))
+        lengths = ", ".join(_len(int(n)) for n in sorted(set(group["slice.seq_len"])))
         notes.append(f"{label} {model} at L = {lengths}: {message}")
     return notes
 
@@ -160,23 +196,132 @@ def _delta(measured: float | None, paper: float | str | None) -> str:
     return f"{'+' if diff >= 0 else ''}{diff:.1f}"
 
 
+def _seeds_note(frame: pd.DataFrame) -> str:
+    seeds = sorted(int(s) for s in _seeds(frame).dropna().unique())
+    if len(seeds) < 2:
+        return ""
+    return (f"Each cell: the median over {len(seeds)} seeds ({', '.join(map(str, seeds))}), their range in "
+            "brackets where they differ; each seed trains its own initialisation on its own data stream")
+
+
+def _eval_set_note(evals: pd.DataFrame) -> str:
+    """Whether every job of the table scored the same examples at each length (the fixed test sets'
+    fingerprints), which is what makes two seeds' or two runs' figures comparable example for example."""
+    ok = evals[(evals["status"] == "ok") & (evals["metric"] == "accuracy")]
+    sets = [(int(r["slice.seq_len"]), r["extra"].get("eval_set", {}).get("sha256")) for r in ok.to_dict("records")]
+    if not sets or any(digest is None for _, digest in sets):
+        return ""
+    differ = sorted({length for length, _ in sets if len({d for n, d in sets if n == length}) > 1})
+    seed = ok["extra"].iloc[0]["eval_set"]["seed"]
+    if differ:
+        return f"⚠ the models were tested on different examples at L = {', '.join(_len(n) for n in differ)}"
+    return f"Every model and seed was tested on the same fixed examples at each length (eval_seed {seed})"
+
+
+def _seeds(frame: pd.DataFrame) -> pd.Series:
+    """Each record's training seed: the slice's where the task swept seeds, else the record's own."""
+    if "slice.seed" in frame:
+        return frame["slice.seed"].fillna(frame["seed"])
+    return frame["seed"]
+
+
+def seeds_table(task: str, frame: pd.DataFrame) -> Table:
+    """A row per model and seed, a column per test length, and whether the seed holds HOLDS at every one."""
+    evals = _evals(frame).assign(_seed=_seeds(frame))
+    lengths = sorted(int(v) for v in evals["slice.seq_len"].dropna().unique())
+    rows = []
+    for (model, seed), group in _accuracy_rows(evals).groupby(["model", "_seed"], sort=False):
+        by_length = {int(r["slice.seq_len"]): r for r in group.to_dict("records")}
+        holds = all(r["status"] == "ok" and r["value"] >= HOLDS for r in by_length.values())
+        rows.append({"model": model, "seed": int(seed), **{_len(n): _cell(by_length[n]) if n in by_length else ""
+                                                           for n in lengths},
+                     f"≥ {HOLDS:.0%} at every length": "yes" if holds else "no"})
+    summary = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        held = sum(r[f"≥ {HOLDS:.0%} at every length"] == "yes" for r in mine)
+        summary.append(f"{model}: {held} of {len(mine)} seeds hold {HOLDS:.0%} at every test length")
+    return Table(f"{task}: accuracy by test length, each seed", pd.DataFrame(rows),
+                 ["Accuracy (%) of each seed's model on the same fixed examples", *summary], task)
+
+
+def _validation_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """model, lr, seed, score: each job's validation accuracy at the end of training (the mean over its
+    validation lengths; the held-out accuracy at the training length in records written before it)."""
+    train = frame[(frame["status"] == "ok") & (frame["slice.phase"] == "train")]
+    if "slice.step" in train:
+        train = train[train["slice.step"].isna()]
+    metric = "validation_accuracy" if (train["metric"] == "validation_accuracy").any() else "train_accuracy"
+    scores = train[train["metric"] == metric]
+    lrs = scores["slice.lr"] if "slice.lr" in scores else pd.Series(index=scores.index, dtype=float)
+    return pd.DataFrame({"task": scores["task"], "model": scores["model"], "lr": lrs, "seed": _seeds(scores),
+                         "score": scores["value"]})
+
+
+def best_learning_rates(frame: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """(task, model) -> the learning rate of its sweep with the best median validation accuracy over seeds
+    (the smaller learning rate on a tie); models that did not sweep are absent."""
+    scores = _validation_scores(frame).dropna(subset=["lr"])
+    best = {}
+    for key, group in scores.groupby(["task", "model"], sort=False):
+        medians = group.groupby("lr")["score"].median()
+        if len(medians) > 1:
+            best[key] = float(max(sorted(medians.index), key=lambda lr: medians[lr]))
+    return best
+
+
+def best_of_sweep(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with each sweeping model's records at its best learning rate only."""
+    best = best_learning_rates(frame)
+    if not best:
+        return frame
+    chosen = pd.Series([best.get(key) for key in zip(frame["task"], frame["model"], strict=True)],
+                       index=frame.index, dtype=float)
+    return frame[chosen.isna() | (frame["slice.lr"] == chosen)]
+
+
+def lr_sweep_table(task: str, frame: pd.DataFrame) -> Table | None:
+    """A row per model and learning rate of a sweep: the validation accuracy at the end of training
+    (median and range over seeds), the steps trained, and which learning rate the other tables show."""
+    best = best_learning_rates(frame)
+    if not best:
+        return None
+    scores = _validation_scores(frame)
+    steps = frame[(frame["metric"] == "train_steps") & (frame["status"] == "ok")]
+    rows = []
+    swept = [(t, m) in best for t, m in zip(scores["task"], scores["model"], strict=True)]
+    for (task_name, model, lr), group in scores[swept].groupby(["task", "model", "lr"], sort=False):
+        cell, _ = _across_seeds([{"status": "ok", "value": v} for v in group["score"]])
+        trained = steps[(steps["model"] == model) & (steps["slice.lr"] == lr)]["value"]
+        rows.append({"model": model, "lr": f"{lr:g}", "validation acc (%)": cell,
+                     "steps": format_value(statistics.median(trained)) if len(trained) else "",
+                     "reported": "best" if lr == best[task_name, model] else ""})
+    notes = ["Validation accuracy (%) at the end of training, the mean over the validation lengths; median over "
+             "seeds, range in brackets. The other tables show each model at its best learning rate (zoology "
+             "reports the best of its sweep the same way)"]
+    return Table(f"{task}: learning-rate sweep", pd.DataFrame(rows), notes, task)
+
+
 def training_table(task: str, frame: pd.DataFrame) -> Table:
     train = frame[(frame["slice.phase"] == "train") & frame["slice.step"].isna()] if "slice.step" in frame else \
         frame[frame["slice.phase"] == "train"]
     metrics = [("train_steps", "steps"), ("train_s", "time (s)"), ("steps_per_s", "steps/s"),
-               ("train_tok_s", "tok/s"), ("final_loss", "final loss"), ("train_accuracy", "held-out acc (%)")]
+               ("train_tok_s", "tok/s"), ("final_loss", "final loss"), ("train_accuracy", "held-out acc (%)"),
+               ("validation_accuracy", "validation acc (%)")]
     rows = []
-    for model, group in train.groupby("model", sort=False):
+    several_jobs = train.groupby("model")["job"].nunique().max() > 1 if len(train) else False
+    for (model, job), group in train.groupby(["model", "job"], sort=False):
+        label = {"model": model, "job": job} if several_jobs else {"model": model}
         ok = group[group["status"] == "ok"].set_index("metric")
         if ok.empty:
-            rows.append({"model": model, **dict.fromkeys([title for _, title in metrics], "ERR")})
+            rows.append({**label, **dict.fromkeys([title for _, title in metrics], "ERR")})
             continue
         params = ok["params"].dropna()
-        row = {"model": model, "kernel": ok["kernel"].iloc[0], "params": param_count(params.iloc[0]) if len(params) else "",
+        row = {**label, "kernel": ok["kernel"].iloc[0], "params": param_count(params.iloc[0]) if len(params) else "",
                "precision": ok["dtype"].iloc[0]}
         for metric, title in metrics:
             value = ok["value"].get(metric)
-            row[title] = "" if value is None else (f"{100 * value:.1f}" if metric == "train_accuracy"
+            row[title] = "" if value is None else (f"{100 * value:.1f}" if metric.endswith("accuracy")
                                                    else format_value(value))
         rows.append(row)
     return Table(f"{task}: training", pd.DataFrame(rows), failure_notes(train), task)
@@ -226,6 +371,7 @@ def _grid_notes(frame: pd.DataFrame, by_cell: dict[tuple[str, str], list[str]],
 
 def capability_summary(frame: pd.DataFrame) -> list[Table]:
     """Table 1's layout across the run's synthetic tasks: accuracy (%) at each task's training length."""
+    frame = best_of_sweep(frame)
     tasks = list(dict.fromkeys(frame["task"]))
     if len(tasks) < 2 and _task_of(frame) != "selective_copying":
         return []
@@ -250,10 +396,9 @@ def _at_training_length(group: pd.DataFrame) -> str:
     train_len = group["slice.train_len"].dropna()
     evals = _evals(group)
     if len(train_len):
-        at = evals[(evals["slice.seq_len"] == train_len.iloc[0])]
-        accuracy = at[at["metric"].isin(["accuracy"]) | (at["status"] != "ok")]
-        if len(accuracy):
-            return _cell(accuracy.iloc[0].to_dict())
+        at = _accuracy_rows(evals[evals["slice.seq_len"] == train_len.iloc[0]])
+        if len(at):
+            return _across_seeds(at.to_dict("records"))[0]
     return ""
 
 
@@ -261,34 +406,36 @@ def _at_training_length(group: pd.DataFrame) -> str:
 
 
 def plot_synthetic(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
+    frame = best_of_sweep(frame)
     colour = model_colours(frame)
     paths = []
     evals = _evals(frame)
     ok = evals[(evals["status"] == "ok") & (evals["metric"] == "accuracy")]
     if ok["slice.seq_len"].nunique() > 1:
-        series = [(model, list(g.sort_values("slice.seq_len")["slice.seq_len"]),
-                   list(100 * g.sort_values("slice.seq_len")["value"]), colour[model] + "-")
-                  for model, g in ok.groupby("model", sort=False)]
-        paths.append(_accuracy_plot(out / f"{task}_accuracy_by_length.png", f"{task}: accuracy by test length",
-                                    series, _train_len(frame)))
+        series, bands = [], []
+        for model, g in ok.groupby("model", sort=False):
+            by_length = 100 * g.groupby("slice.seq_len")["value"].agg(["median", "min", "max"]).sort_index()
+            lengths = list(by_length.index)
+            series.append((model, lengths, list(by_length["median"]), colour[model] + "-"))
+            if (by_length["min"] != by_length["max"]).any():
+                bands.append((lengths, list(by_length["min"]), list(by_length["max"]), colour[model]))
+        title = f"{task}: accuracy by test length" + (" (median; band: the seeds' range)" if bands else "")
+        marker = (_train_len(frame), f"training length {_train_len(frame)}") if _train_len(frame) else None
+        paths.append(line_plot(out / f"{task}_accuracy_by_length.png", title, "test length L (log2)",
+                               "accuracy (%)", series, log=False, marker_x=marker, log2_x=True, bands=bands))
     if "slice.step" in frame:
-        curve = frame[frame["slice.step"].notna() & (frame["status"] == "ok")]
+        curve = frame[frame["slice.step"].notna() & (frame["status"] == "ok")].assign(_seed=_seeds(frame))
+        several = curve.groupby("model")["job"].nunique().max() > 1 if len(curve) else False
         for metric, label in (("loss", "training loss (nats)"), ("accuracy", "held-out accuracy (%)")):
             part = curve[curve["metric"] == metric]
             scale = 100 if metric == "accuracy" else 1
-            series = [(model, list(g["slice.step"]), list(scale * g["value"]), colour[model] + "-")
-                      for model, g in part.groupby("model", sort=False)]
+            series = [(f"{model} seed {int(seed)}" if several else model, list(g["slice.step"]),
+                       list(scale * g["value"]), colour[model] + "-")
+                      for (model, seed), g in part.groupby(["model", "_seed"], sort=False)]
             if series:
                 paths.append(line_plot(out / f"{task}_training_{metric}.png", f"{task}: {label} during training",
                                        "step", label, series, log=False))
     return paths
-
-
-def _accuracy_plot(path: Path, title: str, series: list, train_len: int | None) -> Path:
-    marker = (train_len, f"training length {train_len}") if train_len else None
-    plot = line_plot(path, title, "test length L (log2)", "accuracy (%)", series, log=False, marker_x=marker,
-                     log2_x=True)
-    return plot
 
 
 # --- helpers -------------------------------------------------------------------------------------------

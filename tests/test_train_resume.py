@@ -1,0 +1,148 @@
+"""Training longer than one sitting: a run stopped by a signal mid-training and resumed from its checkpoint
+ends exactly where the uninterrupted run ends (same batches, same optimizer state, same weights), in the
+training loop itself and through `ssmbench run` / `run --resume` in a separate process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ssmbench.data.synthetic import fixed_batches, make_batch, seeded_generator
+from ssmbench.models.builder import SmallModelConfig, build_model
+from ssmbench.records import read_records
+from ssmbench.train import CheckpointMismatch, TrainSettings, train
+
+SETTINGS = TrainSettings(steps=40, batch_size=8, seq_len=16, lr=3e-3, eval_every=10, autocast=None)
+
+
+def fresh_model() -> torch.nn.Module:
+    return build_model(SmallModelConfig(mixer="mamba", d_model=16, vocab_size=8), seed=0).module
+
+
+def draw(generator: torch.Generator):
+    return make_batch("induction_heads", 8, 16, generator=generator, device="cpu", vocab_size=8)
+
+
+def validation():
+    return {16: list(fixed_batches("induction_heads", 16, 16, 8, seed=0, purpose="validation", device="cpu",
+                                   vocab_size=8))}
+
+
+def run(settings: TrainSettings = SETTINGS, checkpoint: Path | None = None, stop_at: int | None = None,
+        how: int = signal.SIGINT, module: torch.nn.Module | None = None):
+    """Train a fresh model (same seed every time); with `stop_at`, this process sends itself `how` during
+    that step, as Ctrl-C or a scheduler's SIGTERM would."""
+    module = module or fresh_model()
+
+    def on_step(step: int) -> None:
+        if step == stop_at:
+            os.kill(os.getpid(), how)
+
+    result = train(module, draw, seeded_generator(0, "cpu"), validation(), settings, "cpu", checkpoint=checkpoint,
+                   on_step=on_step)
+    return module, result
+
+
+def test_a_resumed_run_ends_bit_for_bit_where_the_uninterrupted_one_ends(tmp_path: Path):
+    straight, expected = run()
+    checkpoint = tmp_path / "train_state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint=checkpoint, stop_at=17)
+    assert checkpoint.is_file()
+    resumed, result = run(checkpoint=checkpoint)
+    assert result.resumed_at == [17] and result.steps == 40
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert [(log.step, log.loss, log.by_length) for log in result.curve] == \
+           [(log.step, log.loss, log.by_length) for log in expected.curve]
+
+
+def test_sigterm_is_held_to_the_end_of_the_step_and_raised_as_terminated(tmp_path: Path):
+    from ssmbench.errors import Terminated
+
+    checkpoint = tmp_path / "state.pt"
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(Terminated):
+        run(checkpoint=checkpoint, stop_at=5, how=signal.SIGTERM)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["progress"]["step"] == 5  # the step in progress finished, then the state was written
+    assert {s: signal.getsignal(s) for s in before} == before  # the handlers are given back
+
+
+def test_a_finished_checkpoint_returns_the_same_result_without_training(tmp_path: Path):
+    checkpoint = tmp_path / "state.pt"
+    _, first = run(checkpoint=checkpoint)
+    module, again = run(checkpoint=checkpoint)
+    assert again.steps == 40 and again.resumed_at == [] and [c.loss for c in again.curve] == [c.loss for c in first.curve]
+
+
+def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path):
+    checkpoint = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint=checkpoint, stop_at=3)
+    other = TrainSettings(**(SETTINGS.__dict__ | {"lr": 1e-3}))
+    with pytest.raises(CheckpointMismatch, match=r"lr 0.003 -> 0.001"):
+        run(settings=other, checkpoint=checkpoint)
+
+
+def test_early_stop_waits_until_every_validation_length_holds_for_patience_evaluations():
+    settings = TrainSettings(**(SETTINGS.__dict__ | {"steps": 60, "early_stop_accuracy": 1e-9, "patience": 3}))
+    _, result = run(settings=settings)
+    # Any accuracy above 0 "holds" here: the third evaluation in a row stops training.
+    assert result.stopped_early and result.steps == 30 and len(result.curve) == 3
+
+
+# --- through the command line, in a process of its own ---------------------------------------------------
+
+SUITE = {"name": "resume", "defaults": {"device": "cpu", "seed": 0},
+         "tasks": [{"kind": "synthetic", "name": "ih", "task": "induction_heads", "vocab_size": 8,
+                    "architectures": {"mamba": {"mixer": "mamba", "d_model": 16}},
+                    "train": {"steps": 300, "batch_size": 8, "seq_len": 16, "lr": 3e-3, "eval_every": 50,
+                              "checkpoint_every_s": 0.2},
+                    "eval_lengths": [16, 32], "eval_samples": 16}]}
+
+
+def ssmbench(*args: str) -> subprocess.Popen:
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ssmbench", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigterm_then_resume_on_the_command_line_matches_an_uninterrupted_run(tmp_path: Path):
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(SUITE))
+    straight = ssmbench("run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "straight"))
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+
+    stopped = ssmbench("run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "stopped"))
+    state = None
+    deadline = time.monotonic() + 240
+    while state is None and time.monotonic() < deadline and stopped.poll() is None:
+        found = list((tmp_path / "stopped").glob("resume/*/artifacts/ih/mamba/train_state.pt"))
+        state = found[0] if found else None
+        time.sleep(0.05)
+    assert state is not None, "no checkpoint was written"
+    stopped.send_signal(signal.SIGTERM)
+    output = stopped.communicate(timeout=120)[0]
+    assert stopped.returncode == 143, output
+    run_dir = state.parents[3]
+    assert "--resume" in output
+
+    resumed = ssmbench("run", "--resume", str(run_dir))
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    (straight_dir,) = (tmp_path / "straight" / "resume").iterdir()
+    a, b = read_records(straight_dir / "records.jsonl"), read_records(run_dir / "records.jsonl")
+    # Timing aside, every figure agrees: the curve, the final loss, the accuracy at each test length.
+    timed = {"train_s", "steps_per_s", "train_tok_s"}
+    figures = lambda records: {(r.point, r.metric, r.slice.get("step")): r.value for r in records  # noqa: E731
+                               if r.metric not in timed and r.status == "ok"}
+    assert figures(a) == figures(b)
+    (steps,) = [r for r in b if r.metric == "train_steps"]
+    assert steps.value == 300 and steps.extra["resumed_at_steps"] and 0 < steps.extra["resumed_at_steps"][0] < 300
