@@ -23,6 +23,7 @@ KINDS: dict[str, str] = {
     "zero_shot": "ssmbench.kinds.zero_shot:KIND",
     "synthetic": "ssmbench.kinds.synthetic:KIND",
     "phonebook": "ssmbench.kinds.phonebook:KIND",
+    "train_speed": "ssmbench.kinds.train_speed:KIND",
 }
 
 

@@ -80,3 +80,17 @@ def test_a_graphed_run_resumes_from_its_checkpoint_as_if_never_stopped(tmp_path:
     resumed = _graphs_run(True, checkpoint, steps=80)[1]
     assert resumed.resumed_at == [30]
     assert [log.loss for log in resumed.curve] == pytest.approx([log.loss for log in straight.curve], rel=2e-2)
+
+
+def test_the_trainer_benchmark_times_all_three_loops_on_one_model(tmp_path: Path):
+    suite = {"name": "speed-gpu", "defaults": {"device": "cuda", "seed": 0},
+             "tasks": [{"kind": "train_speed", "batch_sizes": [8], "warmup_steps": 5, "steps": 20, "repeats": 3}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite))
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "out" / "speed-gpu").iterdir()
+    rates = {r.slice["loop"]: r for r in read_records(run_dir / "records.jsonl") if r.metric == "steps_per_s"}
+    assert set(rates) == {"ssmbench-graphs", "ssmbench-eager", "mamba_ssm-plain"}
+    assert all(r.status == "ok" and r.value > 0 and r.stats.n == 3 for r in rates.values())
+    assert rates["mamba_ssm-plain"].kernel == "mamba_ssm.MambaLMHeadModel"
+    assert rates["ssmbench-graphs"].kernel == "mamba_ssm-cuda" and rates["ssmbench-graphs"].cuda_graphs is True

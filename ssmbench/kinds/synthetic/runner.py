@@ -68,18 +68,12 @@ class SyntheticRunner(Runner[SyntheticTask]):
         """Build the model from its config; load the trained weights when an earlier attempt saved them."""
         import torch
 
-        from ssmbench.models.builder import SmallModelConfig, build_model
+        from ssmbench.models.builder import build_model
 
         arch, device = self.arch, self.job.device
-        max_positions = arch.max_positions or (self.task.train.seq_len if arch.abs_positions == "learned" else None)
-        config = SmallModelConfig(mixer=arch.mixer, n_layers=arch.n_layers, d_model=arch.d_model,
-                                  vocab_size=self.task.vocab_size, d_state=arch.d_state, d_conv=arch.d_conv,
-                                  expand=arch.expand, n_heads=arch.n_heads, abs_positions=arch.abs_positions,
-                                  max_positions=max_positions, ssm_init=arch.ssm_init, hyena_order=arch.hyena_order,
-                                  filter_width=arch.filter_width, filter_emb_dim=arch.filter_emb_dim,
-                                  filter_len=arch.filter_len or self.task.train.seq_len)
         try:
-            self.model: BuiltModel = build_model(config, device=device, seed=self.job.seed)
+            self.model: BuiltModel = build_model(arch.config(self.task.vocab_size, self.task.train.seq_len),
+                                                 device=device, seed=self.job.seed)
         except (ImportError, RuntimeError) as exc:  # e.g. fused kernels missing on CUDA: never a silent swap
             raise JobError(f"{self.job.id}: cannot build {arch.mixer}: {exc}") from None
         self.trained = False

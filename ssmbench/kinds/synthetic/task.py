@@ -20,13 +20,16 @@ so seeds and runs differ only in what they trained.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from ssmbench.errors import did_you_mean
 from ssmbench.jobs import Strict, TaskBase
 from ssmbench.models.mixers import MIXERS, S4D_MIXERS
+
+if TYPE_CHECKING:
+    from ssmbench.models.builder import SmallModelConfig
 
 SyntheticName = Literal["selective_copying", "induction_heads", "mqar"]
 
@@ -39,6 +42,18 @@ TASK_PARAMS: dict[str, frozenset[str]] = {
 }
 # How many answers one example has, for the accuracy of each answer in turn.
 DEFAULT_ANSWERS = {"selective_copying": 16, "induction_heads": 1}
+
+
+def check_task_params(task: str, params: dict[str, Any]) -> None:
+    """A generator's own parameters: known names only, the required ones present (ValueError otherwise)."""
+    unknown = set(params) - TASK_PARAMS[task]
+    if unknown:
+        name = sorted(unknown)[0]
+        allowed = sorted(TASK_PARAMS[task])
+        raise ValueError(f"task_params: {task} has no parameter {name!r}{did_you_mean(name, allowed)}"
+                         f"; it takes {', '.join(allowed) or 'none'}")
+    if task == "mqar" and "num_kv_pairs" not in params:
+        raise ValueError("task_params: mqar needs num_kv_pairs")
 
 
 class Architecture(Strict):
@@ -79,6 +94,18 @@ class Architecture(Strict):
             raise ValueError("filter_emb_dim: the position and sin/cos pairs: an odd number of at least 3, got "
                              f"{self.filter_emb_dim}")
         return self
+
+    def config(self, vocab_size: int, train_len: int) -> SmallModelConfig:
+        """The builder's config of this model for a task's vocabulary and training length (a learned position
+        table and Hyena's filter are sized by it unless set here)."""
+        from ssmbench.models.builder import SmallModelConfig
+
+        max_positions = self.max_positions or (train_len if self.abs_positions == "learned" else None)
+        return SmallModelConfig(mixer=self.mixer, n_layers=self.n_layers, d_model=self.d_model, vocab_size=vocab_size,
+                                d_state=self.d_state, d_conv=self.d_conv, expand=self.expand, n_heads=self.n_heads,
+                                abs_positions=self.abs_positions, max_positions=max_positions,
+                                ssm_init=self.ssm_init, hyena_order=self.hyena_order, filter_width=self.filter_width,
+                                filter_emb_dim=self.filter_emb_dim, filter_len=self.filter_len or train_len)
 
 
 class Train(Strict):
@@ -143,14 +170,7 @@ class SyntheticTask(TaskBase):
 
     @model_validator(mode="after")
     def _consistent(self) -> SyntheticTask:
-        unknown = set(self.task_params) - TASK_PARAMS[self.task]
-        if unknown:
-            name = sorted(unknown)[0]
-            allowed = sorted(TASK_PARAMS[self.task])
-            raise ValueError(f"task_params: {self.task} has no parameter {name!r}{did_you_mean(name, allowed)}"
-                             f"; it takes {', '.join(allowed) or 'none'}")
-        if self.task == "mqar" and "num_kv_pairs" not in self.task_params:
-            raise ValueError("task_params: mqar needs num_kv_pairs")
+        check_task_params(self.task, self.task_params)
         if not self.architectures:
             raise ValueError("architectures: name at least one model to train")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):

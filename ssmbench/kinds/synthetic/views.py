@@ -308,6 +308,7 @@ def training_table(task: str, frame: pd.DataFrame) -> Table:
     metrics = [("train_steps", "steps"), ("train_s", "time (s)"), ("steps_per_s", "steps/s"),
                ("train_tok_s", "tok/s"), ("final_loss", "final loss"), ("train_accuracy", "held-out acc (%)"),
                ("validation_accuracy", "validation acc (%)")]
+    metrics = [(m, title) for m, title in metrics if m != "validation_accuracy" or (train["metric"] == m).any()]
     rows = []
     several_jobs = train.groupby("model")["job"].nunique().max() > 1 if len(train) else False
     for (model, job), group in train.groupby(["model", "job"], sort=False):

@@ -1,0 +1,248 @@
+"""kind: train_speed — steps per second of the synthetic trainer against a plain mamba_ssm training loop.
+
+The synthetic tables are only as cheap as the trainer behind them, and a suite's step budget (the
+paper's 204,800 induction steps) is planned from its step rate. This benchmark trains one small model
+several ways on the same batches and times only steady-state steps:
+
+- ssmbench-graphs  ssmbench.train.train as a synthetic task runs it, the whole step replayed from a CUDA
+                   graph (CUDA only; skipped elsewhere).
+- ssmbench-eager   the same loop with the step launched from Python.
+- mamba_ssm-plain  mamba_ssm's own MambaLMHeadModel holding the very same weights (the builder's state
+                   dict loads into it), trained the way its README's users write a loop: draw a batch,
+                   forward, answer-position cross-entropy, backward, clip, Adam step. Mamba models on CUDA
+                   with mamba_ssm installed only; skipped with the reason elsewhere.
+
+Each loop draws its batches on the device from one seeded generator, in the task's autocast dtype (None:
+float32), and runs `warmup_steps` untimed steps (a CUDA graph's capture happens before them), then
+`repeats` windows of `steps` steps, the device synchronised at each window's edges only. Records, per
+(loop, batch):
+
+    steps_per_s   median over the windows, with their spread (higher is better)
+    ms_per_step   the same windows as milliseconds per step
+    train_tok_s   steps_per_s x batch x length
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal
+
+import pandas as pd
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+
+from ssmbench.jobs import Point, TaskBase, point
+from ssmbench.kinds.base import Kind, Runner, SkipPoint
+from ssmbench.kinds.synthetic.task import Architecture, SyntheticName, check_task_params
+from ssmbench.models.mixers import mixer_family
+from ssmbench.records import Record, Stats, summarised
+from ssmbench.report.tables import Table, format_value
+from ssmbench.zoo import ResolvedModel
+
+Loop = Literal["ssmbench-graphs", "ssmbench-eager", "mamba_ssm-plain"]
+PLAIN = "mamba_ssm-plain"
+
+
+class TrainSpeedTask(TaskBase):
+    """One small model trained by each loop in `loops`, at each batch size, for timing only."""
+
+    uses_models: ClassVar[bool] = False
+
+    kind: Literal["train_speed"]
+    task: SyntheticName = "induction_heads"
+    task_params: dict[str, int | float | bool] = Field(default_factory=dict)
+    vocab_size: PositiveInt = 16
+    architecture: Architecture = Field(default_factory=lambda: Architecture(mixer="mamba", d_model=64))
+    loops: list[Loop] = ["ssmbench-graphs", "ssmbench-eager", PLAIN]
+    batch_sizes: list[PositiveInt] = [8, 64]
+    seq_len: PositiveInt = 256
+    lr: PositiveFloat = 1e-3
+    autocast: Literal["bfloat16", "float16"] | None = None  # on CUDA; None trains in float32, as the paper's recipe
+    warmup_steps: Annotated[int, Field(ge=1)] = 50
+    steps: PositiveInt = 500  # per timed window
+    repeats: PositiveInt = 5
+
+    @model_validator(mode="after")
+    def _known_params(self) -> TrainSpeedTask:
+        check_task_params(self.task, self.task_params)
+        return self
+
+    def variants(self) -> list[str]:
+        return [self.architecture.mixer]
+
+
+class TrainSpeedRunner(Runner[TrainSpeedTask]):
+    @classmethod
+    def points(cls, task: TrainSpeedTask, model: ResolvedModel | None, device: str) -> list[Point]:
+        return [point(loop=loop, batch=batch) for batch in task.batch_sizes for loop in task.loops]
+
+    @classmethod
+    def needs(cls, task: TrainSpeedTask, model: ResolvedModel | None, device: str) -> list[str]:
+        return ["CUDA and mamba_ssm (graphs, plain loop)"] if device != "cuda" else []
+
+    def measure(self, pt: Point) -> list[Record]:
+        loop, batch = pt.params["loop"], pt.params["batch"]
+        device = self.job.device
+        if loop == "ssmbench-graphs" and device != "cuda":
+            raise SkipPoint("CUDA graphs need CUDA")
+        if loop == PLAIN:
+            self._check_plain(device)
+        built = self._build()
+        if loop == PLAIN:
+            run, kernel = self._plain(built, batch), "mamba_ssm.MambaLMHeadModel"
+        else:
+            run, kernel = self._ssmbench(built, batch, graphs=loop == "ssmbench-graphs"), built.kernel
+        rates = [self.task.steps / seconds for seconds in run()]
+        stats = Stats.of(rates)
+        common = {"kernel": kernel, "cuda_graphs": loop == "ssmbench-graphs",
+                  "dtype": self.task.autocast if device == "cuda" and self.task.autocast else "float32",
+                  "family": mixer_family(self.task.architecture.mixer),
+                  "extra": {"params": built.n_params, "steps_per_window": self.task.steps,
+                            "warmup_steps": self.task.warmup_steps}}
+        tokens = batch * self.task.seq_len
+        return [self.record(pt, **summarised("steps_per_s", rates, "steps/s", True), **common),
+                self.record(pt, **summarised("ms_per_step", [1e3 / r for r in rates], "ms", False), **common),
+                self.record(pt, metric="train_tok_s", value=stats.median * tokens, unit="tok/s",
+                            higher_is_better=True, **common)]
+
+    def _build(self) -> Any:
+        from ssmbench.models.builder import build_model
+
+        return build_model(self.task.architecture.config(self.task.vocab_size, self.task.seq_len),
+                           device=self.job.device, seed=self.job.seed)
+
+    def _draw(self, batch: int) -> Callable[[Any], Any]:
+        from ssmbench.data.synthetic import make_batch
+
+        task = self.task
+        return lambda generator: make_batch(task.task, batch, task.seq_len, generator=generator,
+                                            device=self.job.device, vocab_size=task.vocab_size, **task.task_params)
+
+    def _windows(self) -> list[int]:
+        """The steps at which a timed window starts or ends."""
+        task = self.task
+        return [task.warmup_steps + i * task.steps for i in range(task.repeats + 1)]
+
+    def _ssmbench(self, built: Any, batch: int, graphs: bool) -> Callable[[], list[float]]:
+        """ssmbench's own loop, timed from its step callback (the device synchronised at window edges)."""
+        from ssmbench.data.synthetic import fixed_batches, seeded_generator
+        from ssmbench.train import TrainSettings, train
+
+        task, device = self.task, self.job.device
+        edges = self._windows()
+        settings = TrainSettings(steps=edges[-1], batch_size=batch, seq_len=task.seq_len, lr=task.lr,
+                                 autocast=task.autocast, eval_every=edges[-1], cuda_graphs=graphs)
+        validation = {task.seq_len: list(fixed_batches(task.task, 8, task.seq_len, 8, seed=0, purpose="validation",
+                                                       device=device, vocab_size=task.vocab_size,
+                                                       **task.task_params))}
+
+        def run() -> list[float]:
+            marks: list[float] = []
+
+            def on_step(step: int) -> None:
+                if step in edges:
+                    _synchronize(device)
+                    marks.append(time.perf_counter())
+
+            train(built.module, self._draw(batch), seeded_generator(self.job.seed, device), validation, settings,
+                  device, on_step=on_step)
+            return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+
+        return run
+
+    def _check_plain(self, device: str) -> None:
+        from ssmbench.models.kernels import fused_mamba_kernels
+
+        if self.task.architecture.mixer != "mamba":
+            raise SkipPoint("the plain mamba_ssm loop trains Mamba models only")
+        if device != "cuda":
+            raise SkipPoint("the plain mamba_ssm loop needs CUDA")
+        kernels = fused_mamba_kernels()
+        if not kernels:
+            raise SkipPoint(f"the plain mamba_ssm loop needs mamba_ssm: {kernels.reason}")
+
+    def _plain(self, built: Any, batch: int) -> Callable[[], list[float]]:
+        """mamba_ssm's MambaLMHeadModel with the built model's weights, in a loop as plain as it gets."""
+        import torch
+        from mamba_ssm.models.config_mamba import MambaConfig
+        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+        from ssmbench.data.synthetic import seeded_generator
+        from ssmbench.train import answer_loss, autocast
+
+        arch, device = self.task.architecture, self.job.device
+        config = MambaConfig(d_model=arch.d_model, n_layer=arch.n_layers, vocab_size=self.task.vocab_size,
+                             d_intermediate=0, ssm_cfg={"d_state": arch.d_state, "d_conv": arch.d_conv,
+                                                        "expand": arch.expand})
+        model = MambaLMHeadModel(config, device=device)
+        model.load_state_dict(built.module.state_dict(), strict=True)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.task.lr)
+        draw, generator, edges = self._draw(batch), seeded_generator(self.job.seed, device), self._windows()
+
+        def run() -> list[float]:
+            marks = []
+            for step in range(1, edges[-1] + 1):
+                data = draw(generator)
+                with autocast(device, self.task.autocast):
+                    loss = answer_loss(model(data.inputs).logits, data.targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                if step in edges:
+                    _synchronize(device)
+                    marks.append(time.perf_counter())
+            return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+
+        return run
+
+    def record(self, point: Point, **fields: Any) -> Record:
+        fields["slice"] = {**fields.get("slice", point.params), "synthetic_task": self.task.task,
+                           "seq_len": self.task.seq_len}
+        return super().record(point, **fields)
+
+
+def _synchronize(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def speed_tables(task: str, frame: pd.DataFrame) -> list[Table]:
+    """A row per loop, a column per batch size: steps/s (median ± half the IQR) and, beside it, the ratio
+    to the plain mamba_ssm loop at the same batch where that ran."""
+    rates = frame[(frame["metric"] == "steps_per_s") & (frame["status"] == "ok")]
+    plain = {int(r["slice.batch"]): r["value"] for r in rates.to_dict("records") if r["slice.loop"] == PLAIN}
+    rows = []
+    for loop, group in frame.groupby("slice.loop", sort=False):
+        row: dict[str, str] = {"loop": str(loop)}
+        for r in group.to_dict("records"):
+            batch = int(r["slice.batch"])
+            if r["status"] != "ok":
+                row[f"batch {batch}"] = "—" if r["status"] == "skipped" else r["status"].upper()
+            elif r["metric"] == "steps_per_s":
+                row[f"batch {batch}"] = format_value(r["value"], r.get("iqr_rel"))
+                row[f"× plain, batch {batch}"] = f"{r['value'] / plain[batch]:.2f}" if batch in plain else ""
+        kernels = sorted(set(group["kernel"].dropna()))
+        row["kernel"] = ", ".join(kernels)
+        rows.append(row)
+    skipped = frame[frame["status"] == "skipped"].drop_duplicates("slice.loop")
+    windows = sorted({int(n) for n in rates.get("n", pd.Series(dtype=float)).dropna()})
+    notes = [f"Training steps per second (median of {', '.join(map(str, windows)) or 'no'} timed windows ± half "
+             "their interquartile range); × plain = the rate over mamba_ssm's own model in a plain loop",
+             *(f"— {r['slice.loop']}: {r['message']}" for r in skipped.to_dict("records"))]
+    batches = sorted({int(b) for b in frame["slice.batch"].dropna()})
+    columns = ["loop", "kernel", *(c for b in batches for c in (f"batch {b}", f"× plain, batch {b}"))]
+    table = pd.DataFrame(rows).reindex(columns=columns).fillna("")
+    return [Table(f"{task}: training steps per second", table, notes, task)]
+
+
+KIND = Kind(
+    name="train_speed",
+    task=TrainSpeedTask,
+    runner=TrainSpeedRunner,
+    description="steps/s of the synthetic trainer (CUDA graphs, eager) against a plain mamba_ssm training loop",
+    metric_order=("steps_per_s", "ms_per_step", "train_tok_s"),
+    views=speed_tables,
+)
