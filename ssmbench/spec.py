@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
-from ssmbench.errors import UserError, did_you_mean
+from ssmbench.errors import UserError, did_you_mean, error_message, format_loc
 from ssmbench.jobs import Resources, Strict, TaskBase
 from ssmbench.kinds import get_kind, kind_names, registered
 from ssmbench.zoo import MODELS
@@ -204,6 +204,12 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.1 (PyYAML) reads `1e-3` as a string, the number only with a dot (`1.0e-3`); strict validation would
+# refuse the string, so a float is also what YAML 1.2 calls one: digits with an exponent and no dot.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def load_suite(path_or_name: str | Path) -> tuple[Suite, Path]:
     path = find_suite_file(path_or_name)
     try:
@@ -247,7 +253,7 @@ def describe_validation_error(exc: ValidationError, data: Any) -> str:
         allowed = _allowed_keys(loc[:-1], data)
         msg = f"unknown key {field!r}{did_you_mean(field, allowed)}"
     else:
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = error_message(err)
         # Our validators start their messages with the sub-field they mean ("name: ...", "tasks[0].models: ...").
         head, sep, rest = msg.partition(": ")
         if sep and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
@@ -259,13 +265,6 @@ def describe_validation_error(exc: ValidationError, data: Any) -> str:
 def _more(exc: ValidationError) -> str:
     more = len(exc.errors()) - 1
     return f" (and {more} more)" if more else ""
-
-
-def format_loc(loc: list[Any]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
 
 
 def _allowed_keys(parent_loc: list[Any], data: Any) -> list[str]:

@@ -146,7 +146,7 @@ def test_on_cpu_settings_are_validated(tmp_path: Path):
     assert_user_error(invoke("validate", write(tmp_path / "s.yaml", bad)),
                       "tasks[0].on_cpu: 'batch_size' is not a setting of throughput (did you mean 'batch_sizes'?)")
     bad = CPU_SUITE.replace("batch_sizes: [1]}", "batch_sizes: [0]}")
-    assert_user_error(invoke("validate", write(tmp_path / "s.yaml", bad)), "tasks[0].on_cpu.batch_sizes.0:")
+    assert_user_error(invoke("validate", write(tmp_path / "s.yaml", bad)), "tasks[0].on_cpu.batch_sizes[0]:")
 
 
 def test_the_dry_run_estimates_from_earlier_runs(finished_run: Path):
