@@ -21,9 +21,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from ssmbench import console
 from ssmbench.errors import UserError
-from ssmbench.records import ForeignRecord, Record, read_records
+from ssmbench.records import ForeignRecord, Record, read_records, torn_point
 
 # Report format -> table file suffix: the one map of formats to files.
 TABLE_FORMATS: dict[str, str] = {"md": "md", "csv": "csv", "json": "json", "latex": "tex"}
@@ -39,6 +41,8 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._torn_lines: set[int] = set()  # told once per command, however often the records are read
+        self.torn_points: set[tuple[str, str]] = set()  # (job, point) of the torn lines that name theirs
 
     def __str__(self) -> str:
         return str(self.path)
@@ -99,10 +103,16 @@ class RunDir:
         return self.path / self.LAUNCH
 
     def read_records(self) -> list[Record]:
-        """The run's records; a torn line is reported and skipped, a foreign one is the user's error."""
+        """The run's records; a torn line is reported (once) and skipped, a foreign one or a records file that
+        cannot be read is the user's error."""
         def torn(number: int, text: str) -> None:
-            console.note(f"{self.records_path}: line {number} is not JSON (a write cut short?); skipped, "
-                         f"its point counts as not done: {text[:60]!r}")
+            point = torn_point(text)
+            if point is not None:
+                self.torn_points.add(point)
+            if number not in self._torn_lines:
+                self._torn_lines.add(number)
+                whose = f"a record of {console.point_name(*point)}" if point else escape(repr(text[:60]))
+                console.note(f"{self.records_path}: line {number} is not JSON (a write cut short?); skipped: {whose}")
 
         try:
             return read_records(self.records_path, torn)

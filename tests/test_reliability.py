@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
-from test_cli import TINY_SUITE, assert_user_error, invoke, write
+from test_cli import TINY_SUITE, assert_user_error, invoke, unwrapped, write
 
 from ssmbench.kinds import all_kinds
-from ssmbench.records import Record, RecordWriter, summarised
+from ssmbench.records import Record, RecordWriter, latest_attempts, point_attempts, read_records, summarised
 from ssmbench.report import write_report
 from ssmbench.rundir import RunDir
 
@@ -72,6 +72,37 @@ def test_a_torn_line_is_reported_and_skipped(finished_run: Path):
     result = invoke("report", finished_run)
     assert result.exit_code == 0
     assert "records.jsonl: line 6 is not JSON (a write cut short?); skipped" in result.stderr
+
+
+def test_a_torn_tail_is_found_and_its_point_redone(finished_run: Path):
+    """A kill mid-write leaves the point's first lines and half its last: the point is not done (each record
+    says how many the point wrote), the report and the resume say so by name, and the resume redoes it."""
+    path = finished_run / "records.jsonl"
+    lines = path.read_text().splitlines()
+    last = json.loads(lines[-1])
+    job, point = last["job"], last["point"]
+    written = sum(1 for line in lines if json.loads(line)["job"] == job and json.loads(line)["point"] == point)
+    assert written > 1 and last["point_records"] == written
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:len(lines[-1]) // 2])  # no newline: cut mid-line
+
+    report = invoke("report", finished_run)
+    assert report.exit_code == 0
+    assert f"Torn: 1 points have only part of their records (a write cut short: {job} [{point}])" in \
+        unwrapped(report.stderr)
+    assert "**Torn: 1 points" in (finished_run / "table.md").read_text()
+
+    result = invoke("run", "--resume", finished_run)
+    assert result.exit_code == 0, result.output
+    err = unwrapped(result.stderr)
+    assert err.count(f"line {len(lines)} is not JSON (a write cut short?); skipped: a record of {job} [{point}]") == 1
+    assert f"resuming: {job} [{point}] has {written - 1} of its {written} records (a write cut short): redone" in err
+    assert "resuming: 5 of 6 points already done" in err and "points: 1 ok" in err
+    records = read_records(path)
+    again = [r for r in latest_attempts(records) if r.point_id == (job, point)]
+    assert len(again) == written and {r.attempt for r in again} == {1}
+    assert point_attempts(records)[(job, point)] == (1, True)
+    assert "Torn" not in (finished_run / "table.md").read_text()
+    assert "nothing to do" in invoke("run", "--resume", finished_run).stderr
 
 
 def test_a_report_says_which_points_are_missing(finished_run: Path):

@@ -15,6 +15,8 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from rich.markup import escape
+
 from ssmbench import console
 from ssmbench.errors import JobError, UserError, first_line
 from ssmbench.jobs import Job, Point
@@ -110,7 +112,7 @@ def _measure_job(job: Job[Any], pending: list[Point], context: JobContext) -> It
                 status, message = classify(exc)
                 free_memory(job.device)
                 if status == "error":
-                    console.failure(f"{job.id} [{pt.key}]: {message}")
+                    console.failure(f"{console.point_name(job.id, pt.key)}: {escape(message)}")
                 records = [runner.record(pt, status=status, message=message)]
             yield pt, records
     finally:
