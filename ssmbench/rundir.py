@@ -73,6 +73,14 @@ class RunDir:
         """A run directory that must already hold `need` (the resolved suite to resume, the records to
         report); a UserError naming what is missing otherwise."""
         run = cls(path)
+        if not run.path.is_dir():
+            what = "not a directory" if run.path.exists() else "no such directory"
+            raise UserError(f"{path}: {what}; give a run directory, results/<suite>/<run-id>")
+        for name in {need, cls.RECORDS}:  # the records are read by every command that takes a run
+            found = run.path / name
+            if found.exists() and not found.is_file():
+                raise UserError(f"{found}: is a {'directory' if found.is_dir() else 'special file'}, not a file; "
+                                f"a run keeps its {name} as a file (move this one away)")
         if not (run.path / need).is_file():
             raise UserError(f"{path}: not a run directory (no {need}); give results/<suite>/<run-id>")
         return run
@@ -118,6 +126,8 @@ class RunDir:
             return read_records(self.records_path, torn)
         except ForeignRecord as exc:
             raise UserError(str(exc)) from None
+        except OSError as exc:
+            raise UserError(f"{self.records_path}: cannot read the records ({exc.strerror or exc})") from None
 
     def write_plan(self, points: list[tuple[str, str, str]]) -> None:
         """(task, job, point) of every point the run means to measure."""

@@ -105,6 +105,16 @@ def test_a_torn_tail_is_found_and_its_point_redone(finished_run: Path):
     assert "nothing to do" in invoke("run", "--resume", finished_run).stderr
 
 
+@pytest.mark.parametrize("command", ["report", "resume", "diff"])
+def test_records_that_are_a_directory(finished_run: Path, command: str):
+    records = finished_run / "records.jsonl"
+    records.unlink()
+    records.mkdir()
+    args = {"report": ("report", finished_run), "resume": ("run", "--resume", finished_run),
+            "diff": ("diff", finished_run, finished_run)}[command]
+    assert_user_error(invoke(*args), f"{records}: is a directory, not a file")
+
+
 def test_a_report_says_which_points_are_missing(finished_run: Path):
     records = (finished_run / "records.jsonl").read_text().splitlines()
     kept = [line for line in records if '"kind":"memory"' not in line and '"point":"batch=2' not in line]
