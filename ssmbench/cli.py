@@ -147,24 +147,29 @@ def _run_suite(suite: Suite, out: Path, dry_run: bool, run_dir: RunDir | None = 
     from ssmbench.plan import build_plan
     from ssmbench.report import write_report
 
-    if run_dir is not None:
-        run_dir.read_records()  # a resumed run's records must be ours before anything starts
-    launcher_cls = launcher_class(launcher)  # a missing extra ends here, before anything is planned
-    plan = build_plan(suite, resolve_device(suite.defaults.device))
-    for note in plan.notes:
-        console.note(note)
-    if dry_run:
-        _print_plan(plan, out)
-        for script in launcher_cls.dry_run(plan, out / suite.name / f"{launcher}-dry-run"):
-            console.err.print(f"{launcher}: wrote {script} (not submitted)", soft_wrap=True)
-        return
-    launch = get_launcher(launcher, ray_address)
-    run_dir = run_dir or RunDir.create(out, suite.name)
-    console.err.print(f"run directory: [bold]{run_dir}[/] ({plan.n_points} points in {len(plan.jobs)} jobs, "
-                      f"device {plan.device})")
-    with _sigterm_as_interrupt():
-        summary = execute(plan, run_dir, launch)
-    _print_tables(write_report(run_dir, all_kinds()).tables)
+    with contextlib.ExitStack() as held:
+        if run_dir is not None and not dry_run:
+            held.enter_context(run_dir.lock())  # a second resume of this run ends here, before it reads anything
+        if run_dir is not None:
+            run_dir.read_records()  # a resumed run's records must be ours before anything starts
+        launcher_cls = launcher_class(launcher)  # a missing extra ends here, before anything is planned
+        plan = build_plan(suite, resolve_device(suite.defaults.device))
+        for note in plan.notes:
+            console.note(note)
+        if dry_run:
+            _print_plan(plan, out)
+            for script in launcher_cls.dry_run(plan, out / suite.name / f"{launcher}-dry-run"):
+                console.err.print(f"{launcher}: wrote {script} (not submitted)", soft_wrap=True)
+            return
+        launch = get_launcher(launcher, ray_address)
+        if run_dir is None:
+            run_dir = RunDir.create(out, suite.name)
+            held.enter_context(run_dir.lock())  # and a resume of this run while it goes
+        console.err.print(f"run directory: [bold]{run_dir}[/] ({plan.n_points} points in {len(plan.jobs)} jobs, "
+                          f"device {plan.device})")
+        with _sigterm_as_interrupt():
+            summary = execute(plan, run_dir, launch)
+        _print_tables(write_report(run_dir, all_kinds()).tables)
     counts = ", ".join(f"{n} {s}" for s, n in summary.statuses.items()) or "nothing to do"
     console.err.print(f"points: {counts}. Tables and plots: {run_dir}/table.md")
     if summary.interrupted:

@@ -4,6 +4,7 @@
         suite.resolved.yaml   the suite with every override applied (what --resume reads back)
         env.json              hardware and software (env.resume<N>.json for each resumption)
         records.jsonl         one record a line, flushed point by point
+        run.lock              held (flock) by the one process that runs or resumes the run
         plan.json             every point the run means to measure (a report names those without records)
         table.md/.csv/.json   rebuilt from records.jsonl (and table.tex on request)
         <task>_*.png          the kinds' plots
@@ -15,8 +16,11 @@ Everything that reads or writes these names goes through RunDir, so the layout c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ class RunDir:
     ENV = "env.json"
     ARTIFACTS = "artifacts"
     LAUNCH = "launch"
+    LOCK = "run.lock"
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -109,6 +114,36 @@ class RunDir:
     def launch_files(self) -> Path:
         """Where a cluster launcher keeps its files (submission scripts, logs, spools); never records."""
         return self.path / self.LAUNCH
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for this process while it runs or resumes the run: a second `run --resume`
+        of the same run would measure the same points and append them twice. The lock is the kernel's (flock),
+        so a holder that crashed or was killed holds nothing; the file says who holds it, for the error."""
+        import fcntl
+
+        path = self.path / self.LOCK
+        try:
+            file = path.open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"{path}: cannot open the run's lock file ({exc.strerror or exc})") from None
+        with file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.seek(0)
+                holder = file.read().strip() or "another process"
+                raise UserError(f"{self.path}: another ssmbench run is writing this run directory ({holder}); "
+                                f"wait for it to end (or stop it), then `ssmbench run --resume {self.path}`") from None
+            file.seek(0)
+            file.truncate()
+            file.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                       f"{datetime.now().isoformat(sep=' ', timespec='seconds')}\n")
+            file.flush()
+            try:
+                yield
+            finally:  # explicitly: a forked helper process that inherited the descriptor must not keep it held
+                fcntl.flock(file, fcntl.LOCK_UN)
 
     def read_records(self) -> list[Record]:
         """The run's records; a torn line is reported (once) and skipped, a foreign one or a records file that

@@ -19,7 +19,15 @@ from conftest import REPO
 from test_cli import TINY_SUITE, assert_user_error, invoke, unwrapped, write
 
 from ssmbench.kinds import all_kinds
-from ssmbench.records import Record, RecordWriter, latest_attempts, point_attempts, read_records, summarised
+from ssmbench.records import (
+    Record,
+    RecordWriter,
+    duplicate_identities,
+    latest_attempts,
+    point_attempts,
+    read_records,
+    summarised,
+)
 from ssmbench.report import write_report
 from ssmbench.rundir import RunDir
 
@@ -113,6 +121,51 @@ def test_records_that_are_a_directory(finished_run: Path, command: str):
     args = {"report": ("report", finished_run), "resume": ("run", "--resume", finished_run),
             "diff": ("diff", finished_run, finished_run)}[command]
     assert_user_error(invoke(*args), f"{records}: is a directory, not a file")
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from ssmbench.rundir import RunDir
+with RunDir(sys.argv[1]).lock():
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_resume_of_one_run_is_refused_until_the_holder_is_gone(finished_run: Path):
+    path = finished_run / "records.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-5]) + "\n")  # a point to do, which two resumes would both measure
+    before = path.read_text()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(finished_run)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert_user_error(invoke("run", "--resume", finished_run),
+                          f"{finished_run}: another ssmbench run is writing this run directory (pid {holder.pid} on ",
+                          f"then `ssmbench run --resume {finished_run}`")
+        assert path.read_text() == before  # nothing measured, nothing written
+    finally:
+        holder.kill()  # a holder that dies without a word: the kernel drops its lock
+        holder.wait()
+    result = invoke("run", "--resume", finished_run)
+    assert result.exit_code == 0, result.output
+    assert "points: 1 ok" in result.stderr
+    assert duplicate_identities(read_records(path)) == {}
+
+
+def test_a_report_warns_of_figures_recorded_twice_in_one_attempt(finished_run: Path):
+    path = finished_run / "records.jsonl"
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    again = [line for line in lines if json.loads(line)["point"] == first["point"]
+             and json.loads(line)["job"] == first["job"]]
+    path.write_text("\n".join([*lines, *again]) + "\n")  # what two resumes at once wrote before the lock
+    result = invoke("report", finished_run)
+    assert result.exit_code == 0
+    warning = f"Duplicates: {len(again)} records repeat a figure of the same attempt ({first['job']} [{first['point']}])"
+    assert warning in unwrapped(result.stderr) and "warning:" in result.stderr
+    assert f"**{warning}" in (finished_run / "table.md").read_text()
 
 
 def test_a_report_says_which_points_are_missing(finished_run: Path):
