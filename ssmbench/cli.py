@@ -330,17 +330,20 @@ def diff(
     fmt: Annotated[DiffFormat, typer.Option("--format", help="What to print.")] = DiffFormat.md,
 ) -> None:
     """Compare two runs figure by figure; exit 1 when a figure regressed beyond its threshold and its noise."""
-    from ssmbench.report.diff import diff_runs, render_json, render_markdown, thresholds
+    from ssmbench.report.diff import diff_runs, no_overlap, render_json, render_markdown, thresholds
     from ssmbench.spec import load_suite
 
     base_run, new_run = RunDir.existing(base, need=RunDir.RECORDS), RunDir.existing(new, need=RunDir.RECORDS)
     suite_thresholds = {}
     if new_run.resolved_suite_path.is_file():
         suite_thresholds = load_suite(new_run.resolved_suite_path)[0].regression
-    result = diff_runs(base_run.read_records(), new_run.read_records(),
+    base_records, new_records = base_run.read_records(), new_run.read_records()
+    result = diff_runs(base_records, new_records,
                        thresholds(suite_thresholds, _parse_thresholds(max_regression or [])), metric or None,
                        base_run.read_env(), new_run.read_env())
     names = (str(base_run), str(new_run))
+    if not result.compared:  # a PASS over nothing would say the runs agree
+        raise UserError(no_overlap(base_records, new_records, *names, metric or None))
     markdown, data = render_markdown(result, *names), render_json(result, *names)
     try:
         new_run.write_atomic(new_run.path / "diff.md", markdown)
@@ -364,6 +367,9 @@ def _parse_thresholds(values: list[str]) -> dict[str, float]:
             out[metric or "default"] = float(pct)
         except ValueError:
             raise UserError(f"--max-regression {value!r}: give a percentage, or METRIC=PERCENTAGE") from None
+        if not out[metric or "default"] >= 0:  # NaN too
+            raise UserError(f"--max-regression {value!r}: the largest tolerated regression is a percentage of 0 "
+                            "or more")
     return out
 
 
