@@ -185,6 +185,10 @@ def find_suite_file(path_or_name: str | Path) -> Path:
     packaged = packaged_suites_dir() / f"{stem}.yaml"
     if packaged.is_file() and (path.parent == Path(".") or path.parent.name == "suites"):
         return packaged
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.yaml"))
+        hint = f" holding {', '.join(inside[:4])}{' …' if len(inside) > 4 else ''}" if inside else ""
+        raise UserError(f"{path}: is a directory{hint}, not a suite file; give a .yaml file")
     known = sorted(p.stem for p in packaged_suites_dir().glob("*.yaml"))
     raise UserError(f"{path}: no such suite file{did_you_mean(stem, known)}; packaged suites: {', '.join(known)}")
 

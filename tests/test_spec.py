@@ -201,6 +201,15 @@ def test_missing_file_names_the_path(tmp_path: Path):
     assert "(did you mean 'smoke'?)" in message and "packaged suites: " in message
 
 
+def test_a_directory_is_no_suite_file(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text("name: a\n")
+    with pytest.raises(UserError) as info:
+        load_suite(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory holding a.yaml, not a suite file; give a .yaml file"
+    with pytest.raises(UserError, match=r"suites: is a directory holding compare.yaml, .*not a suite file"):
+        load_suite(REPO / "suites")
+
+
 def test_defaults_are_filled_when_the_suite_is_built():
     parsed = parse_suite({"name": "t", "models": ["tiny-gpt2"], "tasks": [{"kind": "throughput"}, {"kind": "memory"}]})
     assert parsed.defaults == Defaults(device="auto", dtype="auto", seed=0, weights="pretrained")
