@@ -278,12 +278,22 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="models, tasks or suites
 @app.command()
 @user_errors
 def validate(files: Annotated[list[str], typer.Argument(help="Suite files to check.")]) -> None:
-    """Check suite files without running them: every error names the file and the field."""
+    """Check suite files without running them, as `run` checks them (the plan is built), offline: every error
+    names the file and the field."""
+    from ssmbench.env import resolve_device
+    from ssmbench.models import hub
+    from ssmbench.plan import build_plan
     from ssmbench.spec import load_suite
 
-    for f in files:
-        suite, path = load_suite(f)
-        console.out.print(f"[green]ok[/] {path}: {len(suite.models)} models, {len(suite.tasks)} tasks")
+    with hub.offline("`ssmbench validate` reads the Hugging Face cache only, it never downloads"):
+        for f in files:
+            suite, path = load_suite(f)
+            requested = suite.defaults.device  # a CUDA suite is checked for CUDA on any machine
+            try:
+                build_plan(suite, resolve_device("auto") if requested == "auto" else requested)
+            except UserError as exc:
+                raise UserError(f"{path}: {exc}") from None
+            console.out.print(f"[green]ok[/] {path}: {len(suite.models)} models, {len(suite.tasks)} tasks")
 
 
 @app.command()

@@ -146,10 +146,21 @@ def test_env_json():
 
 def test_validate_ok(tmp_path: Path):
     suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
-    result = invoke("validate", suite, REPO / "suites" / "smoke.yaml")
+    result = invoke("validate", suite, REPO / "suites" / "smoke.yaml", REPO / "suites" / "nightly.yaml")
     assert result.exit_code == 0, result.output
     assert f"ok {suite}: 2 models, 2 tasks" in result.stdout
     assert "smoke.yaml: 5 models, 5 tasks" in result.stdout
+    assert "nightly.yaml: 6 models, 6 tasks" in result.stdout  # a CUDA suite is checked on a CPU-only machine
+
+
+def test_validate_checks_what_run_checks_when_it_plans(tmp_path: Path):
+    """Checks made when the plan is built (not when the file is read) fail validate too, as they fail run."""
+    text = TINY_SUITE.replace("models: [tiny-gpt2, tiny-mamba]",
+                              "models: [tiny-gpt2, {name: big, base: gpt2, overrides: {n_layer: 2}, weights: pretrained}]")
+    bad = write(tmp_path / "bad.yaml", text)
+    message = "models: 'big' sets overrides, which change the architecture of random weights only"
+    assert_user_error(invoke("validate", bad), f"error: {bad}: {message}")
+    assert_user_error(invoke("run", bad, "--out", tmp_path / "out"), message)
 
 
 def test_validate_failing(tmp_path: Path):
