@@ -185,6 +185,29 @@ def test_validate_errors_name_file_and_field(tmp_path: Path, text: str, fragment
     assert_user_error(invoke("validate", bad), f"error: {bad}: ", fragment)
 
 
+def test_an_error_every_point_of_a_job_repeats_is_said_once(tmp_path: Path):
+    """The memory kind loads the model in each point's own process: weights that cannot load fail every
+    point, with one message on screen (the records and the table keep every point)."""
+    suite = write(tmp_path / "s.yaml", """\
+name: absent
+defaults: {device: cpu, seed: 0}
+models: [{name: gone, base: tiny-gpt2, hf_id: nobody/not-cached-anywhere, weights: pretrained}]
+tasks:
+  - kind: memory
+    batch_sizes: [1, 2]
+    prompt_lengths: [8]
+    new_tokens: 2
+""")
+    result = invoke("run", suite, "--out", tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: memory/gone [mode=inference,batch=1,prompt_len=8]: ")
+    assert "nobody/not-cached-anywhere" in unwrapped(result.stderr)
+    records = read_records(only_run_dir(tmp_path / "out", "absent") / "records.jsonl")
+    assert [(r.point, r.status) for r in records] == [("mode=inference,batch=1,prompt_len=8", "error"),
+                                                      ("mode=inference,batch=2,prompt_len=8", "error")]
+
+
 def test_run_missing_file(tmp_path: Path):
     assert_user_error(invoke("run", tmp_path / "nope.yaml", "--out", tmp_path / "out"), str(tmp_path / "nope.yaml"),
                       "no such suite file")
