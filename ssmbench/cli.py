@@ -147,24 +147,29 @@ def _run_suite(suite: Suite, out: Path, dry_run: bool, run_dir: RunDir | None = 
     from ssmbench.plan import build_plan
     from ssmbench.report import write_report
 
-    if run_dir is not None:
-        run_dir.read_records()  # a resumed run's records must be ours before anything starts
-    launcher_cls = launcher_class(launcher)  # a missing extra ends here, before anything is planned
-    plan = build_plan(suite, resolve_device(suite.defaults.device))
-    for note in plan.notes:
-        console.note(note)
-    if dry_run:
-        _print_plan(plan, out)
-        for script in launcher_cls.dry_run(plan, out / suite.name / f"{launcher}-dry-run"):
-            console.err.print(f"{launcher}: wrote {script} (not submitted)", soft_wrap=True)
-        return
-    launch = get_launcher(launcher, ray_address)
-    run_dir = run_dir or RunDir.create(out, suite.name)
-    console.err.print(f"run directory: [bold]{run_dir}[/] ({plan.n_points} points in {len(plan.jobs)} jobs, "
-                      f"device {plan.device})")
-    with _sigterm_as_interrupt():
-        summary = execute(plan, run_dir, launch)
-    _print_tables(write_report(run_dir, all_kinds()).tables)
+    with contextlib.ExitStack() as held:
+        if run_dir is not None and not dry_run:
+            held.enter_context(run_dir.lock())  # a second resume of this run ends here, before it reads anything
+        if run_dir is not None:
+            run_dir.read_records()  # a resumed run's records must be ours before anything starts
+        launcher_cls = launcher_class(launcher)  # a missing extra ends here, before anything is planned
+        plan = build_plan(suite, resolve_device(suite.defaults.device))
+        for note in plan.notes:
+            console.note(note)
+        if dry_run:
+            _print_plan(plan, out)
+            for script in launcher_cls.dry_run(plan, out / suite.name / f"{launcher}-dry-run"):
+                console.err.print(f"{launcher}: wrote {script} (not submitted)", soft_wrap=True)
+            return
+        launch = get_launcher(launcher, ray_address)
+        if run_dir is None:
+            run_dir = RunDir.create(out, suite.name)
+            held.enter_context(run_dir.lock())  # and a resume of this run while it goes
+        console.err.print(f"run directory: [bold]{run_dir}[/] ({plan.n_points} points in {len(plan.jobs)} jobs, "
+                          f"device {plan.device})")
+        with _sigterm_as_interrupt():
+            summary = execute(plan, run_dir, launch)
+        _print_tables(write_report(run_dir, all_kinds()).tables)
     counts = ", ".join(f"{n} {s}" for s, n in summary.statuses.items()) or "nothing to do"
     console.err.print(f"points: {counts}. Tables and plots: {run_dir}/table.md")
     if summary.interrupted:
@@ -273,12 +278,22 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="models, tasks or suites
 @app.command()
 @user_errors
 def validate(files: Annotated[list[str], typer.Argument(help="Suite files to check.")]) -> None:
-    """Check suite files without running them: every error names the file and the field."""
+    """Check suite files without running them, as `run` checks them (the plan is built), offline: every error
+    names the file and the field."""
+    from ssmbench.env import resolve_device
+    from ssmbench.models import hub
+    from ssmbench.plan import build_plan
     from ssmbench.spec import load_suite
 
-    for f in files:
-        suite, path = load_suite(f)
-        console.out.print(f"[green]ok[/] {path}: {len(suite.models)} models, {len(suite.tasks)} tasks")
+    with hub.offline("`ssmbench validate` reads the Hugging Face cache only, it never downloads"):
+        for f in files:
+            suite, path = load_suite(f)
+            requested = suite.defaults.device  # a CUDA suite is checked for CUDA on any machine
+            try:
+                build_plan(suite, resolve_device("auto") if requested == "auto" else requested)
+            except UserError as exc:
+                raise UserError(f"{path}: {exc}") from None
+            console.out.print(f"[green]ok[/] {path}: {len(suite.models)} models, {len(suite.tasks)} tasks")
 
 
 @app.command()
@@ -325,17 +340,20 @@ def diff(
     fmt: Annotated[DiffFormat, typer.Option("--format", help="What to print.")] = DiffFormat.md,
 ) -> None:
     """Compare two runs figure by figure; exit 1 when a figure regressed beyond its threshold and its noise."""
-    from ssmbench.report.diff import diff_runs, render_json, render_markdown, thresholds
+    from ssmbench.report.diff import diff_runs, no_overlap, render_json, render_markdown, thresholds
     from ssmbench.spec import load_suite
 
     base_run, new_run = RunDir.existing(base, need=RunDir.RECORDS), RunDir.existing(new, need=RunDir.RECORDS)
     suite_thresholds = {}
     if new_run.resolved_suite_path.is_file():
         suite_thresholds = load_suite(new_run.resolved_suite_path)[0].regression
-    result = diff_runs(base_run.read_records(), new_run.read_records(),
+    base_records, new_records = base_run.read_records(), new_run.read_records()
+    result = diff_runs(base_records, new_records,
                        thresholds(suite_thresholds, _parse_thresholds(max_regression or [])), metric or None,
                        base_run.read_env(), new_run.read_env())
     names = (str(base_run), str(new_run))
+    if not result.compared:  # a PASS over nothing would say the runs agree
+        raise UserError(no_overlap(base_records, new_records, *names, metric or None))
     markdown, data = render_markdown(result, *names), render_json(result, *names)
     try:
         new_run.write_atomic(new_run.path / "diff.md", markdown)
@@ -359,6 +377,9 @@ def _parse_thresholds(values: list[str]) -> dict[str, float]:
             out[metric or "default"] = float(pct)
         except ValueError:
             raise UserError(f"--max-regression {value!r}: give a percentage, or METRIC=PERCENTAGE") from None
+        if not out[metric or "default"] >= 0:  # NaN too
+            raise UserError(f"--max-regression {value!r}: the largest tolerated regression is a percentage of 0 "
+                            "or more")
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 # Piped output gets wide lines rather than rich's 80-column default, so tables are not truncated.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -15,5 +16,15 @@ def note(message: str) -> None:
     err.print(f"[yellow]note:[/] {message}", soft_wrap=True)
 
 
+def warning(message: str) -> None:
+    """Something that makes figures doubtful (duplicate records): louder than a note, not an error."""
+    err.print(f"[bold red]warning:[/] {message}", soft_wrap=True)
+
+
 def failure(message: str) -> None:
     err.print(f"[red]error:[/] {message}", soft_wrap=True)
+
+
+def point_name(job: str, point: str) -> str:
+    """'job [point]' for a note, escaped: rich would take '[batch=1,prompt_len=8]' for markup and drop it."""
+    return escape(f"{job} [{point}]")

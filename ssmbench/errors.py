@@ -8,7 +8,9 @@ kernels missing): the run records it as that job's failure and goes on with the 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 
 class UserError(Exception):
@@ -35,3 +37,22 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if not close:
         return ""
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+def format_loc(loc: Sequence[Any]) -> str:
+    """A pydantic error's location as a suite spells it: tasks[1].batch_sizes[0]."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def error_message(err: Mapping[str, Any]) -> str:
+    """A pydantic error's message; a wrong type says what was written ("valid integer, got true")."""
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if str(err["type"]).endswith("_type") or err["type"] == "int_from_float":
+        value = err.get("input")
+        written = json.dumps(value) if value is None or isinstance(value, (bool, int, float, str)) else \
+            f"a {type(value).__name__}"
+        msg += f", got {written}"
+    return msg

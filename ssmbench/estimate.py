@@ -1,6 +1,6 @@
 """How long a plan will take, from what earlier runs on the same device measured.
 
-Every record keeps its point's wall time (`extra.point_s`). A dry run looks for the same (kind, model,
+Every record keeps its point's wall time (`extra.point_s`). A dry run looks for the same (kind, task, model,
 point) on the same device in the run directories under --out and adds up the medians; points never run
 before are counted, not guessed: a figure with no measurement behind it would be worse than none.
 """
@@ -14,7 +14,9 @@ from pathlib import Path
 from ssmbench.jobs import Plan
 from ssmbench.records import ForeignRecord, read_records
 
-PointKey = tuple[str, str | None, str]  # kind, model, point (on the one device asked about)
+# kind, task, model, point (on the one device asked about): two tasks of one kind may share point keys and
+# take very different times (a short and a long prompt sweep, each named by its batch size)
+PointKey = tuple[str, str, str | None, str]
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ def point_times(out: Path, device: str) -> dict[PointKey, float]:
         for r in records:
             seconds = r.extra.get("point_s")
             if r.device == device and isinstance(seconds, int | float):
-                samples.setdefault((r.kind, r.model, r.point), []).append(float(seconds))
+                samples.setdefault((r.kind, r.task, r.model, r.point), []).append(float(seconds))
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
@@ -54,7 +56,7 @@ def estimate(plan: Plan, times: dict[PointKey, float]) -> Estimate:
         model = job.model_name
         for p in job.points:
             total += 1
-            measured = 0.0 if job.skip_reason else times.get((job.kind, model, p.key))
+            measured = 0.0 if job.skip_reason else times.get((job.kind, job.task_name, model, p.key))
             if measured is not None:  # a refused job's points take no time
                 known += 1
                 seconds += measured

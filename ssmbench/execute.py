@@ -20,7 +20,7 @@ from ssmbench.jobs import Plan
 from ssmbench.kinds import KINDS
 from ssmbench.launch import Launcher, Work, forwarded_env
 from ssmbench.launch.local import LocalLauncher
-from ssmbench.records import RecordWriter, point_attempts
+from ssmbench.records import RecordWriter, incomplete_points, point_attempts
 from ssmbench.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -46,8 +46,10 @@ def execute(plan: Plan, run: RunDir, launcher: Launcher | None = None) -> RunSum
     run.write_header(plan.resolved_suite, env.collect() | {"launcher": launcher.describe()})
     run.write_plan([(job.task_name, job.id, p.key) for job in plan.jobs for p in job.points])
     summary = RunSummary(run)
-    attempts = point_attempts(run.read_records())
+    records = run.read_records()
+    attempts = point_attempts(records)
     works = pending_work(plan, run, attempts)
+    _say_what_is_redone(works, incomplete_points(records), run.torn_points)
     already = plan.n_points - sum(len(w.points) for w in works)
     if already:
         console.note(f"resuming: {already} of {plan.n_points} points already done")
@@ -58,12 +60,27 @@ def execute(plan: Plan, run: RunDir, launcher: Launcher | None = None) -> RunSum
             with contextlib.closing(outcomes):  # an interrupted launcher cancels what it still runs
                 for job_id, pt, records in outcomes:
                     attempt = attempts.get((job_id, pt.key), (-1, False))[0] + 1
-                    writer.write([r.model_copy(update={"attempt": attempt}) for r in records])
+                    writer.write([r.model_copy(update={"attempt": attempt, "point_records": len(records)})
+                                  for r in records])
                     summary.statuses[records[0].status] += 1  # a point's records share its status
                     bars.point_done(job_id)
         except KeyboardInterrupt as stop:
             summary.interrupted, summary.terminated = True, isinstance(stop, Terminated)
     return summary
+
+
+def _say_what_is_redone(works: list[Work], incomplete: dict[tuple[str, str], tuple[int, int]],
+                        torn: set[tuple[str, str]]) -> None:
+    """On resume, each pending point that a torn write left unfinished, by name: the lines before say a torn
+    line was skipped, these say what it costs."""
+    for work in works:
+        for pt in work.points:
+            if (work.job.id, pt.key) in incomplete:
+                found, written = incomplete[(work.job.id, pt.key)]
+                console.note(f"resuming: {console.point_name(work.job.id, pt.key)} has {found} of its {written} records (a write cut "
+                             "short): redone")
+            elif (work.job.id, pt.key) in torn:
+                console.note(f"resuming: {console.point_name(work.job.id, pt.key)} lost its records to a torn write: redone")
 
 
 def pending_work(plan: Plan, run: RunDir, attempts: dict[tuple[str, str], tuple[int, bool]]) -> list[Work]:

@@ -19,14 +19,16 @@ from pydantic import (
     model_validator,
 )
 
-from ssmbench.errors import did_you_mean
+from ssmbench.errors import did_you_mean, error_message, format_loc
 from ssmbench.zoo import ResolvedModel
 
 
 class Strict(BaseModel):
-    """A suite mapping: unknown keys are errors, not silently ignored settings."""
+    """A suite mapping: unknown keys are errors, not silently ignored settings, and values are taken as
+    written (pydantic's strict mode): `true` is no batch size (lax mode reads it as 1), "8" and 8.0 are
+    no count, in every kind's task, including kinds added later."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class OnCPU(BaseModel):
@@ -90,8 +92,7 @@ class TaskBase(Strict):
                 self.for_device("cpu")
             except ValidationError as exc:
                 first = exc.errors()[0]
-                field = ".".join(str(part) for part in first["loc"])
-                raise ValueError(f"on_cpu.{field}: {first['msg']}") from None
+                raise ValueError(f"on_cpu.{format_loc(first['loc'])}: {error_message(first)}") from None
         return self
 
     def for_device(self, device: str) -> TaskBase:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +104,9 @@ class Record(BaseModel):
     job: str  # "<task>/<model>", the unit of planning and resuming
     point: str  # the sweep point within the job, e.g. "batch=1,prompt=128,graphs=off"
     attempt: int = 0  # 0 on the first try; a resumed run retries failed points with attempt + 1
+    # How many records this point's attempt wrote (in one write). Fewer on disk: the write was cut short, the
+    # point is not done and --resume redoes it. None in records written before it was kept (taken as whole).
+    point_records: int | None = None
     model: str | None = None
     family: str | None = None  # transformer | ssm | rnn (zoo.Family)
     metric: str | None = None  # None on a failed point's status record
@@ -250,10 +255,49 @@ def latest_attempts(records: Iterable[Record]) -> list[Record]:
     return [r for r in records if r.attempt == last[r.point_id]]
 
 
+def incomplete_points(records: Iterable[Record]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(job, point) -> (records found, records written) for each point whose latest attempt has fewer records
+    on disk than it wrote: a write cut short (a killed run, a full disk) left the first lines of the point."""
+    found: Counter[tuple[str, str]] = Counter()
+    written: dict[tuple[str, str], int] = {}
+    for r in latest_attempts(records):
+        found[r.point_id] += 1
+        if r.point_records is not None:
+            written[r.point_id] = max(written.get(r.point_id, 0), r.point_records)
+    return {pid: (found[pid], n) for pid, n in written.items() if found[pid] < n}
+
+
+def duplicate_identities(records: Iterable[Record]) -> dict[tuple[str, str, int], int]:
+    """(job, point, attempt) -> how many of its records repeat an identity already recorded in that attempt.
+    One attempt measures each figure once: a repeat means two processes ran the same point (two resumes of
+    one run at once), and the tables would show one of the two figures at random."""
+    seen: set[tuple[tuple[str, str], int, RecordKey]] = set()
+    repeats: Counter[tuple[str, str, int]] = Counter()
+    for r in records:
+        key = (r.point_id, r.attempt, r.identity)
+        if key in seen:
+            repeats[(r.job, r.point, r.attempt)] += 1
+        seen.add(key)
+    return dict(repeats)
+
+
 def point_attempts(records: Iterable[Record]) -> dict[tuple[str, str], tuple[int, bool]]:
-    """(job, point) -> (latest attempt, done). Done points (ok, oom, skipped) are not redone on resume."""
+    """(job, point) -> (latest attempt, done). Done: every record of the point's latest attempt is on disk,
+    and each has a done status (ok, oom, skipped); other points are redone on resume."""
+    records = list(records)
+    torn = incomplete_points(records)
     out: dict[tuple[str, str], tuple[int, bool]] = {}
     for r in latest_attempts(records):
-        _, done = out.get(r.point_id, (r.attempt, True))
+        _, done = out.get(r.point_id, (r.attempt, r.point_id not in torn))
         out[r.point_id] = (r.attempt, done and r.status in DONE_STATUSES)
     return out
+
+
+_JOB_AND_POINT = re.compile(r'"job":("(?:[^"\\]|\\.)*"),"point":("(?:[^"\\]|\\.)*")')
+
+
+def torn_point(line: str) -> tuple[str, str] | None:
+    """The (job, point) a torn line belonged to, when the cut came after them (they are among a record's
+    first fields), else None."""
+    match = _JOB_AND_POINT.search(line)
+    return (json.loads(match[1]), json.loads(match[2])) if match else None

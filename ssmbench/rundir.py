@@ -4,6 +4,7 @@
         suite.resolved.yaml   the suite with every override applied (what --resume reads back)
         env.json              hardware and software (env.resume<N>.json for each resumption)
         records.jsonl         one record a line, flushed point by point
+        run.lock              held (flock) by the one process that runs or resumes the run
         plan.json             every point the run means to measure (a report names those without records)
         table.md/.csv/.json   rebuilt from records.jsonl (and table.tex on request)
         <task>_*.png          the kinds' plots
@@ -15,15 +16,20 @@ Everything that reads or writes these names goes through RunDir, so the layout c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from ssmbench import console
 from ssmbench.errors import UserError
-from ssmbench.records import ForeignRecord, Record, read_records
+from ssmbench.records import ForeignRecord, Record, read_records, torn_point
 
 # Report format -> table file suffix: the one map of formats to files.
 TABLE_FORMATS: dict[str, str] = {"md": "md", "csv": "csv", "json": "json", "latex": "tex"}
@@ -36,9 +42,12 @@ class RunDir:
     ENV = "env.json"
     ARTIFACTS = "artifacts"
     LAUNCH = "launch"
+    LOCK = "run.lock"
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._torn_lines: set[int] = set()  # told once per command, however often the records are read
+        self.torn_points: set[tuple[str, str]] = set()  # (job, point) of the torn lines that name theirs
 
     def __str__(self) -> str:
         return str(self.path)
@@ -69,6 +78,14 @@ class RunDir:
         """A run directory that must already hold `need` (the resolved suite to resume, the records to
         report); a UserError naming what is missing otherwise."""
         run = cls(path)
+        if not run.path.is_dir():
+            what = "not a directory" if run.path.exists() else "no such directory"
+            raise UserError(f"{path}: {what}; give a run directory, results/<suite>/<run-id>")
+        for name in {need, cls.RECORDS}:  # the records are read by every command that takes a run
+            found = run.path / name
+            if found.exists() and not found.is_file():
+                raise UserError(f"{found}: is a {'directory' if found.is_dir() else 'special file'}, not a file; "
+                                f"a run keeps its {name} as a file (move this one away)")
         if not (run.path / need).is_file():
             raise UserError(f"{path}: not a run directory (no {need}); give results/<suite>/<run-id>")
         return run
@@ -98,16 +115,54 @@ class RunDir:
         """Where a cluster launcher keeps its files (submission scripts, logs, spools); never records."""
         return self.path / self.LAUNCH
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for this process while it runs or resumes the run: a second `run --resume`
+        of the same run would measure the same points and append them twice. The lock is the kernel's (flock),
+        so a holder that crashed or was killed holds nothing; the file says who holds it, for the error."""
+        import fcntl
+
+        path = self.path / self.LOCK
+        try:
+            file = path.open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"{path}: cannot open the run's lock file ({exc.strerror or exc})") from None
+        with file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.seek(0)
+                holder = file.read().strip() or "another process"
+                raise UserError(f"{self.path}: another ssmbench run is writing this run directory ({holder}); "
+                                f"wait for it to end (or stop it), then `ssmbench run --resume {self.path}`") from None
+            file.seek(0)
+            file.truncate()
+            file.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                       f"{datetime.now().isoformat(sep=' ', timespec='seconds')}\n")
+            file.flush()
+            try:
+                yield
+            finally:  # explicitly: a forked helper process that inherited the descriptor must not keep it held
+                fcntl.flock(file, fcntl.LOCK_UN)
+
     def read_records(self) -> list[Record]:
-        """The run's records; a torn line is reported and skipped, a foreign one is the user's error."""
+        """The run's records; a torn line is reported (once) and skipped, a foreign one or a records file that
+        cannot be read is the user's error."""
         def torn(number: int, text: str) -> None:
-            console.note(f"{self.records_path}: line {number} is not JSON (a write cut short?); skipped, "
-                         f"its point counts as not done: {text[:60]!r}")
+            point = torn_point(text)
+            if point is not None:
+                self.torn_points.add(point)
+            if number not in self._torn_lines:
+                self._torn_lines.add(number)
+                whose = f"a record of {console.point_name(*point)}" if point else escape(repr(text[:60]))
+                console.note(f"{self.records_path}: line {number} is not JSON (a write cut short?); skipped: {whose}")
 
         try:
             return read_records(self.records_path, torn)
         except ForeignRecord as exc:
             raise UserError(str(exc)) from None
+        except OSError as exc:
+            raise UserError(f"{self.records_path}: cannot read the records ({exc.strerror or exc})") from None
 
     def write_plan(self, points: list[tuple[str, str, str]]) -> None:
         """(task, job, point) of every point the run means to measure."""

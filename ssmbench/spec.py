@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
-from ssmbench.errors import UserError, did_you_mean
+from ssmbench.errors import UserError, did_you_mean, error_message, format_loc
 from ssmbench.jobs import Resources, Strict, TaskBase
 from ssmbench.kinds import get_kind, kind_names, registered
 from ssmbench.zoo import MODELS
@@ -185,6 +185,10 @@ def find_suite_file(path_or_name: str | Path) -> Path:
     packaged = packaged_suites_dir() / f"{stem}.yaml"
     if packaged.is_file() and (path.parent == Path(".") or path.parent.name == "suites"):
         return packaged
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.yaml"))
+        hint = f" holding {', '.join(inside[:4])}{' …' if len(inside) > 4 else ''}" if inside else ""
+        raise UserError(f"{path}: is a directory{hint}, not a suite file; give a .yaml file")
     known = sorted(p.stem for p in packaged_suites_dir().glob("*.yaml"))
     raise UserError(f"{path}: no such suite file{did_you_mean(stem, known)}; packaged suites: {', '.join(known)}")
 
@@ -202,6 +206,12 @@ class _StrictLoader(yaml.SafeLoader):
                     None, None, f"key {key!r} appears twice (first on line {seen[key] + 1})", key_node.start_mark)
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML) reads `1e-3` as a string, the number only with a dot (`1.0e-3`); strict validation would
+# refuse the string, so a float is also what YAML 1.2 calls one: digits with an exponent and no dot.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def load_suite(path_or_name: str | Path) -> tuple[Suite, Path]:
@@ -247,7 +257,7 @@ def describe_validation_error(exc: ValidationError, data: Any) -> str:
         allowed = _allowed_keys(loc[:-1], data)
         msg = f"unknown key {field!r}{did_you_mean(field, allowed)}"
     else:
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = error_message(err)
         # Our validators start their messages with the sub-field they mean ("name: ...", "tasks[0].models: ...").
         head, sep, rest = msg.partition(": ")
         if sep and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
@@ -259,13 +269,6 @@ def describe_validation_error(exc: ValidationError, data: Any) -> str:
 def _more(exc: ValidationError) -> str:
     more = len(exc.errors()) - 1
     return f" (and {more} more)" if more else ""
-
-
-def format_loc(loc: list[Any]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
 
 
 def _allowed_keys(parent_loc: list[Any], data: Any) -> list[str]:

@@ -146,10 +146,21 @@ def test_env_json():
 
 def test_validate_ok(tmp_path: Path):
     suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
-    result = invoke("validate", suite, REPO / "suites" / "smoke.yaml")
+    result = invoke("validate", suite, REPO / "suites" / "smoke.yaml", REPO / "suites" / "nightly.yaml")
     assert result.exit_code == 0, result.output
     assert f"ok {suite}: 2 models, 2 tasks" in result.stdout
     assert "smoke.yaml: 5 models, 5 tasks" in result.stdout
+    assert "nightly.yaml: 6 models, 6 tasks" in result.stdout  # a CUDA suite is checked on a CPU-only machine
+
+
+def test_validate_checks_what_run_checks_when_it_plans(tmp_path: Path):
+    """Checks made when the plan is built (not when the file is read) fail validate too, as they fail run."""
+    text = TINY_SUITE.replace("models: [tiny-gpt2, tiny-mamba]",
+                              "models: [tiny-gpt2, {name: big, base: gpt2, overrides: {n_layer: 2}, weights: pretrained}]")
+    bad = write(tmp_path / "bad.yaml", text)
+    message = "models: 'big' sets overrides, which change the architecture of random weights only"
+    assert_user_error(invoke("validate", bad), f"error: {bad}: {message}")
+    assert_user_error(invoke("run", bad, "--out", tmp_path / "out"), message)
 
 
 def test_validate_failing(tmp_path: Path):
@@ -172,6 +183,47 @@ def test_validate_failing(tmp_path: Path):
 def test_validate_errors_name_file_and_field(tmp_path: Path, text: str, fragment: str):
     bad = write(tmp_path / "bad.yaml", text)
     assert_user_error(invoke("validate", bad), f"error: {bad}: ", fragment)
+
+
+def test_an_error_every_point_of_a_job_repeats_is_said_once(tmp_path: Path):
+    """The memory kind loads the model in each point's own process: weights that cannot load fail every
+    point, with one message on screen (the records and the table keep every point)."""
+    suite = write(tmp_path / "s.yaml", """\
+name: absent
+defaults: {device: cpu, seed: 0}
+models: [{name: gone, base: tiny-gpt2, hf_id: nobody/not-cached-anywhere, weights: pretrained}]
+tasks:
+  - kind: memory
+    batch_sizes: [1, 2]
+    prompt_lengths: [8]
+    new_tokens: 2
+""")
+    result = invoke("run", suite, "--out", tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: memory/gone [mode=inference,batch=1,prompt_len=8]: ")
+    assert "nobody/not-cached-anywhere" in unwrapped(result.stderr)
+    records = read_records(only_run_dir(tmp_path / "out", "absent") / "records.jsonl")
+    assert [(r.point, r.status) for r in records] == [("mode=inference,batch=1,prompt_len=8", "error"),
+                                                      ("mode=inference,batch=2,prompt_len=8", "error")]
+
+
+def test_a_mamba_fallback_is_said_once_per_job_by_ssmbench_not_four_times_by_transformers(tmp_path: Path):
+    """transformers says, for each of four functions and in every process, that its Mamba falls back to
+    PyTorch, and `kernels` (offline) that it skips three trust checks: ssmbench's own note says the path once
+    per job, and the records say it; the libraries' lines are gone. In a real process: their handlers write
+    to the process's stderr."""
+    suite = write(tmp_path / "s.yaml", TINY_SUITE.replace("models: [tiny-gpt2, tiny-mamba]", "models: [tiny-mamba]")
+                  .replace("batch_sizes: [1, 2]", "batch_sizes: [1]"))
+    done = subprocess.run([sys.executable, "-m", "ssmbench", "run", str(suite), "--out", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    note = "note: tiny-mamba: fused Mamba kernels unavailable (on CPU); running transformers' PyTorch path"
+    assert done.stderr.count(note) == 2  # one for each of the two jobs, throughput and memory
+    assert "falling back to its reference PyTorch implementation" not in done.stderr
+    assert "Skipping publisher trust check" not in done.stderr
+    records = read_records(only_run_dir(tmp_path / "out", "tiny") / "records.jsonl")
+    assert {r.kernel for r in records} == {"hf-torch"}
 
 
 def test_run_missing_file(tmp_path: Path):

@@ -16,10 +16,10 @@ from ssmbench.report.diff import DEFAULT_MAX_REGRESSION_PCT, diff_runs, threshol
 
 
 def rec(metric: str, samples: list[float] | None, batch: int = 1, higher: bool = True, status: str = "ok",
-        stderr: float | None = None, model: str = "m") -> Record:
+        stderr: float | None = None, model: str = "m", device: str = "NVIDIA H100 80GB HBM3") -> Record:
     figures = summarised(metric, samples, "tok/s", higher) if samples else {"metric": None if status != "ok" else metric}
     return Record(task="t", kind="throughput", job=f"t/{model}", point=f"batch={batch}", model=model,
-                  slice={"batch": batch}, status=status, stderr=stderr, **figures)
+                  slice={"batch": batch}, status=status, stderr=stderr, device=device, **figures)
 
 
 def verdicts(base: list[Record], new: list[Record], **limits: float) -> dict[tuple[str | None, int], str]:
@@ -52,10 +52,31 @@ def test_failures_and_missing_figures():
     new = [rec("decode_tok_s", None, status="oom"), rec("decode_tok_s", [100], batch=4)]
     result = diff_runs(base, new, thresholds({}, {}))
     by = {(c.metric, c.slice["batch"]): c for c in result.changes}
+    # one measurement, so never gated on its value; but turning into an OOM is a regression all the same
     assert by[("decode_tok_s", 1)].verdict == "regression" and by[("decode_tok_s", 1)].new_status == "oom"
     assert by[("decode_tok_s", 2)].verdict == "missing in new"
     assert by[("decode_tok_s", 4)].verdict == "missing in base"
     assert result.failed
+
+
+def test_only_what_can_show_its_spread_is_gated():
+    tight = [100, 100.5, 99.5]
+    base = [rec("decode_tok_s", tight), rec("decode_tok_s", [100, 101], batch=2), rec("decode_tok_s", [100], batch=3),
+            rec("decode_tok_s", tight, batch=4, device="cpu"), rec("decode_tok_s", [100], batch=5)]
+    half = [50, 50.25, 49.75]
+    new = [rec("decode_tok_s", half), rec("decode_tok_s", [50, 50.5], batch=2), rec("decode_tok_s", [50], batch=3),
+           rec("decode_tok_s", half, batch=4, device="cpu"), rec("decode_tok_s", [100], batch=5)]
+    result = diff_runs(base, new, thresholds({}, {}))
+    by = {c.slice["batch"]: c for c in result.changes}
+    assert by[1].verdict == "regression"  # halved, three tight repeats on a GPU in both runs
+    assert [(by[b].verdict, by[b].why_not_gated) for b in (2, 3, 4)] == [
+        ("not gated", "2 repeats"), ("not gated", "one measurement"),
+        ("not gated", "a CPU timing: runs swing more than repeats show")]
+    assert all(by[b].change_pct == -50 for b in (2, 3, 4))  # listed with the change all the same
+    assert by[5].verdict == "unchanged"  # one measurement that did not move
+    # A threshold that names the metric gates them all: whoever named it said how much it may move.
+    named = diff_runs(base, new, thresholds({}, {"decode_tok_s": 20}))
+    assert [c.verdict for c in named.changes] == ["regression"] * 4 + ["unchanged"]
 
 
 def test_thresholds_layer():
@@ -154,3 +175,105 @@ def test_a_change_of_launcher_is_flagged_and_no_launcher_means_local(tmp_path: P
 def test_bad_thresholds_are_one_line(tmp_path: Path, bad: str):
     result = invoke("diff", BASELINE, BASELINE, "--max-regression", bad)
     assert result.exit_code == 2 and "give a percentage" in result.stderr
+
+
+# --- two real runs on the CPU -------------------------------------------------------------------------------
+
+BACK_TO_BACK = """\
+name: backtoback
+defaults: {device: cpu, weights: random, seed: 0}
+smoke_test: true
+models: [tiny-gpt2, tiny-mamba]
+tasks:
+  - kind: throughput
+    batch_sizes: [1, 2]
+    prompt_lengths: [8]
+    new_tokens: 4
+    repeats: 3
+  - kind: memory
+    batch_sizes: [1]
+    prompt_lengths: [16]
+    new_tokens: 4
+  - kind: phonebook
+    book_sizes: [5]
+    positions: [start]
+    queries: 2
+    max_new_tokens: 12
+"""
+
+
+@pytest.fixture(scope="module")
+def cpu_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two runs of one suite, one after the other, on this machine's CPU: what `make smoke` twice leaves."""
+    base = tmp_path_factory.mktemp("backtoback")
+    (base / "s.yaml").write_text(BACK_TO_BACK)
+    for _ in range(2):
+        result = invoke("run", base / "s.yaml", "--out", base / "out")
+        assert result.exit_code == 0, result.output
+    first, second = sorted((base / "out" / "backtoback").iterdir())
+    return first, second
+
+
+def test_two_back_to_back_cpu_runs_pass(cpu_runs: tuple[Path, Path], tmp_path: Path):
+    first, second = (Path(shutil.copytree(run, tmp_path / run.name)) for run in cpu_runs)
+    result = invoke("diff", first, second)
+    assert result.exit_code == 0, result.output
+    assert "PASS: 0 regressions" in result.stdout
+    changes = json.loads((second / "diff.json").read_text())["changes"]
+    verdicts = {(c["kind"], c["verdict"]) for c in changes}
+    # the CPU's timings and the single memory peaks are listed with their change, not gated
+    assert ("throughput", "not gated") in verdicts and ("memory", "regression") not in verdicts
+    assert {c["why_not_gated"] for c in changes if c["kind"] == "throughput" and c["verdict"] == "not gated"} <= {
+        "a CPU timing: runs swing more than repeats show"}
+    # the phonebook's accuracies carry their standard error: gated, and the same seeds give the same answers
+    assert {c["verdict"] for c in changes if c["kind"] == "phonebook"} == {"unchanged"}
+
+
+def halved(run: Path, out: Path, metric: str = "decode_tok_s") -> tuple[Path, str]:
+    """A copy of `run` with the first `metric` figure halved, its repeats tight (0.5% apart): a clear
+    regression of one figure. Returns the copy and the figure's point."""
+    copy = Path(shutil.copytree(run, out))
+    records = read_records(copy / "records.jsonl")
+    target = next(r for r in records if r.metric == metric and r.stats is not None and r.stats.n >= 3)
+    slower = target.model_copy(update=summarised(metric, [target.value / 2 * f for f in (0.995, 1, 1.005)],
+                                                 target.unit, True))
+    (copy / "records.jsonl").unlink()
+    with RecordWriter(copy / "records.jsonl") as writer:
+        writer.write([slower if r is target else r for r in records])
+    return copy, target.point
+
+
+def test_a_halved_figure_fails(cpu_runs: tuple[Path, Path], tmp_path: Path):
+    # On a GPU (the committed H100 run), at the default threshold.
+    slower, point = halved(BASELINE, tmp_path / "gpu")
+    result = invoke("diff", BASELINE, slower, "--format", "json")
+    assert result.exit_code == 1
+    regressed = [c for c in json.loads(result.stdout)["changes"] if c["verdict"] == "regression"]
+    assert [(c["metric"], round(c["change_pct"])) for c in regressed] == [("decode_tok_s", -50)]
+    # On the CPU a timing is gated once its metric has a threshold of its own.
+    first = cpu_runs[0]
+    slower, point = halved(first, tmp_path / "cpu")
+    listed = invoke("diff", first, slower)
+    assert listed.exit_code == 0 and "not gated: a CPU timing" in listed.stdout and "-50.0%" in listed.stdout
+    gated = invoke("diff", first, slower, "--max-regression", "decode_tok_s=20", "--format", "json")
+    assert gated.exit_code == 1
+    regressed = [c for c in json.loads(gated.stdout)["changes"] if c["verdict"] == "regression"]
+    assert [(c["metric"], round(c["change_pct"])) for c in regressed] == [("decode_tok_s", -50)]
+
+
+def test_runs_with_no_figure_in_common_fail(cpu_runs: tuple[Path, Path], tmp_path: Path):
+    other = Path(shutil.copytree(cpu_runs[0], tmp_path / "cpu"))
+    result = invoke("diff", BASELINE, other)
+    assert result.exit_code == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (f"error: {BASELINE} and {other} have no figure in common (suites: backtoback, nightly): "
+                    "nothing to compare; diff two runs of one suite")
+    assert not (other / "diff.md").exists()
+    same = invoke("diff", other, other, "--metric", "no_such_metric")
+    assert same.exit_code == 2 and "have no figure of --metric no_such_metric in common" in same.stderr
+
+
+@pytest.mark.parametrize("bad", ["-5", "decode_tok_s=-1", "nan"])
+def test_a_negative_threshold_is_refused(bad: str):
+    result = invoke("diff", BASELINE, BASELINE, "--max-regression", bad)
+    assert result.exit_code == 2 and "is a percentage of 0 or more" in result.stderr

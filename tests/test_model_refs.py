@@ -277,6 +277,34 @@ def test_bad_paths_fail_validate_in_one_line(tmp_path: Path, checkpoint: Path, c
     assert "Traceback" not in err and "hf download" not in err
 
 
+def test_validate_refuses_an_uncached_hub_id_as_run_does(tmp_path: Path, checkpoint: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """validate builds the plan as run does, from the cache alone: an hf_id whose config.json is not cached
+    fails there as in run, with the same remedy, and a cached one passes."""
+    import os
+
+    import huggingface_hub.constants as constants
+
+    from ssmbench.models import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    fake_hub_cache(tmp_path / "cache", "someone/tiny-gpt2", checkpoint)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # even online, validate never asks the hub
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "_ask", lambda url: pytest.fail("validate asked the hub"))
+    code, err = validate(tmp_path, [{"name": "cached", "hf_id": "someone/tiny-gpt2"}])
+    assert code == 0, err
+    code, err = validate(tmp_path, ["gpt2", {"name": "x", "hf_id": "someone/else"}])
+    line = " ".join(err.split())
+    assert code == 2 and line.startswith(
+        f"error: {tmp_path / 's.yaml'}: models[1].hf_id: someone/else: its config.json could not be read (not in "
+        "the Hugging Face cache, and `ssmbench validate` reads the Hugging Face cache only, it never downloads); "
+        "download it first (`hf download someone/else`)"), err
+    assert "Traceback" not in err
+    # the process is as it was: no offline switch left behind for what runs next in it
+    assert hub.PROBE_FAILED_VAR not in os.environ and "HF_HUB_OFFLINE" not in os.environ
+
+
 def test_other_model_entries_are_refused_with_the_field(tmp_path: Path, checkpoint: Path) -> None:
     with pytest.raises(UserError, match=r"models\[0\]\.name: unknown model 'my-model'; a checkpoint of your own "
                                         r"needs its `path:`"):

@@ -19,10 +19,13 @@ from ssmbench.records import (
     Record,
     RecordWriter,
     Stats,
+    duplicate_identities,
+    incomplete_points,
     latest_attempts,
     point_attempts,
     read_records,
     summarised,
+    torn_point,
 )
 from ssmbench.report import build_tables, header_lines, render, write_report
 from ssmbench.report.tables import format_value
@@ -151,6 +154,30 @@ def test_point_attempts_done_statuses():
     # One failed record among a point's records makes the point not done.
     mixed = [rec("p", "a", 1.0), rec("p", None, None, status="error")]
     assert point_attempts(mixed) == {("t/m", "p"): (0, False)}
+
+
+def test_a_point_is_done_only_with_all_its_records():
+    whole = [rec("p1", "a", 1.0, point_records=2), rec("p1", "b", 2.0, point_records=2)]
+    torn = [rec("p2", "a", 1.0, point_records=3), rec("p2", "b", 2.0, point_records=3)]  # the third line was cut
+    old = [rec("p3", "a", 1.0)]  # written before records said how many their point had: taken as whole
+    redone = [*torn, *(rec("p2", m, 1.0, attempt=1, point_records=3) for m in "abc")]
+    assert incomplete_points([*whole, *torn, *old]) == {("t/m", "p2"): (2, 3)}
+    assert point_attempts([*whole, *torn, *old]) == {("t/m", "p1"): (0, True), ("t/m", "p2"): (0, False),
+                                                     ("t/m", "p3"): (0, True)}
+    assert incomplete_points(redone) == {} and point_attempts(redone) == {("t/m", "p2"): (1, True)}
+
+
+def test_duplicate_identities_within_one_attempt():
+    once = [rec("p1", "a", 1.0), rec("p1", "b", 1.0), rec("p1", "a", 2.0, attempt=1)]  # a retry is no duplicate
+    twice = [rec("p2", "a", 1.0), rec("p2", "a", 1.1), rec("p2", "b", 1.0), rec("p2", "b", 1.0)]
+    assert duplicate_identities(once) == {}
+    assert duplicate_identities([*once, *twice]) == {("t/m", "p2", 0): 2}
+
+
+def test_torn_point_names_the_point_of_a_cut_line():
+    line = rec("batch=1,prompt_len=8", "a", 1.0).model_dump_json()
+    assert torn_point(line[: line.index('"attempt"')]) == ("t/m", "batch=1,prompt_len=8")
+    assert torn_point(line[: line.index('"point"') + 12]) is None  # cut inside the point: unknown
 
 
 # --- tables ---------------------------------------------------------------------------------------------

@@ -16,10 +16,18 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
-from test_cli import TINY_SUITE, assert_user_error, invoke, write
+from test_cli import TINY_SUITE, assert_user_error, invoke, unwrapped, write
 
 from ssmbench.kinds import all_kinds
-from ssmbench.records import Record, RecordWriter, summarised
+from ssmbench.records import (
+    Record,
+    RecordWriter,
+    duplicate_identities,
+    latest_attempts,
+    point_attempts,
+    read_records,
+    summarised,
+)
 from ssmbench.report import write_report
 from ssmbench.rundir import RunDir
 
@@ -72,6 +80,92 @@ def test_a_torn_line_is_reported_and_skipped(finished_run: Path):
     result = invoke("report", finished_run)
     assert result.exit_code == 0
     assert "records.jsonl: line 6 is not JSON (a write cut short?); skipped" in result.stderr
+
+
+def test_a_torn_tail_is_found_and_its_point_redone(finished_run: Path):
+    """A kill mid-write leaves the point's first lines and half its last: the point is not done (each record
+    says how many the point wrote), the report and the resume say so by name, and the resume redoes it."""
+    path = finished_run / "records.jsonl"
+    lines = path.read_text().splitlines()
+    last = json.loads(lines[-1])
+    job, point = last["job"], last["point"]
+    written = sum(1 for line in lines if json.loads(line)["job"] == job and json.loads(line)["point"] == point)
+    assert written > 1 and last["point_records"] == written
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:len(lines[-1]) // 2])  # no newline: cut mid-line
+
+    report = invoke("report", finished_run)
+    assert report.exit_code == 0
+    assert f"Torn: 1 points have only part of their records (a write cut short: {job} [{point}])" in \
+        unwrapped(report.stderr)
+    assert "**Torn: 1 points" in (finished_run / "table.md").read_text()
+
+    result = invoke("run", "--resume", finished_run)
+    assert result.exit_code == 0, result.output
+    err = unwrapped(result.stderr)
+    assert err.count(f"line {len(lines)} is not JSON (a write cut short?); skipped: a record of {job} [{point}]") == 1
+    assert f"resuming: {job} [{point}] has {written - 1} of its {written} records (a write cut short): redone" in err
+    assert "resuming: 5 of 6 points already done" in err and "points: 1 ok" in err
+    records = read_records(path)
+    again = [r for r in latest_attempts(records) if r.point_id == (job, point)]
+    assert len(again) == written and {r.attempt for r in again} == {1}
+    assert point_attempts(records)[(job, point)] == (1, True)
+    assert "Torn" not in (finished_run / "table.md").read_text()
+    assert "nothing to do" in invoke("run", "--resume", finished_run).stderr
+
+
+@pytest.mark.parametrize("command", ["report", "resume", "diff"])
+def test_records_that_are_a_directory(finished_run: Path, command: str):
+    records = finished_run / "records.jsonl"
+    records.unlink()
+    records.mkdir()
+    args = {"report": ("report", finished_run), "resume": ("run", "--resume", finished_run),
+            "diff": ("diff", finished_run, finished_run)}[command]
+    assert_user_error(invoke(*args), f"{records}: is a directory, not a file")
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from ssmbench.rundir import RunDir
+with RunDir(sys.argv[1]).lock():
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_resume_of_one_run_is_refused_until_the_holder_is_gone(finished_run: Path):
+    path = finished_run / "records.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-5]) + "\n")  # a point to do, which two resumes would both measure
+    before = path.read_text()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(finished_run)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert_user_error(invoke("run", "--resume", finished_run),
+                          f"{finished_run}: another ssmbench run is writing this run directory (pid {holder.pid} on ",
+                          f"then `ssmbench run --resume {finished_run}`")
+        assert path.read_text() == before  # nothing measured, nothing written
+    finally:
+        holder.kill()  # a holder that dies without a word: the kernel drops its lock
+        holder.wait()
+    result = invoke("run", "--resume", finished_run)
+    assert result.exit_code == 0, result.output
+    assert "points: 1 ok" in result.stderr
+    assert duplicate_identities(read_records(path)) == {}
+
+
+def test_a_report_warns_of_figures_recorded_twice_in_one_attempt(finished_run: Path):
+    path = finished_run / "records.jsonl"
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    again = [line for line in lines if json.loads(line)["point"] == first["point"]
+             and json.loads(line)["job"] == first["job"]]
+    path.write_text("\n".join([*lines, *again]) + "\n")  # what two resumes at once wrote before the lock
+    result = invoke("report", finished_run)
+    assert result.exit_code == 0
+    warning = f"Duplicates: {len(again)} records repeat a figure of the same attempt ({first['job']} [{first['point']}])"
+    assert warning in unwrapped(result.stderr) and "warning:" in result.stderr
+    assert f"**{warning}" in (finished_run / "table.md").read_text()
 
 
 def test_a_report_says_which_points_are_missing(finished_run: Path):
@@ -146,7 +240,7 @@ def test_on_cpu_settings_are_validated(tmp_path: Path):
     assert_user_error(invoke("validate", write(tmp_path / "s.yaml", bad)),
                       "tasks[0].on_cpu: 'batch_size' is not a setting of throughput (did you mean 'batch_sizes'?)")
     bad = CPU_SUITE.replace("batch_sizes: [1]}", "batch_sizes: [0]}")
-    assert_user_error(invoke("validate", write(tmp_path / "s.yaml", bad)), "tasks[0].on_cpu.batch_sizes.0:")
+    assert_user_error(invoke("validate", write(tmp_path / "s.yaml", bad)), "tasks[0].on_cpu.batch_sizes[0]:")
 
 
 def test_the_dry_run_estimates_from_earlier_runs(finished_run: Path):

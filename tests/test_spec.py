@@ -91,6 +91,38 @@ def test_bad_type_names_the_full_field_path(value: Any, says: str):
     assert msg.startswith("tasks[1].batch_sizes[0]: ") and says in msg
 
 
+# A bool is no size, count or length (lax pydantic reads `true` as 1): refused wherever a number is taken,
+# in every kind's task and in the suite's own fields, naming the field and what was written.
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"tasks": [{"kind": "throughput", "batch_sizes": [True]}]}, "tasks[0].batch_sizes[0]"),
+    ({"tasks": [{"kind": "throughput", "repeats": True}]}, "tasks[0].repeats"),
+    ({"tasks": [{"kind": "memory", "new_tokens": True}]}, "tasks[0].new_tokens"),
+    ({"tasks": [{"kind": "scan", "seq_lengths": [512, False]}]}, "tasks[0].seq_lengths[1]"),
+    ({"tasks": [{"kind": "phonebook", "queries": True}]}, "tasks[0].queries"),
+    ({"tasks": [{"kind": "zero_shot", "max_batch_size": True}]}, "tasks[0].max_batch_size"),
+    ({"tasks": [{"kind": "zero_shot", "limit": True}]}, "tasks[0].limit"),
+    ({"tasks": [{"kind": "synthetic", "train": {"steps": True}}]}, "tasks[0].train.steps"),
+    ({"tasks": [{"kind": "synthetic", "eval_lengths": [True]}]}, "tasks[0].eval_lengths[0]"),
+    ({"tasks": [{"kind": "memory", "resources": {"cpus": True}}]}, "tasks[0].resources.cpus"),
+    ({"launch": {"retries": True}}, "launch.retries"),
+    ({"defaults": {"seed": False}}, "defaults.seed"),
+    ({"tasks": [{"kind": "throughput", "on_cpu": {"because": "x", "batch_sizes": [True]}}]},
+     "tasks[0].on_cpu.batch_sizes[0]"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_a_bool_is_no_number(changes: dict, field: str):
+    msg = error_of(suite(**changes))
+    assert msg.startswith(f"{field}: "), msg
+    assert msg.endswith("got true") or msg.endswith("got false"), msg
+
+
+def test_a_quoted_number_is_no_count_but_an_exponent_is_a_float(tmp_path: Path):
+    assert error_of(suite(tasks=[{"kind": "memory", "batch_sizes": ["8"]}])) == (
+        'tasks[0].batch_sizes[0]: Input should be a valid integer, got "8"')
+    path = tmp_path / "lr.yaml"  # YAML 1.1 reads 1e-3 as a string; a suite means the number
+    path.write_text("name: t\ntasks:\n  - kind: synthetic\n    train: {lr: 1e-3, steps: 10}\n")
+    assert load_suite(path)[0].tasks[0].train.lr == 0.001
+
+
 def test_constraint_on_a_scalar_field():
     msg = error_of(suite(tasks=[{"kind": "throughput", "new_tokens": 1}]))
     assert msg.startswith("tasks[0].new_tokens: ") and "greater than or equal to 2" in msg
@@ -167,6 +199,15 @@ def test_missing_file_names_the_path(tmp_path: Path):
     message = str(info.value)
     assert str(path) in message and "no such suite file" in message
     assert "(did you mean 'smoke'?)" in message and "packaged suites: " in message
+
+
+def test_a_directory_is_no_suite_file(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text("name: a\n")
+    with pytest.raises(UserError) as info:
+        load_suite(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory holding a.yaml, not a suite file; give a .yaml file"
+    with pytest.raises(UserError, match=r"suites: is a directory holding compare.yaml, .*not a suite file"):
+        load_suite(REPO / "suites")
 
 
 def test_defaults_are_filled_when_the_suite_is_built():

@@ -181,6 +181,9 @@ class _LoadedElsewhere:
 def _preload() -> None:
     """What every measuring process imports, done once in the process they are forked from: torch,
     transformers' model code for every architecture of the zoo (seconds), ssmbench's loaders."""
+    from ssmbench.models.common import silence_trust_checks
+
+    silence_trust_checks()
     import torch  # noqa: F401
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING

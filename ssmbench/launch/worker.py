@@ -15,6 +15,8 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from rich.markup import escape
+
 from ssmbench import console
 from ssmbench.errors import JobError, UserError, first_line
 from ssmbench.jobs import Job, Point
@@ -95,6 +97,8 @@ def _measure_job(job: Job[Any], pending: list[Point], context: JobContext) -> It
             yield pt, [runner.record(pt, status=status, message=message)]
         runner.teardown()
         return
+    told: set[str] = set()  # a message said once per job: a kind that loads the model for each point (memory,
+    # in a fresh process each) fails every point with the same one, and the records keep them all
     try:
         for pt in pending:
             started = time.perf_counter()
@@ -109,8 +113,9 @@ def _measure_job(job: Job[Any], pending: list[Point], context: JobContext) -> It
             except Exception as exc:
                 status, message = classify(exc)
                 free_memory(job.device)
-                if status == "error":
-                    console.failure(f"{job.id} [{pt.key}]: {message}")
+                if status == "error" and message not in told:
+                    told.add(message)
+                    console.failure(f"{console.point_name(job.id, pt.key)}: {escape(message)}")
                 records = [runner.record(pt, status=status, message=message)]
             yield pt, records
     finally:

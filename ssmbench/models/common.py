@@ -3,6 +3,7 @@ and the one error for weights that cannot be loaded. Backends import this, never
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ssmbench.errors import JobError, first_line
@@ -75,3 +76,44 @@ def checkpoint_identity(ref: ResolvedModel, backend: str, module_arch: str | Non
     checkpoint = f"{source}@{ref.revision}" if source and ref.revision else source
     return {"checkpoint": checkpoint, "weights_sha256": weights_sha256(snapshot, fmt) if snapshot else None,
             **fields}
+
+
+# --- library notices that ssmbench says itself, once ------------------------------------------------------
+
+# transformers' Mamba says, for each of four functions, that it falls back to PyTorch because mamba_ssm or
+# causal_conv1d is missing: four lines per process (each memory point's own), where ssmbench says it once
+# per job ("fused Mamba kernels unavailable ...; running transformers' PyTorch path") and every record says
+# `kernel: hf-torch`. Dropped only where ssmbench has named that path (silence_mamba_fallback).
+_MAMBA_FALLBACK = ("is falling back to its reference PyTorch implementation because `mamba_ssm`",
+                   "is falling back to its reference PyTorch implementation because `causal_conv1d`")
+# The `kernels` package, offline, says for each flash-attention kernel of the hub that it skips a trust check
+# of a kernel ssmbench never asked for; the attention path that ran is each record's `kernel` (hf-sdpa, ...).
+_TRUST_CHECK = ("Skipping publisher trust check for 'kernels-community/",)
+
+
+class _Drop(logging.Filter):
+    def __init__(self, fragments: tuple[str, ...]):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(f in message for f in self.fragments)
+
+
+def _drop(logger_name: str, fragments: tuple[str, ...]) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _Drop) and f.fragments == fragments for f in logger.filters):
+        logger.addFilter(_Drop(fragments))
+
+
+def silence_trust_checks() -> None:
+    """Drop the `kernels` package's offline trust-check lines (before transformers loads or imports models)."""
+    _drop("kernels._internals.hf_hub", _TRUST_CHECK)
+
+
+def silence_mamba_fallback(kernel: str) -> None:
+    """Drop transformers' Mamba fallback lines, once a model's kernel says the PyTorch path ran (hf-torch):
+    the path is stated by ssmbench, in the record and on screen, never hidden."""
+    if kernel == "hf-torch":
+        _drop("transformers.integrations.hub_kernels", _MAMBA_FALLBACK)

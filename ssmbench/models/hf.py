@@ -25,6 +25,8 @@ from ssmbench.models.common import (
     checkpoint_identity,
     local_checkpoint_error,
     offline_weights_error,
+    silence_mamba_fallback,
+    silence_trust_checks,
     torch_dtype,
 )
 from ssmbench.models.kernels import fused_mamba_kernels
@@ -43,6 +45,7 @@ def load_hf(ref: ResolvedModel) -> HFModel:
 
     from ssmbench.models import hub
 
+    silence_trust_checks()
     dtype = torch_dtype(ref.dtype)
     if ref.weights == "random":
         torch.manual_seed(ref.seed)
@@ -74,8 +77,10 @@ def load_hf(ref: ResolvedModel) -> HFModel:
     module.eval()
     n_params = sum(p.numel() for p in module.parameters())
     identity = checkpoint_identity(ref, "hf", getattr(module.config, "model_type", None))
-    return HFModel(ref=ref, module=module, kernel=hf_kernel(ref, module), backend="hf", n_params=n_params,
-                   **identity)
+    kernel = hf_kernel(ref, module)
+    if ref.spec.family == "ssm":
+        silence_mamba_fallback(kernel)
+    return HFModel(ref=ref, module=module, kernel=kernel, backend="hf", n_params=n_params, **identity)
 
 
 def hf_kernel(ref: ResolvedModel, module: Any) -> str:

@@ -14,9 +14,10 @@ Nothing here imports huggingface_hub at module level: `ssmbench --help` stays fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from ssmbench.errors import first_line
@@ -89,7 +90,20 @@ def unavailable_reason() -> str:
     return "not in the Hugging Face cache, and offline mode (HF_HUB_OFFLINE=1) forbids downloads"
 
 
-def go_offline() -> None:
+@contextlib.contextmanager
+def offline(why: str) -> Iterator[None]:
+    """The hub out of reach while the block runs, for a reason of ssmbench's own (`ssmbench validate` checks
+    what the cache holds and never downloads); errors say `why`. Undone when the block ends."""
+    mark = len(_undo)
+    go_offline(why)
+    try:
+        yield
+    finally:
+        while len(_undo) > mark:
+            _undo.pop()()
+
+
+def go_offline(why: str | None = None) -> None:
     """Put huggingface_hub, transformers and datasets offline for the rest of the process.
 
     These libraries read their offline switches when they are imported (huggingface_hub.constants
@@ -98,8 +112,8 @@ def go_offline() -> None:
     modules already imported get their constants set too. transformers asks huggingface_hub
     (`is_offline_mode()`), so it follows.
     """
-    why = (f"the hub ({endpoint()}) did not answer within {PROBE_TIMEOUT_S:.0f} s: {_probe[1]}"
-           if _probe is not None else "the hub did not answer")
+    why = why or (f"the hub ({endpoint()}) did not answer within {PROBE_TIMEOUT_S:.0f} s: {_probe[1]}"
+                  if _probe is not None else "the hub did not answer")
     for var, value in [*((v, "1") for v in OFFLINE_VARS), (PROBE_FAILED_VAR, why)]:
         old = os.environ.get(var)
         os.environ[var] = value

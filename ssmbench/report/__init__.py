@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+from rich.markup import escape
 
 from ssmbench import console
-from ssmbench.records import Record, latest_attempts
+from ssmbench.records import Record, duplicate_identities, incomplete_points, latest_attempts
 from ssmbench.report.tables import (
     SPREAD_NOTE,
     Table,
@@ -175,6 +176,25 @@ def missing_header(missing: list[Missing], planned: int, run: RunDir) -> list[st
             f"({by_task}); finish with `ssmbench run --resume {run}`", ""]
 
 
+def integrity_warnings(records: list[Record], run: RunDir) -> list[str]:
+    """What makes the records doubtful, for the top of the report and stderr: points a torn write left with
+    part of their records, and figures recorded twice in one attempt (two processes ran the same points)."""
+    def names(points: list[tuple[str, str]]) -> str:
+        return ", ".join(f"{job} [{point}]" for job, point in points[:3]) + (" …" if len(points) > 3 else "")
+
+    out = []
+    torn = incomplete_points(records)
+    if torn:
+        out.append(f"Torn: {len(torn)} points have only part of their records (a write cut short: "
+                   f"{names(list(torn))}); `ssmbench run --resume {run}` redoes them")
+    repeats = duplicate_identities(records)
+    if repeats:
+        out.append(f"Duplicates: {sum(repeats.values())} records repeat a figure of the same attempt "
+                   f"({names([(job, point) for job, point, _ in repeats])}): two processes ran these points at "
+                   "once, and each such cell shows one of the figures")
+    return out
+
+
 @dataclass
 class Report:
     tables: list[Table]
@@ -207,7 +227,11 @@ def write_report(run: RunDir, kinds: Mapping[str, KindReport],
     plan = run.read_plan()
     missing = missing_points(plan, records)
     tables = with_missing(tables_of(frame, kinds), missing)
-    header = header_lines(run, records) + missing_header(missing, len(plan or []), run)
+    warnings = integrity_warnings(records, run)
+    for warning in warnings:
+        console.warning(f"{run}: {escape(warning)}")
+    header = [*header_lines(run, records), *(f"**{w}**" for w in warnings), *([""] if warnings else []),
+              *missing_header(missing, len(plan or []), run)]
     rendered = {fmt: render(tables, fmt, header, records) for fmt in formats}
     try:
         for fmt, text in rendered.items():

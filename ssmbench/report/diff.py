@@ -11,8 +11,16 @@ taken at its latest attempts. A change counts against a metric only in its bad d
   (half the interquartile range of its repeats for timings, the standard error for accuracies), so a
   throughput figure that wobbles by 8% from run to run does not fail a 5% gate.
 
-A figure that was measured in the base run and failed (ERR, OOM) in the new one is a regression; a figure
-in only one of the runs is listed as missing. Differences of GPU, driver or library versions between the
+Only what is stable is gated. A figure whose spread the runs cannot show is listed with its change, as
+"not gated", and never fails the diff: one measured fewer than MIN_REPEATS times in either run (a single
+measurement, such as a memory peak or a training time, says nothing of how much it wobbles), and a timing
+measured on a CPU, whose run-to-run swing is far beyond what its repeats show (two back-to-back runs of
+one commit on a 2-core machine: figures 20% to 2x apart while each run's repeats agree within a few
+percent). A metric named in the thresholds (`regression:` or `--max-regression METRIC=PCT`) is gated
+all the same: whoever named it said how much it may move. A figure that did not move is unchanged.
+
+A figure that was measured in the base run and failed (ERR, OOM) in the new one is a regression, gated or
+not; a figure in only one of the runs is listed as missing. Differences of GPU, driver or library versions between the
 two env.json files are listed first: a change there explains many changes below it.
 """
 
@@ -27,10 +35,12 @@ from ssmbench.records import Record, RecordKey, latest_attempts
 
 DEFAULT_MAX_REGRESSION_PCT = 5.0
 NOISE_SIGMAS = 2.0
+MIN_REPEATS = 3  # fewer repeats do not show a figure's spread: it is listed, not gated
 ENV_KEYS = ("gpus", "driver", "cuda_runtime", "torch_version", "launcher")
 PACKAGES = ("torch", "transformers", "mamba_ssm", "causal_conv1d", "lm_eval", "triton")
 
-Verdict = Literal["regression", "improvement", "unchanged", "missing in new", "missing in base", "still failing"]
+Verdict = Literal["regression", "improvement", "unchanged", "not gated", "missing in new", "missing in base",
+                  "still failing"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class Change:
     threshold_pct: float | None
     noise_pct: float | None  # NOISE_SIGMAS x the combined spread, in percent of the base
     unit: str = ""
+    why_not_gated: str | None = None  # for a figure listed, not gated: what its runs cannot show
 
     @property
     def kind(self) -> str:
@@ -82,6 +93,11 @@ class Diff:
         return [c for c in self.changes if c.verdict in verdicts]
 
     @property
+    def compared(self) -> int:
+        """How many figures both runs have: none, and the runs measured different things."""
+        return len(self.changes) - len(self.of("missing in new", "missing in base"))
+
+    @property
     def failed(self) -> bool:
         return bool(self.of("regression"))
 
@@ -98,6 +114,16 @@ def diff_runs(base: list[Record], new: list[Record], max_regression: dict[str, f
     base_by, new_by = _by_identity(base, metrics), _by_identity(new, metrics)
     changes = [compare(k, base_by.get(k), new_by.get(k), max_regression) for k in dict.fromkeys([*base_by, *new_by])]
     return Diff(changes, env_differences(base_env or {}, new_env or {}))
+
+
+def no_overlap(base: list[Record], new: list[Record], base_name: str, new_name: str,
+               metrics: list[str] | None) -> str:
+    """Why a diff compared nothing, in one line: the runs measured different things (other suites, other
+    tasks or models), or none of the metrics asked for."""
+    suites = sorted({r.suite for r in (*base, *new) if r.suite})
+    of = f" of --metric {', '.join(metrics)}" if metrics else ""
+    return (f"{base_name} and {new_name} have no figure{of} in common (suites: {', '.join(suites) or '?'}): "
+            "nothing to compare; diff two runs of one suite")
 
 
 def _by_identity(records: list[Record], metrics: list[str] | None) -> dict[RecordKey, Record]:
@@ -145,9 +171,27 @@ def compare(key: RecordKey, base: Record | None, new: Record | None, max_regress
     worse = change < 0 if base.higher_is_better else change > 0
     beyond = abs(change) > threshold and (noise is None or abs(change) > noise)
     verdict = ("regression" if worse else "improvement") if beyond else "unchanged"
-    if base.higher_is_better is None:
-        verdict = "unchanged"  # a count, a setting: no direction to judge
-    return Change(key, verdict, base.value, new.value, base.status, new.status, change, threshold, noise, base.unit)
+    why = None if metric in max_regression else _why_not_gated(base) or _why_not_gated(new)
+    if base.higher_is_better is None or new.value == base.value:
+        verdict, why = "unchanged", None  # a count, a setting (no direction to judge), or a figure that did not move
+    elif why is not None:
+        verdict = "not gated"
+    return Change(key, verdict, base.value, new.value, base.status, new.status, change, threshold, noise, base.unit,
+                  why)
+
+
+def _why_not_gated(r: Record) -> str | None:
+    """Why one run's figure cannot vouch for its stability, or None: an estimate with its standard error, or a
+    timing repeated MIN_REPEATS times or more on a GPU."""
+    if r.stderr is not None:
+        return None
+    if r.stats is None or r.stats.n == 1:
+        return "one measurement"
+    if r.stats.n < MIN_REPEATS:
+        return f"{r.stats.n} repeats"
+    if r.device == "cpu":
+        return "a CPU timing: runs swing more than repeats show"
+    return None
 
 
 def _spread(r: Record) -> float | None:
@@ -199,7 +243,8 @@ def _show(value: Any) -> str:
 
 SECTIONS: tuple[tuple[str, tuple[Verdict, ...]], ...] = (
     ("Regressions", ("regression",)), ("Improvements", ("improvement",)),
-    ("Missing", ("missing in new", "missing in base")), ("Failing in both", ("still failing",)))
+    ("Missing", ("missing in new", "missing in base")), ("Failing in both", ("still failing",)),
+    ("Not gated", ("not gated",)))
 
 
 def _cell(value: float | None, status: str) -> str:
@@ -215,7 +260,8 @@ def _rows(changes: list[Change]) -> list[dict[str, str]]:
              "where": c.where, "base": _cell(c.base, c.base_status), "new": _cell(c.new, c.new_status),
              "change": "" if c.change_pct is None else f"{c.change_pct:+.1f}%",
              "threshold": "" if c.threshold_pct is None else f"{c.threshold_pct:g}%",
-             "noise": "" if c.noise_pct is None else f"{c.noise_pct:.1f}%", "verdict": c.verdict}
+             "noise": "" if c.noise_pct is None else f"{c.noise_pct:.1f}%",
+             "verdict": f"{c.verdict}: {c.why_not_gated}" if c.why_not_gated else c.verdict}
             for c in changes]
 
 
@@ -223,9 +269,9 @@ def render_markdown(diff: Diff, base_name: str, new_name: str) -> str:
     import pandas as pd
 
     lines = [f"# ssmbench diff: {new_name} against {base_name}", ""]
-    counts = {title: len(diff.of(*verdicts)) for title, verdicts in SECTIONS}
+    counts = {title: len(diff.of(*verdicts)) for title, verdicts in SECTIONS[:-1]}
     lines += [f"{'FAIL' if diff.failed else 'PASS'}: " + ", ".join(f"{n} {t.lower()}" for t, n in counts.items())
-              + f", {len(diff.of('unchanged'))} unchanged", ""]
+              + f", {len(diff.of('unchanged'))} unchanged, {len(diff.of('not gated'))} not gated", ""]
     if diff.env_differences:
         lines += ["**The runs differ in their machine or software** (changes below may come from it):", ""]
         lines += [f"- {d}" for d in diff.env_differences] + [""]
@@ -235,7 +281,8 @@ def render_markdown(diff: Diff, base_name: str, new_name: str) -> str:
             lines += [f"## {title}", "", pd.DataFrame(_rows(changes)).to_markdown(index=False), ""]
     lines.append(f"A change is a regression when it is worse than both its threshold and {NOISE_SIGMAS:g}x the "
                  "runs' combined spread (noise: half the IQR of repeats, or the standard error), in percent "
-                 "of the base figure.")
+                 f"of the base figure. Not gated (listed only): figures with fewer than {MIN_REPEATS} repeats in "
+                 "a run, and timings on a CPU, unless a threshold names their metric.")
     return "\n".join(lines) + "\n"
 
 
@@ -244,4 +291,5 @@ def render_json(diff: Diff, base_name: str, new_name: str) -> dict[str, Any]:
             "changes": [{"kind": c.kind, "task": c.task, "model": c.model, "metric": c.metric,
                          "slice": c.slice, "base": c.base, "new": c.new, "base_status": c.base_status,
                          "new_status": c.new_status, "change_pct": c.change_pct, "threshold_pct": c.threshold_pct,
-                         "noise_pct": c.noise_pct, "verdict": c.verdict} for c in diff.changes]}
+                         "noise_pct": c.noise_pct, "verdict": c.verdict, "why_not_gated": c.why_not_gated}
+                        for c in diff.changes]}
