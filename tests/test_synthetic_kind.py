@@ -261,3 +261,24 @@ def test_every_seed_is_tested_on_the_same_examples(tmp_path: Path):
     table = (run_dir / "table.md").read_text()
     assert "Every model and seed was tested on the same fixed examples at each length (eval_seed 0)" in table
     assert "ih: accuracy by test length, each seed" in table
+
+
+def test_the_paper_recipes_suite_plans_the_appendix_settings_three_seeds_each():
+    from ssmbench.plan import build_plan
+    from ssmbench.spec import load_suite
+
+    suite, _ = load_suite("suites/synthetic_paper.yaml")
+    plan = build_plan(suite, "cuda")
+    jobs = {j.id: j for j in plan.jobs}
+    induction = jobs["induction-heads/mamba/seed=2"].task.train
+    assert (induction.batch_size, induction.steps, induction.lr, induction.weight_decay, induction.autocast,
+            induction.schedule) == (8, 204_800, 1e-3, 0.0, None, "constant")
+    assert jobs["induction-heads/mamba/seed=0"].task.validate_lengths("mamba") == [256, 4096, 65536, 2**20]
+    copying = jobs["selective-copying/mamba/seed=1"].task
+    assert (copying.train.seq_len, copying.train.batch_size, copying.train.lr, copying.task_params) == \
+           (4096, 64, 1e-4, {"n_memorize": 16})
+    mqar = [j for j in plan.jobs if j.id.startswith("mqar/mamba/")]
+    assert len(mqar) == 4 * 3 and {j.axes["lr"] for j in mqar} == {1e-4, 4.6415888e-4, 2.1544347e-3, 1e-2}
+    assert mqar[0].task.train.optimizer == "adamw" and mqar[0].task.train.weight_decay == 0.1
+    assert mqar[0].task.train.schedule == "cosine" and mqar[0].task.train.early_stop_accuracy == 0.99
+    assert len(build_plan(suite, "cpu").jobs) == 2 * 2 + 2 + 2  # the toy-size on_cpu version
