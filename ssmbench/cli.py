@@ -185,27 +185,57 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     """While a run executes, SIGTERM stops it as Ctrl-C does: the point in progress is dropped, everything
     recorded stays, the tables are written, and the exit code (143) says it was terminated.
 
-    Only this process is stopped that way. A forked child (lm-eval's bootstrap pool, for one) inherits the
-    handler, and its parent ends it with SIGTERM: there the signal keeps its default meaning, or the child
-    would live on and the parent would wait for it forever."""
-    import os
-
+    Only this process is stopped that way: a forked child starts with SIGTERM's default meaning (see
+    _fork_with_default_sigterm). lm-eval's bootstrap pool forks workers and ends them with SIGTERM at
+    once; a worker that kept this handler could outlive the signal and its parent would wait forever."""
     from ssmbench.errors import Terminated
 
-    owner = os.getpid()
-
     def stop(signum: int, frame: Any) -> None:
-        if os.getpid() != owner:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
         raise Terminated()
 
+    _fork_with_default_sigterm()
     previous = signal.signal(signal.SIGTERM, stop)
+    _STOPPING_HANDLERS.add(stop)
     try:
         yield
     finally:
+        _STOPPING_HANDLERS.discard(stop)
         signal.signal(signal.SIGTERM, previous)
+
+
+_STOPPING_HANDLERS: set[Callable[..., None]] = set()  # the SIGTERM handlers a forked child must not inherit
+
+
+@functools.cache
+def _fork_with_default_sigterm() -> None:
+    """Once per process: around every os.fork made while a stopping handler is installed, SIGTERM is blocked
+    in the forking thread; the child resets it to the default and unblocks it (a SIGTERM sent meanwhile
+    then kills it), the parent unblocks it (one sent meanwhile then runs the handler).
+
+    Resetting inside the child's handler instead (it used to check its pid) loses a SIGTERM that arrives in
+    the instant after fork: Python clears the signals a child has caught but not yet handled, so the child
+    lives on with no signal pending while Pool.terminate joins it. A loop of Pool(4) opened and closed under
+    the handler hung within 100 iterations that way."""
+    import os
+
+    blocked = False
+
+    def before() -> None:
+        nonlocal blocked
+        blocked = signal.getsignal(signal.SIGTERM) in _STOPPING_HANDLERS
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def after_in_child() -> None:
+        if blocked:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+    def after_in_parent() -> None:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+    os.register_at_fork(before=before, after_in_child=after_in_child, after_in_parent=after_in_parent)
 
 
 def _print_plan(plan: Plan, out: Path) -> None:

@@ -303,6 +303,53 @@ def test_a_forked_child_still_dies_of_sigterm():
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_a_forked_child_starts_with_the_default_sigterm_and_the_parent_keeps_its_handler():
+    import multiprocessing
+
+    from ssmbench.cli import _sigterm_as_interrupt
+
+    def report(conn) -> None:
+        conn.send((signal.getsignal(signal.SIGTERM) is signal.SIG_DFL,
+                   signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+
+    ctx = multiprocessing.get_context("fork")
+    with _sigterm_as_interrupt():
+        handler = signal.getsignal(signal.SIGTERM)
+        ours, theirs = ctx.Pipe()
+        child = ctx.Process(target=report, args=(theirs,))
+        child.start()
+        assert ours.recv() == (True, False)  # default meaning, not blocked
+        child.join(timeout=10)
+        assert signal.getsignal(signal.SIGTERM) is handler
+        assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+
+POOLS_UNDER_THE_HANDLER = """
+import multiprocessing
+from ssmbench.cli import _sigterm_as_interrupt
+with _sigterm_as_interrupt():
+    for _ in range(300):
+        with multiprocessing.get_context("fork").Pool(4):
+            pass  # leaving the block terminates the workers with SIGTERM, some of them just forked
+print("ok")
+"""
+
+
+def test_pools_ended_at_once_never_hang():
+    """A SIGTERM that reached a worker in the instant after fork used to be lost (Python drops a child's
+    caught-but-unhandled signals), and Pool.terminate joined that worker forever: lm-eval's bootstrap pool
+    hung a CI run this way. Before the fix this loop hung within its first 100 pools."""
+    proc = subprocess.Popen([sys.executable, "-c", POOLS_UNDER_THE_HANDLER], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the pool's stuck workers too
+        proc.communicate()
+        pytest.fail("a pool ended at once under the run's SIGTERM handler hung")
+    assert proc.returncode == 0 and stdout.strip() == "ok", stderr
+
+
 def test_env_says_whether_the_fused_kernels_run():
     result = invoke("env")
     assert result.exit_code == 0
