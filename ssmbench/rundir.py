@@ -175,6 +175,16 @@ class RunDir:
         except (OSError, json.JSONDecodeError, TypeError):
             return None
 
+    def suite_name(self) -> str:
+        """The suite's name as the run resolved it; the parent directory's name if that file is unreadable.
+        (A run with records names its suite in each; this serves one that has none yet.)"""
+        import yaml
+
+        try:
+            return str(yaml.safe_load(self.resolved_suite_path.read_text())["name"])
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            return self.path.parent.name
+
     def read_env(self) -> dict[str, Any]:
         """The first env.json (the run's start), or {} when missing or unreadable."""
         try:

@@ -87,7 +87,7 @@ def header_lines(run: RunDir, records: list[Record]) -> list[str]:
     pk = env.get("packages", {})
     versions = ", ".join(f"{n} {pk[n]}" for n in ("torch", "transformers", "mamba_ssm", "causal_conv1d", "lm_eval")
                          if pk.get(n))
-    suite = records[0].suite if records else run.path.parent.name
+    suite = records[0].suite if records else run.suite_name()
     kernels = env.get("fused_mamba_kernels", {})
     return [f"# {suite} — run {run.name}", "",
             f"- GPU: {gpus}; driver {env.get('driver') or '—'}; CUDA {env.get('cuda_runtime') or '—'}; "
