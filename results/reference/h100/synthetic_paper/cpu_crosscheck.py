@@ -1,0 +1,54 @@
+"""Score the H100-trained induction models again on the CPU, on the same fixed test sets.
+
+Why: the Mamba seeds of 20261206-141114 are perfect to 2^13 and decay beyond it. This checks that the
+decay belongs to the trained models, not to the fused CUDA kernels they were tested with: the CPU runs
+ssmbench's pure-torch Mamba (torch-chunked-scan) over the same weights (model.pt) and the same examples
+(the set's sha256 must equal the record's `extra.eval_set.sha256`).
+
+    .venv/bin/python results/reference/h100/synthetic_paper/cpu_crosscheck.py LENGTH N SEEDS
+    .venv/bin/python results/reference/h100/synthetic_paper/cpu_crosscheck.py 16384 256 0,1   # ~100 s a seed
+"""
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ssmbench.data.synthetic import fixed_batches
+from ssmbench.models.builder import SmallModelConfig, build_model
+from ssmbench.train import evaluate
+
+RUN = Path(__file__).resolve().parent / "20261206-141114"
+TOKENS_PER_BATCH = 2**16
+
+
+def gpu_record(records: list[dict], job: str, length: int) -> dict:
+    (record,) = [r for r in records if r["job"] == job and r["metric"] == "accuracy"
+                 and r["slice"].get("phase") == "eval" and r["slice"].get("seq_len") == length]
+    return record
+
+
+def main(length: int, n: int, seeds: list[int]) -> None:
+    records = [json.loads(line) for line in (RUN / "records.jsonl").read_text().splitlines()]
+    for seed in seeds:
+        job = f"induction-heads/mamba/seed={seed}"
+        gpu = gpu_record(records, job, length)
+        built = build_model(SmallModelConfig(mixer="mamba", d_model=64), device="cpu", seed=seed)
+        weights = torch.load(RUN / "artifacts" / job / "model.pt", map_location="cpu", weights_only=True)
+        built.module.load_state_dict(weights)
+        digest, start = hashlib.sha256(), time.perf_counter()
+        batches = fixed_batches("induction_heads", n, length, max(1, TOKENS_PER_BATCH // length), seed=0,
+                                purpose="test", device="cpu", digest=digest, vocab_size=16)
+        result = evaluate(built.module, batches, "cpu", None)
+        same = digest.hexdigest()[:16] == gpu["extra"]["eval_set"]["sha256"]
+        print(f"seed {seed}, L={length}: CPU ({built.kernel}) {100 * result.accuracy:.2f}% of "
+              f"{result.n_examples}, {time.perf_counter() - start:.0f} s; H100 ({gpu['kernel']}) "
+              f"{100 * gpu['value']:.2f}% of {gpu['extra']['n_examples']}; same examples: "
+              f"{same if n == gpu['extra']['n_examples'] else 'n/a (another n)'}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), [int(s) for s in sys.argv[3].split(",")])
