@@ -180,6 +180,9 @@ def _run_suite(suite: Suite, out: Path, dry_run: bool, run_dir: RunDir | None = 
         raise typer.Exit(1)
 
 
+_STOPPING_HANDLERS: set[Callable[..., None]] = set()  # the SIGTERM handlers a forked child must not inherit
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """While a run executes, SIGTERM stops it as Ctrl-C does: the point in progress is dropped, everything
@@ -201,9 +204,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     finally:
         _STOPPING_HANDLERS.discard(stop)
         signal.signal(signal.SIGTERM, previous)
-
-
-_STOPPING_HANDLERS: set[Callable[..., None]] = set()  # the SIGTERM handlers a forked child must not inherit
 
 
 @functools.cache
