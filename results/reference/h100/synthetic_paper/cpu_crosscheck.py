@@ -6,7 +6,7 @@ ssmbench's pure-torch Mamba (torch-chunked-scan) over the same weights (model.pt
 (the set's sha256 must equal the record's `extra.eval_set.sha256`).
 
     .venv/bin/python results/reference/h100/synthetic_paper/cpu_crosscheck.py LENGTH N SEEDS
-    .venv/bin/python results/reference/h100/synthetic_paper/cpu_crosscheck.py 16384 256 0,1   # ~100 s a seed
+    .venv/bin/python results/reference/h100/synthetic_paper/cpu_crosscheck.py 16384 256 0,1   # ~5 min a seed on 2 cores
 """
 
 import hashlib
@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from ssmbench.data.synthetic import fixed_batches
-from ssmbench.models.builder import SmallModelConfig, build_model
+from ssmbench.models.builder import build_model
+from ssmbench.spec import load_suite
 from ssmbench.train import evaluate
 
 RUN = Path(__file__).resolve().parent / "20261206-141114"
-TOKENS_PER_BATCH = 2**16
 
 
 def gpu_record(records: list[dict], job: str, length: int) -> dict:
@@ -33,15 +33,18 @@ def gpu_record(records: list[dict], job: str, length: int) -> dict:
 
 def main(length: int, n: int, seeds: list[int]) -> None:
     records = [json.loads(line) for line in (RUN / "records.jsonl").read_text().splitlines()]
+    suite, _ = load_suite(RUN / "suite.resolved.yaml")  # the run's own task: model, vocabulary, test sets
+    (task,) = [t for t in suite.tasks if t.name == "induction-heads"]
+    config = task.architectures["mamba"].config(task.vocab_size, task.train.seq_len)
     for seed in seeds:
         job = f"induction-heads/mamba/seed={seed}"
         gpu = gpu_record(records, job, length)
-        built = build_model(SmallModelConfig(mixer="mamba", d_model=64), device="cpu", seed=seed)
+        built = build_model(config, device="cpu", seed=seed)
         weights = torch.load(RUN / "artifacts" / job / "model.pt", map_location="cpu", weights_only=True)
         built.module.load_state_dict(weights)
         digest, start = hashlib.sha256(), time.perf_counter()
-        batches = fixed_batches("induction_heads", n, length, max(1, TOKENS_PER_BATCH // length), seed=0,
-                                purpose="test", device="cpu", digest=digest, vocab_size=16)
+        batches = fixed_batches(task.task, n, length, task.batch_at(length), seed=task.eval_seed, purpose="test",
+                                device="cpu", digest=digest, vocab_size=task.vocab_size, **task.task_params)
         result = evaluate(built.module, batches, "cpu", None)
         same = digest.hexdigest()[:16] == gpu["extra"]["eval_set"]["sha256"]
         print(f"seed {seed}, L={length}: CPU ({built.kernel}) {100 * result.accuracy:.2f}% of "
