@@ -121,6 +121,11 @@ class TaskBase(Strict):
         one job each (the small architectures a synthetic task trains). Empty: one job for the task."""
         return []
 
+    def pack_width(self) -> int:
+        """How many of the task's jobs train side by side on one device (kinds that train small models
+        say; 1: one after another)."""
+        return 1
+
     def job_axes(self, variant: str | None) -> list[dict[str, Any]]:
         """The task's own sweep axes that make separate jobs of one variant (a synthetic task's seeds and
         learning rates): one mapping per job, named in its id and in its records' slices. One job: [{}]."""

@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # 2: a value lives in the slice when the point varies it, else in the record's field, never in both
 # (version 1 wrote throughput's cuda_graphs and scan's dtype twice; read_records converts).
-SCHEMA_VERSION = 2
+# 3: induction heads' records name their training layout in the slice (`layout`); every earlier one was
+# trained in the uniform layout, which read_records fills in.
+SCHEMA_VERSION = 3
 Status = Literal["ok", "oom", "error", "skipped"]
 # A job's point counts as done (not redone on --resume) once it has records with these statuses.
 DONE_STATUSES = frozenset({"ok", "oom", "skipped"})
@@ -159,14 +161,19 @@ RecordKey = tuple[str, str, str | None, tuple[tuple[str, str], ...], str | None]
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """A record as read from disk, in the current schema. Version 1 stored throughput's cuda_graphs and
     scan's dtype both in the slice and in the field: the field of a swept value and the slice copy of a
-    fixed one go."""
-    if data.get("schema_version", 1) >= SCHEMA_VERSION:
+    fixed one go. Before version 3 every induction-heads model trained in the uniform layout: its slice says
+    so, as a new record's does, so old and new runs still pair figure by figure."""
+    version = data.get("schema_version", 1)
+    if version >= SCHEMA_VERSION:
         return data
     data = dict(data, slice=dict(data.get("slice") or {}), schema_version=SCHEMA_VERSION)
-    if "cuda_graphs" in data["slice"]:
-        data["cuda_graphs"] = None
-    if "dtype" in data["slice"] and data["slice"]["dtype"] == data.get("dtype"):
-        del data["slice"]["dtype"]
+    if version < 2:
+        if "cuda_graphs" in data["slice"]:
+            data["cuda_graphs"] = None
+        if "dtype" in data["slice"] and data["slice"]["dtype"] == data.get("dtype"):
+            del data["slice"]["dtype"]
+    if data.get("kind") == "synthetic" and data["slice"].get("synthetic_task") == "induction_heads":
+        data["slice"].setdefault("layout", "uniform")
     return data
 
 

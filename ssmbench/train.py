@@ -1,10 +1,10 @@
 """The one training loop: small models trained from scratch on batches drawn fresh every step.
 
 Everything that decides a training run's outcome is a field of TrainSettings (steps, batch, length, LR and
-its schedule, optimizer, clipping, mixed precision, evaluation cadence, early stop), so a suite sets it and
-a record can say it. The loop never waits on the device between log points: the loss is accumulated on the
-device and read once per `eval_every` steps, together with the validation accuracy at each validation
-length, so a small model's step rate is bounded by its kernels, not by host round trips.
+its schedule, optimizer, clipping, mixed precision, evaluation cadence, early stop, collapse watch), so a
+suite sets it and a record can say it. The loop never waits on the device between log points: the loss is
+accumulated on the device and read once per `eval_every` steps, together with the validation accuracy at
+each validation length, so a small model's step rate is bounded by its kernels, not by host round trips.
 
 A run longer than one sitting is resumable exactly. With a checkpoint path, the whole training state (the
 weights, the optimizer's moments, the schedule, the data stream's generator, the loss accumulated since the
@@ -12,6 +12,12 @@ last log point, the curve, the early-stop streak) is written between steps, ever
 seconds and when SIGINT or SIGTERM arrives; the next call with the same path continues from that step and
 draws the same batches the uninterrupted run would have drawn. A signal that arrives during a step is held
 until the step is over, so a checkpoint never holds half an update.
+
+Many small runs can share one device (train_pack): a 66K-parameter model's step is a few hundred tiny
+kernels that leave a GPU almost idle, so seed and learning-rate sweeps train side by side, each run on its
+own CUDA stream replaying its own captured step, and each with its own weights, optimizer, data stream,
+checkpoint and curve: a packed run computes what it would compute alone. A run whose loss never leaves
+chance is told apart from one that learned (`collapse_evals`).
 
 The schedules are transformers' (`get_constant_schedule_with_warmup`, `get_cosine_schedule_with_warmup`);
 the optimizers torch's (Adam, AdamW).
@@ -40,6 +46,7 @@ Forward = Callable[["torch.Tensor"], "torch.Tensor"]  # token ids [B, L] -> logi
 Draw = Callable[["torch.Generator"], "Batch"]  # one training batch from the generator it is given
 CHECKPOINT_FORMAT = 1
 CAPTURE_SEED = 0x5EED  # the example batch a CUDA graph is captured on: never drawn from the training stream
+CHANCE_TOLERANCE = 0.99  # a loss at or above this share of the chance loss is "at chance" (at_chance)
 # Settings that may differ between the run that wrote a checkpoint and the one resuming it.
 OPERATIONAL_SETTINGS = frozenset({"checkpoint_every_s"})
 
@@ -66,6 +73,11 @@ class TrainSettings:
     # of 66K parameters is bound by kernel launches, not by its arithmetic. CUDA only, constant LR.
     cuda_graphs: bool = False
     checkpoint_every_s: float = 60.0  # with a checkpoint path: how often the training state is written
+    # A run whose training loss sits at chance (at_chance: within 1% of chance_loss, the loss of a uniform
+    # guess over the task's possible answers) at this many evaluations in a row has collapsed: it stops, and
+    # says so. None: never declared (a slow learner and a dead model look alike for a while).
+    collapse_evals: int | None = None
+    chance_loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,7 @@ class TrainResult:
     train_s: float  # wall time of the training steps and the periodic evaluations, over every sitting
     curve: list[LogPoint] = field(default_factory=list)
     resumed_at: list[int] = field(default_factory=list)  # the steps a checkpoint was resumed from
+    collapsed: bool = False  # stopped with the loss at chance for collapse_evals evaluations in a row
 
     @property
     def final(self) -> LogPoint:
@@ -163,23 +176,29 @@ def training_step(loss_fn: Callable[[], torch.Tensor], module: torch.nn.Module, 
 
 
 class GraphedStep:
-    """One training step captured as a CUDA graph and replayed on each new batch.
+    """One whole training step captured as a CUDA graph and replayed: the batch's draw from the training
+    stream, forward, backward, gradient clipping, the optimizer step and the loss's running sum.
 
-    The batch is copied into fixed input buffers, then the graph replays forward, backward, gradient
-    clipping and the optimizer step with no launch from Python. As PyTorch's whole-network capture recipe
-    prescribes, the step first runs `warmup_steps` times eagerly on a side stream, gradients are set to None
-    so that backward allocates them in the graph's memory pool, the optimizer is capturable, and autocast
-    keeps no cache of cast weights. The warm-up steps changed the weights and the optimizer's state: both
-    are put back as they were (in place: the graph points at these tensors), so training goes on from the
-    same state as the eager loop would, a fresh one or one loaded from a checkpoint. The capture runs on
-    an example batch of its own, so the training stream is not touched. The learning rate must be
-    constant: the captured kernels read the value it had at capture.
+    With the draw inside the graph, a replay is one launch from Python: what lets many small models share
+    one GPU (train_pack), each a replay on its own stream. The stream is a generator registered with the
+    graph, so every replay advances it as the eager draw would (PyTorch's graph-safe RNG: captured random
+    kernels read the generator's offset when replayed, bitwise the eager numbers); a checkpoint's stream
+    state means the same under both. Where the torch build cannot register a generator with a graph, or
+    the task's draw cannot be captured, the batch is drawn eagerly and copied into the graph's input
+    buffers instead; `draw_in_graph` and `note` say which ran, and the records carry it.
+
+    As PyTorch's whole-network capture recipe prescribes, the step first runs `warmup_steps` times eagerly
+    on a side stream, gradients are set to None so that backward allocates them in the graph's memory
+    pool, the optimizer is capturable, and autocast keeps no cache of cast weights. The warm-up changed the
+    weights, the optimizer's state, the stream and the loss sum: all are put back as they were (in place:
+    the graph points at these tensors), so training goes on from the same state as the eager loop would.
+    The learning rate must be constant: the captured kernels read the value it had at capture.
     """
 
     warmup_steps = 3
 
     def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, settings: TrainSettings,
-                 example: Batch):
+                 draw: Draw, stream: torch.Generator, loss_sum: torch.Tensor):
         import torch
 
         if settings.schedule != "constant" or settings.warmup_steps:
@@ -190,49 +209,82 @@ class GraphedStep:
         for param, state in optimizer.state.items():  # a loaded state's step counter goes where capture needs it
             if torch.is_tensor(state.get("step")):
                 state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
-        self.inputs, self.targets = example.inputs.clone(), example.targets.clone()
-        precision = autocast("cuda", settings.autocast, cache=False)
+        self.module, self.optimizer, self.settings = module, optimizer, settings
+        self.draw, self.stream, self.loss_sum = draw, stream, loss_sum
+        self.note = ""
+        self.draw_in_graph = hasattr(torch.cuda.CUDAGraph, "register_generator_state")
+        if not self.draw_in_graph:
+            self.note = "this torch cannot register a generator with a CUDA graph: batches drawn eagerly"
+        try:
+            self.graph = self._capture()
+        except RuntimeError as exc:
+            if not self.draw_in_graph:
+                raise
+            self.draw_in_graph = False
+            self.note = f"the draw could not be captured ({str(exc).splitlines()[0][:160]}): batches drawn eagerly"
+            self.graph = self._capture()
 
-        def step() -> torch.Tensor:
-            with precision:
-                loss = answer_loss(module(self.inputs), self.targets)
-            loss.backward()
-            if settings.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), settings.grad_clip)
-            optimizer.step()
-            return loss.detach()
+    def _step(self, batch: Batch | None = None) -> None:
+        """The step as captured: draw (unless given), loss, backward, clip, update, add the loss to the sum."""
+        import torch
 
-        weights = [p.detach().clone() for p in module.parameters()]
-        moments = {p: {k: v.clone() for k, v in s.items() if torch.is_tensor(v)} for p, s in optimizer.state.items()}
+        batch = batch if batch is not None else self.draw(self.stream)
+        with autocast("cuda", self.settings.autocast, cache=False):
+            loss = answer_loss(self.module(batch.inputs), batch.targets)
+        loss.backward()
+        if self.settings.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.settings.grad_clip)
+        self.optimizer.step()
+        self.loss_sum.add_(loss.detach())
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        import torch
+
+        weights = [p.detach().clone() for p in self.module.parameters()]
+        moments = {p: {k: v.clone() for k, v in s.items() if torch.is_tensor(v)} for p, s in self.optimizer.state.items()}
+        stream_state, loss_sum = self.stream.get_state(), self.loss_sum.clone()
+        example = None
+        if not self.draw_in_graph:  # fixed input buffers, filled before each replay; never the training stream
+            example = self.draw(torch.Generator(self.loss_sum.device).manual_seed(CAPTURE_SEED))
+            self.inputs, self.targets = example.inputs.clone(), example.targets.clone()
+            example = type(example)(self.inputs, self.targets)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(self.warmup_steps):
-                optimizer.zero_grad(set_to_none=True)
-                step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self._step(example)
         torch.cuda.current_stream().wait_stream(side)
-        optimizer.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss = step()
-        with torch.no_grad():  # capture ran nothing; undo the warm-up's updates in place
-            for p, value in zip(module.parameters(), weights, strict=True):
-                p.copy_(value)
-            for p, state in optimizer.state.items():
-                before = moments.get(p, {})
-                for key, value in state.items():
-                    if not torch.is_tensor(value):
-                        continue
-                    if key in before:
-                        value.copy_(before[key])
-                    else:
-                        value.zero_()
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            if self.draw_in_graph:
+                graph.register_generator_state(self.stream)
+            with torch.cuda.graph(graph):
+                self._step(example)
+        finally:
+            with torch.no_grad():  # capture ran nothing; undo the warm-up's updates in place
+                for p, value in zip(self.module.parameters(), weights, strict=True):
+                    p.copy_(value)
+                for p, state in self.optimizer.state.items():
+                    before = moments.get(p, {})
+                    for key, value in state.items():
+                        if not torch.is_tensor(value):
+                            continue
+                        if key in before:
+                            value.copy_(before[key])
+                        else:
+                            value.zero_()
+                self.loss_sum.copy_(loss_sum)
+            self.stream.set_state(stream_state)
+        return graph
 
-    def __call__(self, batch: Batch) -> torch.Tensor:
-        self.inputs.copy_(batch.inputs)
-        self.targets.copy_(batch.targets)
+    def __call__(self) -> None:
+        if not self.draw_in_graph:
+            batch = self.draw(self.stream)
+            self.inputs.copy_(batch.inputs)
+            self.targets.copy_(batch.targets)
         self.graph.replay()
-        return self.loss.clone()
 
 
 @dataclass
@@ -246,8 +298,141 @@ class _Progress:
     train_s: float = 0.0  # training time before this sitting
     streak: int = 0  # evaluations in a row at which validation held
     stopped_early: bool = False
+    chance_streak: int = 0  # evaluations in a row with the training loss at chance
+    collapsed: bool = False
     curve: list[LogPoint] = field(default_factory=list)
     resumed_at: list[int] = field(default_factory=list)
+
+
+class Trainer:
+    """One model's training run, advanced a step at a time: `train` runs one alone, `train_pack` several
+    side by side on one device.
+
+    Every `eval_every` steps (and at the last one) the mean loss is read back and the model is evaluated on
+    each fixed validation set (`validation`: length -> batches, the training length among them); `on_log`
+    gets the result. With `early_stop_accuracy`, training stops once every validation length has reached
+    it at `patience` evaluations in a row; with `collapse_evals`, once the training loss has sat at chance
+    for that many evaluations in a row (the run has collapsed). With `checkpoint`, the training state is
+    written there (see the module's docstring) and a state found there is resumed; a state written with
+    other settings raises CheckpointMismatch. `on_step(step)` is called every step without touching the
+    device (progress).
+
+    `own_stream`: on CUDA, issue all of this run's work on a CUDA stream of its own (else the current
+    one). In a pack each run has its own, so the device overlaps the runs' kernels; nothing is shared
+    between runs but the device, and each run's numbers are what it would compute alone.
+    """
+
+    def __init__(self, module: torch.nn.Module, draw: Draw, stream: torch.Generator,
+                 validation: Mapping[int, Sequence[Batch]], settings: TrainSettings, device: str,
+                 checkpoint: Path | None = None, on_log: Callable[[LogPoint], None] = lambda log: None,
+                 on_step: Callable[[int], None] = lambda step: None, own_stream: bool = False):
+        if settings.seq_len not in validation:
+            raise ValueError(f"validation has no set at the training length {settings.seq_len}")
+        self.module, self.draw, self.stream, self.validation = module, draw, stream, validation
+        self.settings, self.device, self.checkpoint = settings, device, checkpoint
+        self.on_log, self.on_step, self.own_stream = on_log, on_step, own_stream
+        self.cuda_stream: Any = None
+        self.progress = _Progress()
+        self.graphed: GraphedStep | None = None
+        self.started = False
+
+    def on_stream(self) -> contextlib.AbstractContextManager[Any]:
+        """Issue the work inside on this run's CUDA stream."""
+        import torch
+
+        return torch.cuda.stream(self.cuda_stream) if self.cuda_stream is not None else contextlib.nullcontext()
+
+    @property
+    def done(self) -> bool:
+        p = self.progress
+        return p.step >= self.settings.steps or p.stopped_early or p.collapsed
+
+    @property
+    def graph_note(self) -> str:
+        """How the step runs, when that is worth saying: the graph's batches drawn eagerly, and why."""
+        return self.graphed.note if self.graphed is not None else ""
+
+    @property
+    def draw_in_graph(self) -> bool | None:
+        """Whether the CUDA graph draws the batches itself (None: no graph)."""
+        return self.graphed.draw_in_graph if self.graphed is not None else None
+
+    def start(self) -> None:
+        """Put a saved state back if there is one, and capture the step when it runs from a CUDA graph."""
+        import torch
+
+        self.started = True
+        if self.own_stream and self.device == "cuda":
+            self.cuda_stream = torch.cuda.Stream()
+            self.cuda_stream.wait_stream(torch.cuda.current_stream())  # the weights were made there
+        with self.on_stream():
+            self.optimizer = make_optimizer(self.module.parameters(), self.settings)
+            self.schedule = make_schedule(self.optimizer, self.settings)
+            if self.checkpoint is not None and self.checkpoint.is_file():
+                self.progress = load_checkpoint(self.checkpoint, self.module, self.optimizer, self.schedule,
+                                                self.stream, self.settings, self.device)
+            if self.done:
+                return
+            self.loss_sum = torch.full((), self.progress.loss_sum, device=self.device)
+            if self.settings.cuda_graphs:
+                self.graphed = GraphedStep(self.module, self.optimizer, self.settings, self.draw, self.stream,
+                                           self.loss_sum)
+        self.sitting_start = self.last_save = time.perf_counter()
+
+    def step(self) -> None:
+        """One training step, issued without waiting for the device; then the evaluation and the checkpoint
+        that are due."""
+        p, settings = self.progress, self.settings
+        with self.on_stream():
+            self.module.train()
+            if self.graphed is not None:
+                self.graphed()
+            else:
+                batch = self.draw(self.stream)
+                self.loss_sum += training_step(lambda: answer_loss(self.module(batch.inputs), batch.targets),
+                                               self.module, self.optimizer, settings.grad_clip,
+                                               autocast(self.device, settings.autocast))
+            self.schedule.step()
+            p.step += 1
+            self.on_step(p.step)
+            if p.step % settings.eval_every == 0 or p.step == settings.steps:
+                self._log()
+            if self.checkpoint is not None and (self.done or
+                                                time.perf_counter() - self.last_save >= settings.checkpoint_every_s):
+                self.save()
+
+    def save(self) -> None:
+        """Write the whole training state to the checkpoint (a no-op without one)."""
+        if self.checkpoint is None or not self.started or not hasattr(self, "loss_sum"):
+            return
+        with self.on_stream():
+            self.progress.loss_sum = float(self.loss_sum)
+            save_checkpoint(self.checkpoint, self.module, self.optimizer, self.schedule, self.stream, self.settings,
+                            dataclasses.replace(self.progress, train_s=self.elapsed()))
+        self.last_save = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Training time over every sitting, this one included."""
+        sitting = time.perf_counter() - self.sitting_start if hasattr(self, "sitting_start") else 0.0
+        return self.progress.train_s + sitting
+
+    def finish(self) -> TrainResult:
+        """The run's result, its work on the device complete (the default stream may use the weights now)."""
+        import torch
+
+        if self.cuda_stream is not None:
+            self.cuda_stream.synchronize()
+            torch.cuda.current_stream().wait_stream(self.cuda_stream)
+        self.progress.train_s = self.elapsed()
+        self.sitting_start = time.perf_counter()
+        return _result(self.progress)
+
+    def _log(self) -> None:
+        p = self.progress
+        loss_sum = float(self.loss_sum)
+        self.loss_sum.zero_()
+        log = _log_point(self.module, self.validation, self.settings, self.device, p, loss_sum, self.elapsed())
+        self.on_log(log)
 
 
 def train(module: torch.nn.Module, draw: Draw, stream: torch.Generator,
@@ -255,69 +440,62 @@ def train(module: torch.nn.Module, draw: Draw, stream: torch.Generator,
           checkpoint: Path | None = None,
           on_log: Callable[[LogPoint], None] = lambda log: None,
           on_step: Callable[[int], None] = lambda step: None) -> TrainResult:
-    """Train `module` (token ids -> logits) on `draw(stream)` batches for `settings.steps` steps.
+    """Train `module` (token ids -> logits) on `draw(stream)` batches for `settings.steps` steps, alone:
+    see Trainer for what happens along the way."""
+    trainer = Trainer(module, draw, stream, validation, settings, device, checkpoint, on_log, on_step)
+    ((_, outcome),) = train_pack([trainer], width=1)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
-    Every `eval_every` steps (and at the last one) the mean loss is read back and the model is evaluated on
-    each fixed validation set (`validation`: length -> batches, the training length among them); `on_log`
-    gets the result. With `early_stop_accuracy`, training stops once every validation length has reached
-    it at `patience` evaluations in a row. With `checkpoint`, the training state is written there (see the
-    module's docstring) and a state found there is resumed; a state written with other settings raises
-    CheckpointMismatch. `on_step(step)` is called every step without touching the device (progress).
+
+def train_pack(trainers: Iterable[Trainer], width: int) -> Iterator[tuple[Trainer, TrainResult | Exception]]:
+    """Train up to `width` runs at once, each a step in turn, and yield each run with its result as it ends,
+    or with the exception that ended it: a run that fails (out of memory, a bad checkpoint) is that run's
+    outcome, and the others go on. A run that ends makes room for the next of `trainers`, which are taken
+    only when there is room (so models can be built as they are needed).
+
+    On CUDA, give each Trainer a stream of its own (`own_stream`): a step is then one graph replay (or a
+    few launches) issued on that stream, and the device runs the runs' kernels side by side. On the CPU the runs simply
+    take turns. SIGINT and SIGTERM are held until the round of steps in progress is over; then every run
+    writes its checkpoint and the signal is raised.
     """
-    import torch
-
-    if settings.seq_len not in validation:
-        raise ValueError(f"validation has no set at the training length {settings.seq_len}")
-    optimizer = make_optimizer(module.parameters(), settings)
-    schedule = make_schedule(optimizer, settings)
-    progress = _Progress()
-    if checkpoint is not None and checkpoint.is_file():
-        progress = load_checkpoint(checkpoint, module, optimizer, schedule, stream, settings, device)
-    if progress.step >= settings.steps or progress.stopped_early:
-        return _result(progress)
-    precision = autocast(device, settings.autocast)
-    step_fn = None
-    if settings.cuda_graphs:
-        step_fn = GraphedStep(module, optimizer, settings, draw(torch.Generator(device).manual_seed(CAPTURE_SEED)))
-    loss_sum = torch.full((), progress.loss_sum, device=device)
-    sitting_start = last_save = time.perf_counter()
-
-    def save() -> None:
-        progress.loss_sum = float(loss_sum)
-        save_checkpoint(checkpoint, module, optimizer, schedule, stream, settings,
-                        dataclasses.replace(progress, train_s=progress.train_s + time.perf_counter() - sitting_start))
-
+    pending = iter(trainers)
+    active: list[Trainer] = []
     with held_signals() as held:
-        while progress.step < settings.steps and not progress.stopped_early:
-            module.train()
-            batch = draw(stream)
-            if step_fn is not None:
-                loss = step_fn(batch)
-            else:
-                loss = training_step(lambda batch=batch: answer_loss(module(batch.inputs), batch.targets), module,
-                                     optimizer, settings.grad_clip, precision)
-            schedule.step()
-            loss_sum += loss
-            progress.step += 1
-            on_step(progress.step)
-            if progress.step % settings.eval_every == 0 or progress.step == settings.steps:
-                elapsed = progress.train_s + time.perf_counter() - sitting_start
-                log = _log_point(module, validation, settings, device, progress, float(loss_sum), elapsed)
-                loss_sum.zero_()
-                on_log(log)
-            if checkpoint is not None and (held.signal is not None or progress.step == settings.steps
-                                           or progress.stopped_early
-                                           or time.perf_counter() - last_save >= settings.checkpoint_every_s):
-                save()
-                last_save = time.perf_counter()
-            held.raise_if_any()
-    progress.train_s += time.perf_counter() - sitting_start
-    return _result(progress)
+        while True:
+            while len(active) < width and (trainer := next(pending, None)) is not None:
+                try:
+                    trainer.start()
+                except Exception as exc:  # noqa: BLE001 - this run's outcome, not the pack's
+                    yield trainer, exc
+                    continue
+                if trainer.done:
+                    yield trainer, trainer.finish()
+                else:
+                    active.append(trainer)
+            if not active:
+                return
+            for trainer in list(active):
+                try:
+                    trainer.step()
+                except Exception as exc:  # noqa: BLE001
+                    active.remove(trainer)
+                    yield trainer, exc
+                    continue
+                if trainer.done:
+                    active.remove(trainer)
+                    yield trainer, trainer.finish()
+            if held.signal is not None:
+                for trainer in active:
+                    trainer.save()
+                held.raise_if_any()
 
 
 def _log_point(module: torch.nn.Module, validation: Mapping[int, Sequence[Batch]], settings: TrainSettings,
                device: str, progress: _Progress, loss_sum: float, elapsed_s: float) -> LogPoint:
-    """Evaluate on every validation set, append the log point to the curve and update the early stop."""
+    """Evaluate on every validation set, append the log point to the curve, and update the early stop and
+    the collapse watch."""
     results = {length: evaluate(module, batches, device, settings.autocast) for length, batches in validation.items()}
     at_train = results[settings.seq_len]
     steps = progress.step - progress.last_log_step
@@ -332,12 +510,23 @@ def _log_point(module: torch.nn.Module, validation: Mapping[int, Sequence[Batch]
         holds = all(accuracy >= threshold for accuracy in log.by_length.values())
         progress.streak = progress.streak + 1 if holds else 0
         progress.stopped_early = progress.streak >= settings.patience and progress.step < settings.steps
+    if settings.collapse_evals is not None and settings.chance_loss is not None:
+        progress.chance_streak = progress.chance_streak + 1 if at_chance(log.loss, settings.chance_loss) else 0
+        progress.collapsed = progress.chance_streak >= settings.collapse_evals
     return log
+
+
+def at_chance(loss: float, chance_loss: float) -> bool:
+    """Whether a training loss says the model has learned nothing: within 1% of the loss of a uniform
+    guess over the answers (ln of their number), or above it. A model that has begun to learn is well
+    below it (the induction models that learned left ln 15 = 2.71 for 0.3 and less)."""
+    return loss >= CHANCE_TOLERANCE * chance_loss
 
 
 def _result(progress: _Progress) -> TrainResult:
     return TrainResult(steps=progress.step, stopped_early=progress.stopped_early, train_s=progress.train_s,
-                       curve=list(progress.curve), resumed_at=list(progress.resumed_at))
+                       curve=list(progress.curve), resumed_at=list(progress.resumed_at),
+                       collapsed=progress.collapsed)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------

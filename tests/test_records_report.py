@@ -16,6 +16,7 @@ import ssmbench.rundir as rundir
 from ssmbench.kinds import all_kinds
 from ssmbench.records import (
     DONE_STATUSES,
+    SCHEMA_VERSION,
     Record,
     RecordWriter,
     Stats,
@@ -26,6 +27,7 @@ from ssmbench.records import (
     read_records,
     summarised,
     torn_point,
+    upgrade,
 )
 from ssmbench.report import build_tables, header_lines, render, write_report
 from ssmbench.report.tables import format_value
@@ -54,7 +56,19 @@ def test_jsonl_round_trip(tmp_path: Path):
     assert back == [*first, *second, rec("batch=3").model_copy(update={"time": back[-1].time})]
     assert back[0].stats == Stats.of([1.0, 2.0, 3.0]) and back[0].value == 2.0
     assert len(path.read_text().splitlines()) == 4
-    assert all(json.loads(line)["schema_version"] == 2 for line in path.read_text().splitlines())
+    assert all(json.loads(line)["schema_version"] == SCHEMA_VERSION for line in path.read_text().splitlines())
+
+
+def test_an_induction_record_from_before_layouts_reads_as_the_uniform_layout():
+    """Schema 3 put the training layout in induction records' slices; every earlier model trained in the
+    uniform one, so its records still pair with a new run's uniform-layout figures (ssmbench diff)."""
+    old = rec("phase=eval,seq_len=256", "accuracy", 1.0, slice={"phase": "eval", "seq_len": 256,
+                                                               "synthetic_task": "induction_heads"})
+    old = old.model_dump(mode="json") | {"kind": "synthetic", "schema_version": 2}
+    assert Record.model_validate(upgrade(old)).slice["layout"] == "uniform"
+    copying = old | {"slice": old["slice"] | {"synthetic_task": "selective_copying"}}
+    assert "layout" not in Record.model_validate(upgrade(copying)).slice
+    assert upgrade({**old, "schema_version": SCHEMA_VERSION}) == {**old, "schema_version": SCHEMA_VERSION}
 
 
 def test_missing_file_has_no_records(tmp_path: Path):

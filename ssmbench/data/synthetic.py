@@ -161,6 +161,7 @@ def induction_heads(
     seq_len: int,
     *,
     vocab_size: int = 16,
+    special_within: int | None = None,
     generator: torch.Generator,
     device: str | torch.device,
 ) -> Batch:
@@ -169,8 +170,10 @@ def induction_heads(
     Layout of one example, exactly `seq_len` tokens long:
       - every position holds a token drawn uniformly from the ordinary ids IH_FIRST_TOKEN_ID..vocab_size-1,
         except two, which hold the special token IH_SPECIAL_ID (it appears nowhere else);
-      - the first special sits at a position p drawn uniformly from 0 .. seq_len-4, and the token after it,
-        at p+1, is the one to recall; at least one ordinary token separates it from the end;
+      - the first special sits at a position p drawn uniformly from 0 .. seq_len-4 (with `special_within`
+        K: from 0 .. min(K, seq_len-3)-1, the "early" layout of state-spaces/mamba issue #62, where the
+        recalled token is always far back), and the token after it, at p+1, is the one to recall; at
+        least one ordinary token separates it from the end;
       - the last position, seq_len-1, holds the second special. Its target is the recalled token, and it is
         the only scored position (the calibration run's "loss on the last position only").
 
@@ -199,7 +202,10 @@ def induction_heads(
     tokens = torch.randint(
         IH_FIRST_TOKEN_ID, vocab_size, (batch, seq_len), generator=generator, device=device
     )
-    special_positions = torch.randint(0, seq_len - 3, (batch,), generator=generator, device=device)
+    _require(special_within is None or special_within >= 1,
+             f"special_within must be at least 1 (the first K positions), got {special_within}")
+    last = seq_len - 3 if special_within is None else min(special_within, seq_len - 3)
+    special_positions = torch.randint(0, last, (batch,), generator=generator, device=device)
     return _induction_heads_layout(tokens, special_positions)
 
 
@@ -315,6 +321,14 @@ def _mqar_layout(keys: Tensor, values: Tensor, gaps: Tensor, seq_len: int, fille
     inputs.scatter_(1, query_positions, keys)
     targets = torch.full_like(inputs, IGNORE).scatter_(1, query_positions, values)
     return Batch(inputs, targets)
+
+
+def answer_values(task: str, vocab_size: int) -> int:
+    """How many tokens an answer of `task` is drawn from: a model that has learned nothing scores
+    ln(this) nats per answer (the chance loss that tells a collapsed training run)."""
+    first = {"induction_heads": IH_FIRST_TOKEN_ID, "selective_copying": SC_FIRST_DATA_ID,
+             "mqar": vocab_size // 2}[task]
+    return vocab_size - first
 
 
 # --- one entry point -----------------------------------------------------------------------------------

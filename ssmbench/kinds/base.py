@@ -1,7 +1,8 @@
 """What a task kind is: its task spec, its runner, and how its records are reported, in one entry.
 
 The executor makes one runner per job and calls `setup()` once, `measure(point)` for each pending point,
-and `teardown()` at the end. Runners only measure: the executor turns exceptions into records (OOM as a
+and `teardown()` at the end; in a pack (a task's `pack`), a point that trains a small model is trained
+beside other jobs' instead (`pack_trainer`, `packed_records`). Runners only measure: the executor turns exceptions into records (OOM as a
 result, anything else as the point's error), writes records and draws progress. Reports find a kind's
 tables and plots through its entry, so nothing depends on what was imported first.
 """
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ssmbench.models import LoadedModel
+    from ssmbench.train import Trainer, TrainResult
     from ssmbench.zoo import ResolvedModel
 
 TablesFn = Callable[[str, "pd.DataFrame"], list[Table]]
@@ -76,6 +78,21 @@ class Runner(ABC, Generic[TaskT]):
 
     def teardown(self) -> None:
         free_memory(self.job.device)
+
+    # --- packing: kinds that train small models let several jobs' training share one device ----------
+
+    def packable(self, point: Point) -> bool:
+        """Whether this point trains a model that can share the device with other jobs' (a pack)."""
+        return False
+
+    def pack_trainer(self, point: Point) -> Trainer:
+        """The training run of a packable point, made to run beside others (ssmbench.train.train_pack)."""
+        raise NotImplementedError(f"kind {self.job.kind} does not pack")
+
+    def packed_records(self, point: Point, trainer: Trainer, outcome: TrainResult | Exception) -> list[Record]:
+        """The records of a point trained in a pack, as `measure` would return them; an outcome that is an
+        exception is raised as `measure` would have raised it."""
+        raise NotImplementedError(f"kind {self.job.kind} does not pack")
 
     def record(self, point: Point, **fields: Any) -> Record:
         """A record with the identity of this job and point filled in; `fields` add or override."""

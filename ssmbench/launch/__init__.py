@@ -85,6 +85,22 @@ class Launcher(Protocol):
         ...
 
 
+def packs(works: list[Work]) -> list[list[Work]]:
+    """The works in the order given, the jobs of a task that packs (`pack_width` > 1) gathered in one group
+    (they run together, worker.run_pack), every other job a group of its own."""
+    groups: list[list[Work]] = []
+    by_task: dict[str, list[Work]] = {}
+    for work in works:
+        if work.job.task.pack_width() < 2:
+            groups.append([work])
+        elif work.job.task_name in by_task:
+            by_task[work.job.task_name].append(work)
+        else:
+            by_task[work.job.task_name] = [work]
+            groups.append(by_task[work.job.task_name])
+    return groups
+
+
 def forwarded_env(names: tuple[str, ...] = WORKER_ENV) -> dict[str, str]:
     return {name: os.environ[name] for name in names if name in os.environ}
 

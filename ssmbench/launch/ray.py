@@ -7,6 +7,9 @@ records as soon as they are measured, so the driver appends them point by point,
 and a worker that dies loses only the point it was measuring. Jobs, not points, are the unit of work:
 points of a job share the model their runner loaded once (and a synthetic job's training).
 
+A task that packs (`pack: K`) asks 1/K of a GPU for each job, so Ray puts K of its jobs on each GPU, each
+in a process of its own (the local launcher packs them in one process instead, on CUDA streams).
+
 Ray is an optional extra (`pip install 'ssmbench[ray]'`), imported here and only here. Its own retries are
 off (`max_retries=0`): a job is resubmitted by ssmbench, with only its unfinished points, `launch.retries`
 times.
@@ -20,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ssmbench.errors import UserError, first_line
+from ssmbench.jobs import Job
 from ssmbench.launch import LOCAL_ENV, WORKER_ENV, Work, forwarded_env
 from ssmbench.launch.remote import RemoteLauncher, Update
 from ssmbench.launch.worker import run_work, where
@@ -65,7 +69,7 @@ class RayLauncher(RemoteLauncher):
 
     def submit(self, work: Work) -> Any:
         resources = work.job.resources
-        options: dict[str, Any] = {"num_cpus": resources.cpus or 1, "num_gpus": resources.gpus_for(work.job.device),
+        options: dict[str, Any] = {"num_cpus": resources.cpus or 1, "num_gpus": ray_gpus(work.job),
                                    "max_retries": 0, "name": f"ssmbench {work.job.id}"}
         if resources.mem_gb:
             options["memory"] = int(resources.mem_gb * 2**30)
@@ -96,6 +100,14 @@ class RayLauncher(RemoteLauncher):
                 else:
                     update.points.append((item[1], item[2]))
         return update
+
+
+def ray_gpus(job: Job[Any]) -> float:
+    """The GPUs a job asks Ray for: its resources' where they say, else one on CUDA, shared by the jobs of a
+    task that packs (`pack: K` asks 1/K of a GPU, so Ray runs K of them on each GPU, a process each)."""
+    if job.resources.gpus is not None or job.device != "cuda":
+        return job.resources.gpus_for(job.device)
+    return 1 / job.task.pack_width()
 
 
 def why_task_ended(exc: BaseException) -> str:

@@ -21,13 +21,15 @@ import shlex
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ssmbench import console
 from ssmbench.errors import UserError
-from ssmbench.jobs import Job
-from ssmbench.launch import Work
+from ssmbench.jobs import Job, Point
+from ssmbench.launch import Feedback, Work
 from ssmbench.launch.remote import RemoteLauncher, Update
 from ssmbench.launch.worker import run_work, where
 from ssmbench.records import Record
@@ -111,6 +113,14 @@ class SlurmLauncher(RemoteLauncher):
                             f"{CLUSTER_VAR}=local runs the jobs here)") from None
         self.spools = folder / "spool"
         self.spools.mkdir(parents=True, exist_ok=True)
+
+    def run(self, works: list[Work], feedback: Feedback, retries: int,
+            folder: Path) -> Iterator[tuple[str, Point, list[Record]]]:
+        packing = sorted({w.job.task_name for w in works if w.job.task.pack_width() > 1})
+        if packing:
+            console.note(f"{', '.join(packing)}: pack does not apply under SLURM, where each job has an allocation of "
+                         "its own (the local launcher packs them on one GPU, Ray shares each GPU among K jobs)")
+        yield from super().run(works, feedback, retries, folder)
 
     def submit(self, work: Work) -> Submitted:
         self.executor.update_parameters(**executor_parameters(work.job))

@@ -14,6 +14,15 @@ Records of the train point:
     final_loss, train_accuracy                        the last evaluation, at the training length
     validation_accuracy                               its mean over the validation lengths (each in extra)
     loss, accuracy (slice step=N)                     the curve, one pair per evaluation
+with how the run ended in `extra.outcome` (trained every step, stopped early, or collapsed at chance: then
+the message says from which step), and in extra whether it trained in a pack, what its CUDA graph held and
+the norm of its final RMSNorm's weight (a collapsed model's shrinks, flattening its logits).
+
+With the task's `pack: K`, the train points of up to K jobs run side by side on one device (the launcher
+gathers them, ssmbench.launch.worker.run_pack; each on its own CUDA stream), and each job's records,
+weights and train_state.pt are the ones it writes alone. Induction heads' training layout
+(`task_params.special_within`) is in every record's slice as `layout`; validation and test sets are always
+drawn in the uniform layout, so models trained on either are scored on the same examples.
 Records of an eval point:
     accuracy          correct answers / answer positions
     example_accuracy  share of examples with every answer right
@@ -32,6 +41,7 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ssmbench import console
 from ssmbench.errors import JobError
 from ssmbench.jobs import Point, point
 from ssmbench.kinds.base import Runner, SkipPoint
@@ -43,9 +53,10 @@ from ssmbench.zoo import ResolvedModel
 if TYPE_CHECKING:
     from ssmbench.data.synthetic import Batch
     from ssmbench.models.builder import BuiltModel
-    from ssmbench.train import EvalResult, LogPoint, TrainResult, TrainSettings
+    from ssmbench.train import EvalResult, LogPoint, Trainer, TrainResult, TrainSettings
 
 CANNOT_RUN = "cannot run:"  # a skipped point's message prefix when the architecture cannot hold the length
+COLLAPSED = "collapsed at chance"  # a train record's outcome (and message prefix) when the run never left chance
 CHECKPOINT = "model.pt"  # the trained weights (they load into mamba_ssm's MambaLMHeadModel for a Mamba model)
 TRAIN_STATE = "train_state.pt"  # the whole training state, written as training goes: what a resume continues
 
@@ -92,8 +103,9 @@ class SyntheticRunner(Runner[SyntheticTask]):
         """Every record, failures included, names the generator, the training length and the mixer in its
         slice: they define what an accuracy means, and the tables match the paper's rows by mixer."""
         task = self.task
+        layout = {"layout": task.layout} if task.layout is not None else {}
         fields["slice"] = {**fields.get("slice", point.params), "synthetic_task": task.task,
-                           "train_len": task.train.seq_len, "mixer": self.arch.mixer, **self.job.axes}
+                           "train_len": task.train.seq_len, "mixer": self.arch.mixer, **layout, **self.job.axes}
         base: dict[str, Any] = {"family": mixer_family(self.arch.mixer), "weights": "trained", "dtype": "float32"}
         built = getattr(self, "model", None)
         if built is not None:
@@ -106,19 +118,49 @@ class SyntheticRunner(Runner[SyntheticTask]):
     def settings(self) -> TrainSettings:
         """The training settings of this job: the task's, with the architecture's steps and the job's
         learning rate (its own, or its point of the task's sweep) in place."""
+        from ssmbench.data.synthetic import answer_values
         from ssmbench.train import TrainSettings
 
         given = self.task.train
         fields = given.model_dump(exclude={"validate_lengths", "validate_tokens", "cuda_graphs"})
         fields["lr"] = self.job.axes.get("lr", self.task.lrs(self.variant)[0])
         fields["steps"] = self.arch.steps or given.steps
+        if given.collapse_evals is not None:
+            fields["chance_loss"] = math.log(answer_values(self.task.task, self.task.vocab_size))
         return TrainSettings(**fields, cuda_graphs=given.graphs_on(self.job.device))
 
-    def _train(self, pt: Point) -> list[Record]:
+    def packable(self, point: Point) -> bool:
+        return point.params["phase"] == "train"
+
+    def pack_trainer(self, point: Point) -> Trainer:
+        return self._trainer(packed=True)
+
+    def packed_records(self, point: Point, trainer: Trainer, outcome: TrainResult | Exception) -> list[Record]:
+        """Save the trained weights and make the train point's records; a failed run's exception is raised
+        (a checkpoint of other settings as the job's error, one line)."""
         import torch
 
+        from ssmbench.train import CheckpointMismatch
+
+        if isinstance(outcome, CheckpointMismatch):
+            raise JobError(f"{self.job.id}: {outcome}")
+        if isinstance(outcome, Exception):
+            raise outcome
+        torch.save(self.model.module.state_dict(), self.context.artifact(CHECKPOINT))
+        self.trained = True
+        return self._train_records(point, trainer, outcome)
+
+    def _train(self, pt: Point) -> list[Record]:
+        from ssmbench.train import train_pack
+
+        trainer = self._trainer(packed=False)
+        ((_, outcome),) = train_pack([trainer], width=1)
+        return self.packed_records(pt, trainer, outcome)
+
+    def _trainer(self, packed: bool) -> Trainer:
+        """This job's training run: its settings, data stream, fixed validation sets and checkpoint."""
         from ssmbench.data.synthetic import seeded_generator
-        from ssmbench.train import CheckpointMismatch, train
+        from ssmbench.train import Trainer
 
         settings, device = self.settings(), self.job.device
         validation = {length: list(self._fixed(length, self.task.validation_samples_at(length), "validation"))
@@ -129,15 +171,10 @@ class SyntheticRunner(Runner[SyntheticTask]):
             if step % every == 0:
                 self.on_progress(step / settings.steps)
 
-        try:
-            result = train(self.model.module, lambda g: self._batch(settings.batch_size, settings.seq_len, g),
-                           seeded_generator(self.job.seed, device), validation, settings, device,
-                           checkpoint=self.context.artifact(TRAIN_STATE), on_log=self._show, on_step=progress)
-        except CheckpointMismatch as exc:
-            raise JobError(f"{self.job.id}: {exc}") from None
-        torch.save(self.model.module.state_dict(), self.context.artifact(CHECKPOINT))
-        self.trained = True
-        return self._train_records(pt, settings, result)
+        return Trainer(self.model.module, lambda g: self._batch(settings.batch_size, settings.seq_len, g),
+                       seeded_generator(self.job.seed, device), validation, settings, device,
+                       checkpoint=self.context.artifact(TRAIN_STATE), on_log=self._show, on_step=progress,
+                       own_stream=packed)
 
     def _show(self, log: LogPoint) -> None:
         longest = max(log.by_length)
@@ -145,11 +182,13 @@ class SyntheticRunner(Runner[SyntheticTask]):
         self.on_status(f"step {log.step} loss {log.loss:.3f} acc {log.accuracy:.1%}{beyond} "
                        f"{log.steps_per_s:.0f} step/s")
 
-    def _train_records(self, pt: Point, settings: TrainSettings, result: TrainResult) -> list[Record]:
+    def _train_records(self, pt: Point, trainer: Trainer, result: TrainResult) -> list[Record]:
+        settings = trainer.settings
         precision = settings.autocast if self.job.device == "cuda" and settings.autocast else "float32"
-        common = {"dtype": precision, "cuda_graphs": settings.cuda_graphs,
+        how = self._how_trained(trainer, result)
+        common = {"dtype": precision, "cuda_graphs": settings.cuda_graphs, "message": how.pop("message", None),
                   "extra": {"stopped_early": result.stopped_early, "lr": settings.lr, "autocast": precision,
-                            "resumed_at_steps": result.resumed_at}}
+                            "resumed_at_steps": result.resumed_at, **how}}
         tokens = settings.batch_size * settings.seq_len
         final = result.final
         validation = sum(final.by_length.values()) / len(final.by_length)
@@ -170,6 +209,30 @@ class SyntheticRunner(Runner[SyntheticTask]):
                         self.record(pt, metric="accuracy", value=log.accuracy, unit="fraction",
                                     higher_is_better=None, slice=step_slice, **common)]
         return records
+
+    def _how_trained(self, trainer: Trainer, result: TrainResult) -> dict[str, Any]:
+        """What the train records say of how the run went (extra), and a collapsed run's message: its
+        outcome, whether it shared the device (pack), what its CUDA graph held, and the final norm's weight
+        (a collapsed model's shrinks towards 0, flattening its logits)."""
+        settings = trainer.settings
+        how: dict[str, Any] = {"outcome": outcome(result)}
+        if result.collapsed:
+            first = result.curve[-settings.collapse_evals].step if settings.collapse_evals else result.steps
+            how["message"] = (f"{COLLAPSED}: training loss within 1% of chance (ln {math.exp(settings.chance_loss):.0f} = "
+                              f"{settings.chance_loss:.3f}) or above at {settings.collapse_evals} evaluations in a row, "
+                              f"from step {first:,}; stopped at step {result.steps:,}")
+            console.note(f"{self.job.id}: {how['message']}")
+        if trainer.own_stream:
+            how["pack"] = self.task.pack
+        if trainer.draw_in_graph is not None:
+            how["graph"] = "draw+step" if trainer.draw_in_graph else "step (batches drawn eagerly)"
+        if trainer.graph_note:
+            how["graph_note"] = trainer.graph_note
+            console.note(f"{self.job.id}: {trainer.graph_note}")
+        norm = self.model.module.state_dict().get("backbone.norm_f.weight")
+        if norm is not None:
+            how["norm_f_weight_l2"] = round(float(norm.float().norm()), 4)
+        return how
 
     # --- testing ------------------------------------------------------------------------------------
 
@@ -224,10 +287,17 @@ class SyntheticRunner(Runner[SyntheticTask]):
 
         return fixed_batches(self.task.task, n, length, self.task.batch_at(length), seed=self.task.eval_seed,
                              purpose=purpose, device=self.job.device, digest=digest,
-                             vocab_size=self.task.vocab_size, **self.task.task_params)
+                             vocab_size=self.task.vocab_size, **self.task.test_params)
 
     def _batch(self, batch: int, length: int, generator: Any) -> Batch:
         from ssmbench.data.synthetic import make_batch
 
         return make_batch(self.task.task, batch, length, generator=generator, device=self.job.device,
                           vocab_size=self.task.vocab_size, **self.task.task_params)
+
+
+def outcome(result: TrainResult) -> str:
+    """How a training run ended, as the tables count it."""
+    if result.collapsed:
+        return COLLAPSED
+    return "stopped early (validation held)" if result.stopped_early else "trained every step"

@@ -9,13 +9,14 @@ they are tested.
         mha-rope: {mixer: mha-rope, d_model: 128, n_heads: 8, eval_dtype: bfloat16}
       train: {steps: 4000, batch_size: 64, seq_len: 256, lr: 1.0e-3}
       eval_lengths: [64, 128, 256, 512, 1024]
-      seeds: [0, 1, 2]                 # one job per architecture and seed; tables: median, min..max
+      seeds: [0, 1, 2]                 # one job per architecture and seed (an architecture may list its own)
 
 Sweep axes besides the architectures: `seeds` (each seed draws its own initialisation and training
 stream) and a list of learning rates (`lr: [1.0e-4, 1.0e-3]`, in `train` or per architecture), one job
 each; the tables report the learning rate whose validation accuracy is best, as zoology reports the best of
 its sweep. Every job is tested on the same fixed examples at each length (`eval_seed`), drawn on the CPU,
-so seeds and runs differ only in what they trained.
+so seeds and runs differ only in what they trained. `pack: K` trains up to K of the jobs at once on one
+device; `train.collapse_evals` names a run that never left chance.
 """
 
 from __future__ import annotations
@@ -37,11 +38,14 @@ SyntheticName = Literal["selective_copying", "induction_heads", "mqar"]
 # importing torch; tests/test_synthetic_kind.py checks that the two lists agree.
 TASK_PARAMS: dict[str, frozenset[str]] = {
     "selective_copying": frozenset({"n_memorize"}),
-    "induction_heads": frozenset(),
+    "induction_heads": frozenset({"special_within"}),
     "mqar": frozenset({"num_kv_pairs", "power_a", "random_non_queries"}),
 }
 # How many answers one example has, for the accuracy of each answer in turn.
 DEFAULT_ANSWERS = {"selective_copying": 16, "induction_heads": 1}
+# Parameters that shape the training data only: the fixed validation and test sets are drawn without them,
+# so that models trained on different layouts are scored on the same examples.
+TRAINING_ONLY_PARAMS = frozenset({"special_within"})
 
 
 def check_task_params(task: str, params: dict[str, Any]) -> None:
@@ -54,6 +58,10 @@ def check_task_params(task: str, params: dict[str, Any]) -> None:
                          f"; it takes {', '.join(allowed) or 'none'}")
     if task == "mqar" and "num_kv_pairs" not in params:
         raise ValueError("task_params: mqar needs num_kv_pairs")
+    within = params.get("special_within")
+    if within is not None and (isinstance(within, bool) or not isinstance(within, int) or within < 1):
+        raise ValueError(f"task_params.special_within: the first special token's positions, a count of at "
+                         f"least 1, got {within!r}")
 
 
 class Architecture(Strict):
@@ -75,6 +83,7 @@ class Architecture(Strict):
     filter_emb_dim: PositiveInt = 5  # ... its positional features (odd: the position and sin/cos pairs)
     filter_len: PositiveInt | None = None  # ... the length its positions are scaled by; the training length otherwise
     lr: PositiveFloat | list[PositiveFloat] | None = None  # this model's learning rate(s); train.lr otherwise
+    seeds: list[int] | None = None  # this model's seeds (one job each); the task's otherwise
     steps: PositiveInt | None = None  # this model's training steps; the task's train.steps otherwise
     validate_lengths: list[PositiveInt] | None = None  # this model's validation lengths; train's otherwise
     # Evaluation precision: float32 by default (long sequences are where low precision shows); attention
@@ -130,6 +139,9 @@ class Train(Strict):
     early_stop_accuracy: Annotated[float, Field(gt=0, le=1)] | None = None
     patience: PositiveInt = 1  # evaluations in a row at early_stop_accuracy before training stops
     checkpoint_every_s: PositiveFloat = 60.0  # the training state is saved this often (and on SIGINT/SIGTERM)
+    # A run whose training loss sits at chance (within 1% of ln(answer values) or above) at this many
+    # evaluations in a row has collapsed: it stops, and its records say "collapsed at chance". None: never.
+    collapse_evals: PositiveInt | None = None
     # Replay the whole training step from a CUDA graph (auto: on CUDA, when the LR is constant).
     cuda_graphs: Literal["auto"] | bool = "auto"
 
@@ -167,6 +179,10 @@ class SyntheticTask(TaskBase):
     eval_batch_tokens: PositiveInt = 2**20  # tokens per forward pass: long lengths run a few examples at a time
     eval_seed: int = 0  # the fixed test and validation sets are drawn from it, the same for every job and run
     seeds: list[int] | None = None  # one job per seed (initialisation and training stream); the suite's otherwise
+    # Train up to this many of the task's models side by side on one device (each on its own CUDA stream,
+    # its whole step one graph replay): seeds x learning rates x architectures share the GPU that one small
+    # model leaves almost idle. 1: one after another. Each model's numbers are its own either way.
+    pack: PositiveInt = 1
 
     @model_validator(mode="after")
     def _consistent(self) -> SyntheticTask:
@@ -175,7 +191,9 @@ class SyntheticTask(TaskBase):
             raise ValueError("architectures: name at least one model to train")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"seeds: give distinct seeds, at least one, got {self.seeds}")
-        for name in self.architectures:
+        for name, arch in self.architectures.items():
+            if arch.seeds is not None and (not arch.seeds or len(set(arch.seeds)) != len(arch.seeds)):
+                raise ValueError(f"architectures.{name}.seeds: give distinct seeds, at least one, got {arch.seeds}")
             lrs = self.lrs(name)
             if not lrs or len(set(lrs)) != len(lrs):
                 raise ValueError(f"architectures.{name}.lr: give distinct learning rates, at least one, got {lrs}")
@@ -183,6 +201,33 @@ class SyntheticTask(TaskBase):
 
     def variants(self) -> list[str]:
         return list(self.architectures)
+
+    def pack_width(self) -> int:
+        return self.pack
+
+    def plan_notes(self, device: str) -> list[str]:
+        if self.pack < 2:
+            return []
+        jobs = sum(len(self.job_axes(v)) for v in self.variants())
+        if device != "cuda":
+            return [f"pack {self.pack}: on the CPU the {jobs} models take turns in one thread, no faster than "
+                    "one after another (each model's numbers are the same either way)"]
+        return [f"pack {self.pack}: up to {min(self.pack, jobs)} of its {jobs} models train side by side on the "
+                "GPU, each on a CUDA stream of its own; then each is tested in turn"]
+
+    @property
+    def layout(self) -> str | None:
+        """Where induction heads' first special token is drawn in training: 'uniform' over the sequence, or
+        'first-K' (task_params.special_within); None for the other tasks. Tests always use the uniform one."""
+        if self.task != "induction_heads":
+            return None
+        within = self.task_params.get("special_within")
+        return "uniform" if within is None else f"first-{within}"
+
+    @property
+    def test_params(self) -> dict[str, int | float | bool]:
+        """The generator's parameters for the fixed validation and test sets: the training-only ones left out."""
+        return {k: v for k, v in self.task_params.items() if k not in TRAINING_ONLY_PARAMS}
 
     def lrs(self, variant: str) -> list[float]:
         """The learning rates an architecture trains at: its own, or the task's; a sweep when several."""
@@ -195,9 +240,10 @@ class SyntheticTask(TaskBase):
         assert variant is not None
         lrs = self.lrs(variant)
         by_lr: list[dict[str, Any]] = [{"lr": lr} for lr in lrs] if len(lrs) > 1 else [{}]
-        if self.seeds is None:
+        seeds = self.architectures[variant].seeds or self.seeds
+        if seeds is None:
             return by_lr
-        return [axes | {"seed": seed} for axes in by_lr for seed in self.seeds]
+        return [axes | {"seed": seed} for axes in by_lr for seed in seeds]
 
     def validate_lengths(self, variant: str) -> list[int]:
         """The lengths an architecture is validated at during training, the training length first."""

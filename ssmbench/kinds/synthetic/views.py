@@ -13,25 +13,29 @@ Across the synthetic tasks of a run (Table 1's layout): a row per model, a colum
 each task's training length, with Table 1's figure for selective copying where the paper has the model.
 Plots: accuracy vs test length (log2 axis) per task, and the training curves (loss, accuracy vs step).
 
-Seeds and learning-rate sweeps (the task's `seeds`, a list as `lr`): a model's cell is the median over its
-seeds with the range beside it, "✓ (61.0–100.0)", and a table of each seed follows, with whether the seed
-holds 99% at every length. Where a model swept learning rates, every table shows the learning rate whose
-median validation accuracy (at the end of training, over the validation lengths) is best, as zoology
-reports the best of its sweep, and a sweep table lists them all. Plots draw the median with the seeds'
-range as a band.
+Seeds and learning-rate sweeps (the task's `seeds`, a list as `lr`): with several seeds, the length table
+gives each model three rows, as a seed sweep is read: the median over seeds (✓ when it is 100%), the seeds'
+min–max, and k/n, how many of the n seeds hold 99% at that length; a table of each seed follows, with how
+the seed ended (holds 99% at every length, did not extrapolate, did not learn, or collapsed at chance, as its
+training recorded), counted per model in its notes. Induction heads' training layout (`layout`) is printed
+under the table. Where a model swept learning rates, every table shows the learning rate whose median
+validation accuracy (at the end of training, over the validation lengths) is best, as zoology reports the
+best of its sweep, and a sweep table lists them all. Plots draw each seed as its own line, in shades of its
+model's colour, with the median bold.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
-from ssmbench.kinds.synthetic.runner import CANNOT_RUN
+from ssmbench.kinds.synthetic.runner import CANNOT_RUN, COLLAPSED
 from ssmbench.models.mixers import GRID
 from ssmbench.reference import OOM, PERFECT, SyntheticReference, synthetic_references
-from ssmbench.report.plots import line_plot, model_colours
+from ssmbench.report.plots import line_plot, model_colours, seed_shades
 from ssmbench.report.tables import Table, failure_notes, format_value, param_count
 
 PASS, FAIL, NOT_RUN = "✓", "✗", "—"
@@ -96,14 +100,14 @@ def _accuracy_rows(evals: pd.DataFrame) -> pd.DataFrame:
 
 
 def length_table(task: str, frame: pd.DataFrame) -> Table:
+    """Table 11's layout: a row per model (three with several seeds: the median, the seeds' min..max, and
+    how many seeds hold 99%), a column per test length, the paper's row and Δ after each model it has."""
     evals = _evals(frame)
     lengths = sorted(int(v) for v in evals["slice.seq_len"].dropna().unique())
-    cells: dict[str, dict[int, str]] = {}
-    values: dict[str, dict[int, float]] = {}
+    by_model: dict[str, dict[int, list[dict]]] = {}
     for (model, length), group in _accuracy_rows(evals).groupby(["model", "slice.seq_len"], sort=False):
-        cells.setdefault(model, {})[int(length)], median = _across_seeds(group.to_dict("records"))
-        if median is not None:
-            values.setdefault(model, {})[int(length)] = median
+        by_model.setdefault(model, {})[int(length)] = group.to_dict("records")
+    several = any(len(rows) > 1 for cells in by_model.values() for rows in cells.values())
     synthetic, train_len = _task_of(frame), _train_len(frame)
     reference = synthetic_references().get(synthetic) if synthetic == "induction_heads" else None
     paper_note = ""
@@ -112,18 +116,64 @@ def length_table(task: str, frame: pd.DataFrame) -> Table:
                       f"at {reference.train_len}")
         reference = None
     rows = []
-    for model, by_length in cells.items():
+    for model, cells in by_model.items():
         params = frame.loc[frame["model"] == model, "params"].dropna()
         label = f"{model} ({param_count(params.iloc[0])})" if len(params) else model
-        rows.append({"model": label, **{_len(n): by_length.get(n, "") for n in lengths}})
-        rows += _reference_rows(reference, _mixer_of(frame, model), lengths, values.get(model, {}))
+        medians = {n: _median(cells[n]) for n in cells}
+        stats = _seed_rows(cells, lengths) if several else [{n: _across_seeds(cells[n])[0] for n in cells}]
+        for i, (name, stat) in enumerate(zip(SEED_STATS, stats, strict=False)):
+            row = {"model": label if i == 0 else ""} | ({"seeds": name} if several else {})
+            rows.append(row | {_len(n): stat.get(n, "") for n in lengths})
+        rows += [row | ({"seeds": ""} if several else {})
+                 for row in _reference_rows(reference, _mixer_of(frame, model), lengths,
+                                            {n: m for n, m in medians.items() if m is not None})]
     notes = [f"Accuracy (%) on held-out examples at each test length; {PASS} = every example right, "
              f"{FAIL} = cannot run (OOM, or positions beyond a learned table), {NOT_RUN} = not run",
-             _seeds_note(frame), _samples_note(evals), _eval_set_note(evals), *_failure_notes(evals), paper_note]
+             _seeds_note(frame), _layout_note(frame), _samples_note(evals), _eval_set_note(evals),
+             *_failure_notes(evals), paper_note]
     if reference is not None:
-        notes.append(f"paper: {reference.citation}, {reference.table} ({reference.setting}); Δ = measured − paper")
-        notes += [_size_note(reference, frame, model) for model in cells]
+        notes.append(f"paper: {reference.citation}, {reference.table} ({reference.setting}); Δ = measured − paper"
+                     + (" (median)" if several else ""))
+        notes += [_size_note(reference, frame, model) for model in by_model]
     return Table(f"{task}: accuracy by test length ({synthetic})", pd.DataFrame(rows), [n for n in notes if n], task)
+
+
+SEED_STATS = ("median", "min–max", f"≥ {HOLDS:.0%}")  # the rows of a model trained with several seeds
+
+
+def _median(rows: list[dict]) -> float | None:
+    values = [row["value"] for row in rows if row["status"] == "ok"]
+    return statistics.median(values) if values else None
+
+
+def _seed_rows(cells: dict[int, list[dict]], lengths: list[int]) -> list[dict[int, str]]:
+    """A model's three rows over its seeds, by length: the median (✓ when it is 100%), the seeds' range,
+    and k/n: how many of the n seeds that ran the length hold HOLDS there (a failed seed counts, as not)."""
+    median, spread, held = {}, {}, {}
+    for n in lengths:
+        rows = cells.get(n, [])
+        values = [row["value"] for row in rows if row["status"] == "ok"]
+        if not values:
+            median[n] = _cell(rows[0]) if rows else ""
+            continue
+        median[n] = _percent(statistics.median(values)) + (f" [{len(values)} of {len(rows)}]" if len(values) < len(rows) else "")
+        spread[n] = f"{100 * min(values):.1f}–{100 * max(values):.1f}"
+        held[n] = f"{sum(v >= HOLDS for v in values)}/{len(rows)}"
+    return [median, spread, held]
+
+
+def _layout_note(frame: pd.DataFrame) -> str:
+    """Where the training data put induction heads' first special token (tests always draw it uniformly)."""
+    layouts = sorted(set(frame["slice.layout"].dropna())) if "slice.layout" in frame else []
+    if not layouts:
+        return ""
+    said = [LAYOUTS.get(layout) or f"the first special token within the first {layout.removeprefix('first-')} "
+            "positions (the recalled token far back, as in state-spaces/mamba issue #62)" for layout in layouts]
+    return (f"Training layout: {'; '.join(f'{layout}: {text}' for layout, text in zip(layouts, said, strict=True))}. "
+            "Validation and test sets: uniform for every model")
+
+
+LAYOUTS = {"uniform": "the first special token anywhere in the sequence (the safari generator's draw)"}
 
 
 def _samples_note(evals: pd.DataFrame) -> str:
@@ -200,8 +250,9 @@ def _seeds_note(frame: pd.DataFrame) -> str:
     seeds = sorted(int(s) for s in _seeds(frame).dropna().unique())
     if len(seeds) < 2:
         return ""
-    return (f"Each cell: the median over {len(seeds)} seeds ({', '.join(map(str, seeds))}), their range in "
-            "brackets where they differ; each seed trains its own initialisation on its own data stream")
+    return (f"Each cell: the median over {len(seeds)} seeds ({', '.join(map(str, seeds))}), beneath it the seeds' "
+            f"min–max and how many of them hold {HOLDS:.0%} (k/n); each seed trains its own initialisation on its "
+            "own data stream")
 
 
 def _eval_set_note(evals: pd.DataFrame) -> str:
@@ -226,23 +277,53 @@ def _seeds(frame: pd.DataFrame) -> pd.Series:
 
 
 def seeds_table(task: str, frame: pd.DataFrame) -> Table:
-    """A row per model and seed, a column per test length, and whether the seed holds HOLDS at every one."""
+    """A row per model and seed, a column per test length, and how the seed ended: it holds HOLDS at every
+    length, learned the training length but did not extrapolate, did not learn, or collapsed at chance
+    (its training said so: extra.outcome). The notes count each kind of seed per model."""
     evals = _evals(frame).assign(_seed=_seeds(frame))
     lengths = sorted(int(v) for v in evals["slice.seq_len"].dropna().unique())
+    outcomes = _training_outcomes(frame)
+    train_len = _train_len(frame)
     rows = []
     for (model, seed), group in _accuracy_rows(evals).groupby(["model", "_seed"], sort=False):
         by_length = {int(r["slice.seq_len"]): r for r in group.to_dict("records")}
-        holds = all(r["status"] == "ok" and r["value"] >= HOLDS for r in by_length.values())
-        rows.append({"model": model, "seed": int(seed), **{_len(n): _cell(by_length[n]) if n in by_length else ""
-                                                           for n in lengths},
-                     f"≥ {HOLDS:.0%} at every length": "yes" if holds else "no"})
+        rows.append({"model": model, "seed": int(seed),
+                     **{_len(n): _cell(by_length[n]) if n in by_length else "" for n in lengths},
+                     "outcome": _seed_outcome(by_length, train_len, outcomes.get((model, int(seed))))})
     summary = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        mine = [r for r in rows if r["model"] == model]
-        held = sum(r[f"≥ {HOLDS:.0%} at every length"] == "yes" for r in mine)
-        summary.append(f"{model}: {held} of {len(mine)} seeds hold {HOLDS:.0%} at every test length")
+        counts = Counter(r["outcome"] for r in rows if r["model"] == model)
+        total = sum(counts.values())
+        parts = [f"{counts[o]} {o}" for o in SEED_OUTCOMES if counts[o] and o != HOLDS_ALL]
+        summary.append(f"{model}: {counts[HOLDS_ALL]} of {total} seeds hold {HOLDS:.0%} at every test length"
+                       + (f"; {', '.join(parts)}" if parts else ""))
     return Table(f"{task}: accuracy by test length, each seed", pd.DataFrame(rows),
                  ["Accuracy (%) of each seed's model on the same fixed examples", *summary], task)
+
+
+HOLDS_ALL = f"holds ≥ {HOLDS:.0%} everywhere"
+SEED_OUTCOMES = (HOLDS_ALL, "did not extrapolate", "did not learn", COLLAPSED)
+
+
+def _seed_outcome(by_length: dict[int, dict], train_len: int | None, trained: str | None) -> str:
+    """One seed's verdict: collapsed at chance where its training said so; else whether it holds HOLDS at
+    every test length, at the training length only (did not extrapolate), or not even there."""
+    if trained == COLLAPSED:
+        return COLLAPSED
+    if all(r["status"] == "ok" and r["value"] >= HOLDS for r in by_length.values()):
+        return HOLDS_ALL
+    at_train = by_length.get(train_len) if train_len is not None else None
+    if at_train is not None and at_train["status"] == "ok" and at_train["value"] >= HOLDS:
+        return "did not extrapolate"
+    return "did not learn"
+
+
+def _training_outcomes(frame: pd.DataFrame) -> dict[tuple[str, int], str]:
+    """(model, seed) -> how its training ended (the train records' extra.outcome), where recorded."""
+    train = frame[(frame["metric"] == "train_steps") & (frame["status"] == "ok")]
+    seeds = _seeds(train)
+    return {(r["model"], int(seed)): r["extra"]["outcome"] for r, seed in zip(train.to_dict("records"), seeds, strict=True)
+            if isinstance(r["extra"], dict) and "outcome" in r["extra"]}
 
 
 def _validation_scores(frame: pd.DataFrame) -> pd.DataFrame:
@@ -407,32 +488,43 @@ def _at_training_length(group: pd.DataFrame) -> str:
 
 
 def plot_synthetic(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
-    frame = best_of_sweep(frame)
+    """Accuracy by test length and the training curves. With several seeds, every seed is a line of its
+    own, in its model's family of shades, labelled with its seed; the median over seeds is drawn bold on
+    the length plot."""
+    frame = best_of_sweep(frame).assign(_seed=_seeds(frame))
     colour = model_colours(frame)
     paths = []
     evals = _evals(frame)
     ok = evals[(evals["status"] == "ok") & (evals["metric"] == "accuracy")]
+    several = ok.groupby("model")["_seed"].nunique().max() > 1 if len(ok) else False
+    shades = seed_shades({model: sorted(int(x) for x in g["_seed"].dropna().unique())
+                          for model, g in frame.groupby("model", sort=False)})
     if ok["slice.seq_len"].nunique() > 1:
-        series, bands = [], []
+        series = []
         for model, g in ok.groupby("model", sort=False):
-            by_length = 100 * g.groupby("slice.seq_len")["value"].agg(["median", "min", "max"]).sort_index()
-            lengths = list(by_length.index)
-            series.append((model, lengths, list(by_length["median"]), colour[model] + "-"))
-            if (by_length["min"] != by_length["max"]).any():
-                bands.append((lengths, list(by_length["min"]), list(by_length["max"]), colour[model]))
-        title = f"{task}: accuracy by test length" + (" (median; band: the seeds' range)" if bands else "")
+            median = 100 * g.groupby("slice.seq_len")["value"].median().sort_index()
+            if several:
+                for seed, per_seed in g.groupby("_seed", sort=False):
+                    points = (100 * per_seed.set_index("slice.seq_len")["value"]).sort_index()
+                    series.append((f"{model} seed {int(seed)}", list(points.index), list(points), "-",
+                                   {"color": shades[model, int(seed)], "linewidth": 0.9, "markersize": 3}))
+            series.append((f"{model} median" if several else model, list(median.index), list(median),
+                           colour[model] + "-", {"linewidth": 2.4} if several else {}))
+        title = f"{task}: accuracy by test length" + (" (each seed; bold: the median)" if several else "")
         marker = (_train_len(frame), f"training length {_train_len(frame)}") if _train_len(frame) else None
         paths.append(line_plot(out / f"{task}_accuracy_by_length.png", title, "test length L (log2)",
-                               "accuracy (%)", series, log=False, marker_x=marker, log2_x=True, bands=bands))
+                               "accuracy (%)", series, log=False, marker_x=marker, log2_x=True))
     if "slice.step" in frame:
-        curve = frame[frame["slice.step"].notna() & (frame["status"] == "ok")].assign(_seed=_seeds(frame))
-        several = curve.groupby("model")["job"].nunique().max() > 1 if len(curve) else False
+        curve = frame[frame["slice.step"].notna() & (frame["status"] == "ok")]
+        several_jobs = curve.groupby("model")["job"].nunique().max() > 1 if len(curve) else False
         for metric, label in (("loss", "training loss (nats)"), ("accuracy", "held-out accuracy (%)")):
             part = curve[curve["metric"] == metric]
             scale = 100 if metric == "accuracy" else 1
-            series = [(f"{model} seed {int(seed)}" if several else model, list(g["slice.step"]),
-                       list(scale * g["value"]), colour[model] + "-")
-                      for (model, seed), g in part.groupby(["model", "_seed"], sort=False)]
+            series = []
+            for (model, seed), g in part.groupby(["model", "_seed"], sort=False):
+                style = ("-", {"color": shades[model, int(seed)], "markersize": 2}) if several_jobs else (colour[model] + "-", {})
+                series.append((f"{model} seed {int(seed)}" if several_jobs else model, list(g["slice.step"]),
+                               list(scale * g["value"]), *style))
             if series:
                 paths.append(line_plot(out / f"{task}_training_{metric}.png", f"{task}: {label} during training",
                                        "step", label, series, log=False))
