@@ -15,7 +15,7 @@ from ssmbench.cli import app
 from ssmbench.data import synthetic as data
 from ssmbench.errors import UserError
 from ssmbench.kinds import all_kinds
-from ssmbench.kinds.synthetic.runner import CANNOT_RUN
+from ssmbench.kinds.synthetic.runner import CANNOT_RUN, COLLAPSED
 from ssmbench.kinds.synthetic.task import TASK_PARAMS
 from ssmbench.records import Record, read_records
 from ssmbench.report import build_tables
@@ -217,19 +217,35 @@ def validation(model: str, value: float, seed: int, lr: float) -> Record:
                          "seed": seed, "lr": lr})
 
 
-def test_cells_are_the_median_over_seeds_with_their_range_and_each_seed_has_a_row():
-    records = [seeded("mamba", 256, 1.0, s) for s in (0, 1, 2)]
-    records += [seeded("mamba", 2**20, v, s) for s, v in ((0, 1.0), (1, 0.61), (2, 0.995))]
+def trained(model: str, seed: int, outcome: str) -> Record:
+    return Record(task="ih", kind="synthetic", job=f"ih/{model}/seed={seed}", point="phase=train", model=model,
+                  metric="train_steps", value=1000, seed=seed, extra={"outcome": outcome},
+                  slice={"phase": "train", "synthetic_task": "induction_heads", "train_len": 256, "mixer": "mamba",
+                         "seed": seed})
+
+
+def test_a_seed_sweep_reads_as_median_range_and_seeds_that_hold_and_each_seed_says_how_it_ended():
+    by_seed = {0: (1.0, 1.0), 1: (1.0, 0.61), 2: (1.0, 0.995), 3: (0.07, 0.062), 4: (0.5, 0.06)}
+    records = [seeded("mamba", n, values[i], s) for s, values in by_seed.items() for i, n in enumerate((256, 2**20))]
+    records += [trained("mamba", 3, COLLAPSED), trained("mamba", 0, "trained every step")]
     tables = {t.title: t for t in build_tables(records, all_kinds())}
-    length = tables["ih: accuracy by test length (induction_heads)"].frame.set_index("model")
-    assert list(length.loc["mamba"]) == ["✓", "99.5 (61.0–100.0)"]
-    assert length.loc["paper: Mamba", "2^20"] == "✓" and length.loc["Δ", "2^20"] == "-0.5"  # Δ of the median
+    length = tables["ih: accuracy by test length (induction_heads)"]
+    assert length.frame.to_dict("records")[:3] == [
+        {"model": "mamba", "seeds": "median", "2^8": "✓", "2^20": "61.0"},
+        {"model": "", "seeds": "min–max", "2^8": "7.0–100.0", "2^20": "6.0–100.0"},
+        {"model": "", "seeds": "≥ 99%", "2^8": "3/5", "2^20": "2/5"}]
+    rows = length.frame.set_index("model")
+    assert rows.loc["paper: Mamba", "2^20"] == "✓" and rows.loc["Δ", "2^20"] == "-39.0"  # Δ of the median
+    assert any(note.startswith("Each cell: the median over 5 seeds") for note in length.notes)
     each = tables["ih: accuracy by test length, each seed"]
     assert each.frame.to_dict("records") == [
-        {"model": "mamba", "seed": 0, "2^8": "✓", "2^20": "✓", "≥ 99% at every length": "yes"},
-        {"model": "mamba", "seed": 1, "2^8": "✓", "2^20": "61.0", "≥ 99% at every length": "no"},
-        {"model": "mamba", "seed": 2, "2^8": "✓", "2^20": "99.5", "≥ 99% at every length": "yes"}]
-    assert "mamba: 2 of 3 seeds hold 99% at every test length" in each.notes
+        {"model": "mamba", "seed": 0, "2^8": "✓", "2^20": "✓", "outcome": "holds ≥ 99% everywhere"},
+        {"model": "mamba", "seed": 1, "2^8": "✓", "2^20": "61.0", "outcome": "did not extrapolate"},
+        {"model": "mamba", "seed": 2, "2^8": "✓", "2^20": "99.5", "outcome": "holds ≥ 99% everywhere"},
+        {"model": "mamba", "seed": 3, "2^8": "7.0", "2^20": "6.2", "outcome": COLLAPSED},
+        {"model": "mamba", "seed": 4, "2^8": "50.0", "2^20": "6.0", "outcome": "did not learn"}]
+    assert ("mamba: 2 of 5 seeds hold 99% at every test length; 1 did not extrapolate, 1 did not learn, "
+            "1 collapsed at chance") in each.notes
 
 
 def test_a_learning_rate_sweep_reports_the_best_median_validation_accuracy():
@@ -263,7 +279,7 @@ def test_every_seed_is_tested_on_the_same_examples(tmp_path: Path):
     assert "ih: accuracy by test length, each seed" in table
 
 
-def test_the_paper_recipes_suite_plans_the_appendix_settings_three_seeds_each():
+def test_the_paper_recipes_suite_plans_the_appendix_settings_as_packed_seed_sweeps():
     from ssmbench.plan import build_plan
     from ssmbench.spec import load_suite
 
@@ -272,8 +288,15 @@ def test_the_paper_recipes_suite_plans_the_appendix_settings_three_seeds_each():
     jobs = {j.id: j for j in plan.jobs}
     induction = jobs["induction-heads/mamba/seed=2"].task.train
     assert (induction.batch_size, induction.steps, induction.lr, induction.weight_decay, induction.autocast,
-            induction.schedule) == (8, 204_800, 1e-3, 0.0, None, "constant")
+            induction.schedule, induction.eval_every, induction.collapse_evals) == \
+           (8, 204_800, 1e-3, 0.0, None, "constant", 8192, 10)
     assert jobs["induction-heads/mamba/seed=0"].task.validate_lengths("mamba") == [256, 4096, 65536, 2**20]
+    for task, layout, counts in (("induction-heads", "uniform", {"mamba": 8, "mha-abs": 3, "mha-rope": 3}),
+                                 ("induction-heads-early", "first-16", {"mamba": 8})):
+        mine = [j for j in plan.jobs if j.task_name == task]
+        assert {j.task.layout for j in mine} == {layout} and mine[0].task.pack >= len(mine)
+        assert {v: sum(j.variant == v for j in mine) for v in counts} == counts
+    assert jobs["induction-heads-early/mamba/seed=7"].task.train == induction  # the same recipe
     copying = jobs["selective-copying/mamba/seed=1"].task
     assert (copying.train.seq_len, copying.train.batch_size, copying.train.lr, copying.task_params) == \
            (4096, 64, 1e-4, {"n_memorize": 16})
@@ -281,4 +304,4 @@ def test_the_paper_recipes_suite_plans_the_appendix_settings_three_seeds_each():
     assert len(mqar) == 4 * 3 and {j.axes["lr"] for j in mqar} == {1e-4, 4.6415888e-4, 2.1544347e-3, 1e-2}
     assert mqar[0].task.train.optimizer == "adamw" and mqar[0].task.train.weight_decay == 0.1
     assert mqar[0].task.train.schedule == "cosine" and mqar[0].task.train.early_stop_accuracy == 0.99
-    assert len(build_plan(suite, "cpu").jobs) == 2 * 2 + 2 + 2  # the toy-size on_cpu version
+    assert len(build_plan(suite, "cpu").jobs) == 2 * 2 + 2 + 2 + 2  # the toy-size on_cpu version

@@ -6,6 +6,7 @@ The plots themselves belong to their kinds (each Kind's `plotter`) and are drawn
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -19,18 +20,18 @@ def _pyplot():
     return plt
 
 
-def line_plot(path: Path, title: str, xlabel: str, ylabel: str,
-              series: list[tuple[str, list[float], list[float], str]], log: bool = True,
+def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tuple[Any, ...]], log: bool = True,
               marker_x: tuple[float, str] | None = None, log2_x: bool = False,
               bands: list[tuple[list[float], list[float], list[float], str]] = ()) -> Path:
-    """One PNG: a line per (label, xs, ys, style), log-log by default (`log2_x`: only x, base 2), optionally
-    a labelled vertical line, and shaded bands (xs, low, high, colour): the spread around a line."""
+    """One PNG: a line per (label, xs, ys, style[, options]) (options: matplotlib's, e.g. a colour that a
+    style string cannot name), log-log by default (`log2_x`: only x, base 2), optionally a labelled vertical
+    line, and shaded bands (xs, low, high, colour): the spread around a line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for xs, low, high, colour in bands:
         ax.fill_between(xs, low, high, color=colour, alpha=0.2, linewidth=0)
-    for label, xs, ys, style in series:
-        ax.plot(xs, ys, style, marker="o", label=label)
+    for label, xs, ys, style, *options in series:
+        ax.plot(xs, ys, style, marker="o", label=label, **(options[0] if options else {}))
     if marker_x is not None:
         ax.axvline(marker_x[0], color="grey", linestyle=":", label=marker_x[1])
     if log or log2_x:
@@ -39,7 +40,7 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str,
         ax.set_yscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8 if len(series) <= 10 else 6, ncol=1 if len(series) <= 12 else 2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -49,3 +50,19 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str,
 def model_colours(frame: pd.DataFrame) -> dict[str, str]:
     """One matplotlib colour cycle entry ('C0', 'C1', ...) per model, so its lines share a colour."""
     return {model: f"C{i % 10}" for i, model in enumerate(dict.fromkeys(frame["model"].dropna()))}
+
+
+SHADES = ("Blues", "Oranges", "Greens", "Reds", "Purples", "Greys")  # a colour family per model, as C0, C1, ...
+
+
+def seed_shades(seeds: dict[str, list[int]]) -> dict[tuple[str, int], tuple[float, ...]]:
+    """(model, seed) -> a colour: each model a family of shades (blues for the first, as C0 is blue, ...),
+    each of its seeds a shade of its own, so lines of one model's seeds read as one model and stay apart."""
+    import matplotlib
+
+    colours = {}
+    for i, (model, model_seeds) in enumerate(seeds.items()):
+        cmap = matplotlib.colormaps[SHADES[i % len(SHADES)]]
+        for j, seed in enumerate(model_seeds):
+            colours[model, seed] = cmap(0.45 + 0.5 * j / max(len(model_seeds) - 1, 1))
+    return colours
