@@ -20,6 +20,15 @@ float32), and runs `warmup_steps` untimed steps (a CUDA graph's capture happens 
     steps_per_s   median over the windows, with their spread (higher is better)
     ms_per_step   the same windows as milliseconds per step
     train_tok_s   steps_per_s x batch x length
+
+With `packs: [1, 4, 8, 16]` the task times packing instead (ssmbench.train.train_pack): K models of the
+architecture (seeds seed .. seed+K-1) trained side by side on one device, each on its own CUDA stream
+replaying its graphed step (eager on the CPU), against the same K models trained one after another. The
+windows are counted in the first model's steps (K x steps model-steps a window); one after another, window
+i is the sum of the K models' i-th windows. Records, per (order, pack, batch):
+
+    aggregate_steps_per_s   model-steps per second over all K models (higher is better)
+    aggregate_tok_s         aggregate_steps_per_s x batch x length
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from ssmbench.zoo import ResolvedModel
 
 Loop = Literal["ssmbench-graphs", "ssmbench-eager", "mamba_ssm-plain"]
 PLAIN = "mamba_ssm-plain"
+ORDERS = ("packed", "one-after-another")  # how the K models of a packing point train
 
 
 class TrainSpeedTask(TaskBase):
@@ -61,10 +71,14 @@ class TrainSpeedTask(TaskBase):
     warmup_steps: Annotated[int, Field(ge=1)] = 50
     steps: PositiveInt = 500  # per timed window
     repeats: PositiveInt = 5
+    # Time packing instead of the loops: K models side by side vs one after another, for each K here.
+    packs: list[PositiveInt] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _known_params(self) -> TrainSpeedTask:
         check_task_params(self.task, self.task_params)
+        if len(set(self.packs)) != len(self.packs):
+            raise ValueError(f"packs: give distinct pack sizes, got {self.packs}")
         return self
 
     def variants(self) -> list[str]:
@@ -74,6 +88,9 @@ class TrainSpeedTask(TaskBase):
 class TrainSpeedRunner(Runner[TrainSpeedTask]):
     @classmethod
     def points(cls, task: TrainSpeedTask, model: ResolvedModel | None, device: str) -> list[Point]:
+        if task.packs:
+            return [point(order=order, pack=k, batch=batch) for batch in task.batch_sizes for k in task.packs
+                    for order in ORDERS]
         return [point(loop=loop, batch=batch) for batch in task.batch_sizes for loop in task.loops]
 
     @classmethod
@@ -81,6 +98,8 @@ class TrainSpeedRunner(Runner[TrainSpeedTask]):
         return ["CUDA and mamba_ssm (graphs, plain loop)"] if device != "cuda" else []
 
     def measure(self, pt: Point) -> list[Record]:
+        if "pack" in pt.params:
+            return self._measure_pack(pt)
         loop, batch = pt.params["loop"], pt.params["batch"]
         device = self.job.device
         if loop == "ssmbench-graphs" and device != "cuda":
@@ -105,11 +124,94 @@ class TrainSpeedRunner(Runner[TrainSpeedTask]):
                 self.record(pt, metric="train_tok_s", value=stats.median * tokens, unit="tok/s",
                             higher_is_better=True, **common)]
 
-    def _build(self) -> Any:
+    def _build(self, seed: int | None = None) -> Any:
         from ssmbench.models.builder import build_model
 
         return build_model(self.task.architecture.config(self.task.vocab_size, self.task.seq_len),
-                           device=self.job.device, seed=self.job.seed)
+                           device=self.job.device, seed=self.job.seed if seed is None else seed)
+
+    # --- packing ------------------------------------------------------------------------------------
+
+    def _measure_pack(self, pt: Point) -> list[Record]:
+        k, batch, order = pt.params["pack"], pt.params["batch"], pt.params["order"]
+        graphs = self.job.device == "cuda"
+        seeds = [self.job.seed + i for i in range(k)]
+        built = [self._build(seed) for seed in seeds]
+        runs = [self._trainer(batch, seed, b.module, graphs, packed=order == "packed") for seed, b in zip(seeds, built, strict=True)]
+        windows = self._pack_windows(runs) if order == "packed" else self._one_after_another(runs)
+        rates = [k * self.task.steps / seconds for seconds in windows]
+        held = {run.draw_in_graph for run in runs}
+        common = {"kernel": built[0].kernel, "cuda_graphs": graphs, "family": mixer_family(self.task.architecture.mixer),
+                  "dtype": self.task.autocast if graphs and self.task.autocast else "float32",
+                  "extra": {"params": built[0].n_params, "steps_per_window": self.task.steps,
+                            "warmup_steps": self.task.warmup_steps, "seeds": seeds,
+                            **({"graph": "draw+step" if held == {True} else "step (batches drawn eagerly)"}
+                               if graphs else {})}}
+        tokens = batch * self.task.seq_len
+        return [self.record(pt, **summarised("aggregate_steps_per_s", rates, "steps/s", True), **common),
+                self.record(pt, metric="aggregate_tok_s", value=Stats.of(rates).median * tokens, unit="tok/s",
+                            higher_is_better=True, **common)]
+
+    def _trainer(self, batch: int, seed: int, module: Any, graphs: bool, packed: bool) -> Any:
+        """`module`'s training run on a data stream of its own, for the warm-up and every window (evaluated
+        once, after the last window)."""
+        from ssmbench.data.synthetic import seeded_generator
+        from ssmbench.train import Trainer, TrainSettings
+
+        task, device = self.task, self.job.device
+        edges = self._windows()
+        settings = TrainSettings(steps=edges[-1], batch_size=batch, seq_len=task.seq_len, lr=task.lr,
+                                 autocast=task.autocast, eval_every=edges[-1], cuda_graphs=graphs)
+        return Trainer(module, self._draw(batch), seeded_generator(seed, device), self._validation(), settings, device,
+                       own_stream=packed)
+
+    def _validation(self) -> dict[int, list[Any]]:
+        from ssmbench.data.synthetic import fixed_batches
+
+        task = self.task
+        return {task.seq_len: list(fixed_batches(task.task, 8, task.seq_len, 8, seed=0, purpose="validation",
+                                                 device=self.job.device, vocab_size=task.vocab_size,
+                                                 **task.task_params))}
+
+    def _pack_windows(self, runs: list[Any]) -> list[float]:
+        """Seconds of each timed window with the runs packed, counted in the first run's steps (the device
+        synchronised at its window edges)."""
+        from ssmbench.train import train_pack
+
+        marks = self._marks(runs[0])
+        outcomes = [outcome for _, outcome in train_pack(runs, width=len(runs))]
+        self._raise_any(outcomes)
+        return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+
+    def _one_after_another(self, runs: list[Any]) -> list[float]:
+        """Seconds of each timed window with the runs trained one after another: window i of all of them."""
+        from ssmbench.train import train_pack
+
+        per_run = []
+        for run in runs:
+            marks = self._marks(run)
+            self._raise_any([outcome for _, outcome in train_pack([run], width=1)])
+            per_run.append([b - a for a, b in zip(marks, marks[1:], strict=False)])
+        return [sum(times) for times in zip(*per_run, strict=True)]
+
+    def _marks(self, run: Any) -> list[float]:
+        """A list that fills with the wall-clock time of each window edge `run` reaches."""
+        edges, marks = set(self._windows()), []
+        device = self.job.device
+
+        def on_step(step: int) -> None:
+            if step in edges:
+                _synchronize(device)
+                marks.append(time.perf_counter())
+
+        run.on_step = on_step
+        return marks
+
+    @staticmethod
+    def _raise_any(outcomes: list[Any]) -> None:
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
 
     def _draw(self, batch: int) -> Callable[[Any], Any]:
         from ssmbench.data.synthetic import make_batch
@@ -124,31 +226,9 @@ class TrainSpeedRunner(Runner[TrainSpeedTask]):
         return [task.warmup_steps + i * task.steps for i in range(task.repeats + 1)]
 
     def _ssmbench(self, built: Any, batch: int, graphs: bool) -> Callable[[], list[float]]:
-        """ssmbench's own loop, timed from its step callback (the device synchronised at window edges)."""
-        from ssmbench.data.synthetic import fixed_batches, seeded_generator
-        from ssmbench.train import TrainSettings, train
-
-        task, device = self.task, self.job.device
-        edges = self._windows()
-        settings = TrainSettings(steps=edges[-1], batch_size=batch, seq_len=task.seq_len, lr=task.lr,
-                                 autocast=task.autocast, eval_every=edges[-1], cuda_graphs=graphs)
-        validation = {task.seq_len: list(fixed_batches(task.task, 8, task.seq_len, 8, seed=0, purpose="validation",
-                                                       device=device, vocab_size=task.vocab_size,
-                                                       **task.task_params))}
-
-        def run() -> list[float]:
-            marks: list[float] = []
-
-            def on_step(step: int) -> None:
-                if step in edges:
-                    _synchronize(device)
-                    marks.append(time.perf_counter())
-
-            train(built.module, self._draw(batch), seeded_generator(self.job.seed, device), validation, settings,
-                  device, on_step=on_step)
-            return [b - a for a, b in zip(marks, marks[1:], strict=False)]
-
-        return run
+        """ssmbench's own loop as a synthetic task runs it, timed from its step callback (the device
+        synchronised at window edges)."""
+        return lambda: self._one_after_another([self._trainer(batch, self.job.seed, built.module, graphs, packed=False)])
 
     def _check_plain(self, device: str) -> None:
         from ssmbench.models.kernels import fused_mamba_kernels
@@ -210,6 +290,56 @@ def _synchronize(device: str) -> None:
 
 
 def speed_tables(task: str, frame: pd.DataFrame) -> list[Table]:
+    """The loops' table and the packing table, for whichever of the two the task measured."""
+    tables = []
+    if "slice.loop" in frame and frame["slice.loop"].notna().any():
+        tables.append(loops_table(task, frame[frame["slice.loop"].notna()]))
+    if "slice.pack" in frame and frame["slice.pack"].notna().any():
+        tables += [pack_table(task, group) for _, group in frame[frame["slice.pack"].notna()].groupby("slice.batch")]
+    return tables
+
+
+def pack_table(task: str, frame: pd.DataFrame) -> Table:
+    """Packing at one batch size: a column per pack size K, the aggregate steps/s of K models packed and
+    one after another, the packed gain, and the wall time of K packed models over one model's alone (the
+    issue's target: 8 packed in at most 2x the time of one)."""
+    batch = int(frame["slice.batch"].iloc[0])
+    rates = frame[(frame["metric"] == "aggregate_steps_per_s") & (frame["status"] == "ok")]
+    value = {(r["slice.order"], int(r["slice.pack"])): r for r in rates.to_dict("records")}
+    packs = sorted({int(k) for k in frame["slice.pack"].dropna()})
+    columns = [f"K = {k}" for k in packs]
+    rows = []
+    for order in ORDERS:
+        row = {"": f"{order}, steps/s"}
+        for k, column in zip(packs, columns, strict=True):
+            r = value.get((order, k))
+            failed = frame[(frame["slice.order"] == order) & (frame["slice.pack"] == k) & (frame["status"] != "ok")]
+            row[column] = format_value(r["value"], r.get("iqr_rel")) if r else (failed["status"].iloc[0].upper() if len(failed) else "")
+        rows.append(row)
+    alone = value.get(("packed", 1)) or value.get(("one-after-another", 1))
+    gain, wall = {"": "packed ÷ one after another"}, {"": "wall time ÷ one model's"}
+    for k, column in zip(packs, columns, strict=True):
+        packed, serial = value.get(("packed", k)), value.get(("one-after-another", k))
+        gain[column] = f"{packed['value'] / serial['value']:.2f}×" if packed and serial else ""
+        wall[column] = f"{k * alone['value'] / packed['value']:.2f}×" if packed and alone else ""
+    rows += [gain, wall]
+    graph = {str(e.get("graph")) for e in rates["extra"] if isinstance(e, dict) and e.get("graph")}
+    kernels = ", ".join(sorted(set(rates["kernel"].dropna())))
+    notes = [f"Model-steps per second over all K models (median of the timed windows ± half their interquartile "
+             f"range), batch {batch}; K models of one architecture, seeds seed .. seed+K-1, each with its own "
+             "data stream and optimizer",
+             ("packed: side by side on one GPU, each on a CUDA stream of its own (ssmbench.train.train_pack); "
+              if graph else "packed: taking turns in one thread (on the CPU nothing runs side by side); ")
+             + "one after another: the same K models trained alone in turn",
+             "wall time ÷ one model's: how much longer K packed models take than one alone for the same steps "
+             "(K × the K = 1 rate ÷ the packed rate); 1× would be perfect overlap",
+             f"kernel: {kernels}" + (f"; CUDA graph per model: {', '.join(sorted(graph))}" if graph else
+                                     "; eager steps (no CUDA graphs)")]
+    return Table(f"{task}: packed training, aggregate steps per second (batch {batch})",
+                 pd.DataFrame(rows).reindex(columns=["", *columns]).fillna(""), notes, task)
+
+
+def loops_table(task: str, frame: pd.DataFrame) -> Table:
     """A row per loop, a column per batch size: steps/s (median ± half the IQR) and, beside it, the ratio
     to the plain mamba_ssm loop at the same batch where that ran."""
     rates = frame[(frame["metric"] == "steps_per_s") & (frame["status"] == "ok")]
@@ -235,14 +365,15 @@ def speed_tables(task: str, frame: pd.DataFrame) -> list[Table]:
     batches = sorted({int(b) for b in frame["slice.batch"].dropna()})
     columns = ["loop", "kernel", *(c for b in batches for c in (f"batch {b}", f"× plain, batch {b}"))]
     table = pd.DataFrame(rows).reindex(columns=columns).fillna("")
-    return [Table(f"{task}: training steps per second", table, notes, task)]
+    return Table(f"{task}: training steps per second", table, notes, task)
 
 
 KIND = Kind(
     name="train_speed",
     task=TrainSpeedTask,
     runner=TrainSpeedRunner,
-    description="steps/s of the synthetic trainer (CUDA graphs, eager) against a plain mamba_ssm training loop",
-    metric_order=("steps_per_s", "ms_per_step", "train_tok_s"),
+    description="steps/s of the synthetic trainer (CUDA graphs, eager) against a plain mamba_ssm training loop, "
+                "and of K models packed on one device against K one after another",
+    metric_order=("steps_per_s", "ms_per_step", "train_tok_s", "aggregate_steps_per_s", "aggregate_tok_s"),
     views=speed_tables,
 )
