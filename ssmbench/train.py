@@ -374,6 +374,7 @@ class Trainer:
             if self.done:
                 return
             self.loss_sum = torch.full((), self.progress.loss_sum, device=self.device)
+            self.module.train()
             if self.settings.cuda_graphs:
                 self.graphed = GraphedStep(self.module, self.optimizer, self.settings, self.draw, self.stream,
                                            self.loss_sum)
@@ -384,7 +385,6 @@ class Trainer:
         that are due."""
         p, settings = self.progress, self.settings
         with self.on_stream():
-            self.module.train()
             if self.graphed is not None:
                 self.graphed()
             else:
@@ -432,6 +432,7 @@ class Trainer:
         loss_sum = float(self.loss_sum)
         self.loss_sum.zero_()
         log = _log_point(self.module, self.validation, self.settings, self.device, p, loss_sum, self.elapsed())
+        self.module.train()  # evaluation left it in eval mode (set here, not every step: it walks every module)
         self.on_log(log)
 
 
