@@ -334,7 +334,6 @@ class Trainer:
         self.cuda_stream: Any = None
         self.progress = _Progress()
         self.graphed: GraphedStep | None = None
-        self.started = False
 
     def on_stream(self) -> contextlib.AbstractContextManager[Any]:
         """Issue the work inside on this run's CUDA stream."""
@@ -361,7 +360,6 @@ class Trainer:
         """Put a saved state back if there is one, and capture the step when it runs from a CUDA graph."""
         import torch
 
-        self.started = True
         if self.own_stream and self.device == "cuda":
             self.cuda_stream = torch.cuda.Stream()
             self.cuda_stream.wait_stream(torch.cuda.current_stream())  # the weights were made there
@@ -402,8 +400,8 @@ class Trainer:
                 self.save()
 
     def save(self) -> None:
-        """Write the whole training state to the checkpoint (a no-op without one)."""
-        if self.checkpoint is None or not self.started or not hasattr(self, "loss_sum"):
+        """Write the whole training state to the checkpoint (a no-op without one, or before the run started)."""
+        if self.checkpoint is None or not hasattr(self, "loss_sum"):
             return
         with self.on_stream():
             self.progress.loss_sum = float(self.loss_sum)
