@@ -210,13 +210,15 @@ def induction_heads(
 
 
 def _induction_heads_layout(tokens: Tensor, special_positions: Tensor) -> Batch:
-    """Tokens from the draws: ordinary tokens [B, L] and the first special's position [B] (0 .. L-4)."""
-    inputs = tokens.clone()
-    rows = torch.arange(inputs.shape[0], device=inputs.device)
-    inputs[rows, special_positions] = IH_SPECIAL_ID
+    """Tokens from the draws: ordinary tokens [B, L] and the first special's position [B] (0 .. L-4).
+
+    Scatter and gather rather than advanced-index assignment: assigning a Python number through a tensor
+    index copies it from the host, which a CUDA graph cannot capture (the packed trainer captures the draw).
+    """
+    inputs = tokens.clone().scatter_(1, special_positions[:, None], IH_SPECIAL_ID)
     inputs[:, -1] = IH_SPECIAL_ID
     targets = torch.full_like(inputs, IGNORE)
-    targets[:, -1] = inputs[rows, special_positions + 1]
+    targets[:, -1] = inputs.gather(1, special_positions[:, None] + 1).squeeze(1)
     return Batch(inputs, targets)
 
 

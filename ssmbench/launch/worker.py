@@ -165,7 +165,8 @@ class _Member:
 
 def run_pack(works: list[Work], width: int, feedback: Feedback) -> Iterator[tuple[str, Point, list[Record]]]:
     """Several jobs in this process, their training points side by side on one device (train.train_pack:
-    up to `width` at once), then each job's other points one job after another, as run_job runs them.
+    up to `width` at once), each job's other points (its tests) measured as soon as its training ends, as
+    run_job measures them.
 
     Every job keeps what it would have alone: its runner, records, artifacts and checkpoint. A job whose
     training fails (out of memory, say) gets its error or OOM record and the pack goes on; its other points
@@ -203,15 +204,26 @@ def run_pack(works: list[Work], width: int, feedback: Feedback) -> Iterator[tupl
             by_run[id(trainer)] = member
             yield trainer
 
+    for member in members:  # jobs with nothing left to train are tested first
+        if member.training is None:
+            yield from _rest(member)
     for trainer, outcome in train_pack(runs(), width):
         member = by_run.pop(id(trainer))
         yield member.job_id, member.training, _packed_records(member, trainer, outcome)
+        yield from _rest(member)  # at once: a run stopped later keeps every finished job whole
     for member in members:
         if member.failure is not None:
             yield member.job_id, member.training, _failed(member.runner, member.training, member.failure, set())
-        rest = [pt for pt in member.work.points if pt is not member.training]
-        for pt, records in _measure_points(member.runner, rest):
-            yield member.job_id, pt, _stamped(records, provenance(member.work.job.device))
+            yield from _rest(member)
+
+
+def _rest(member: _Member) -> Iterator[tuple[str, Point, list[Record]]]:
+    """A pack member's points other than its training, measured as run_job measures them; then its teardown.
+    The others' runs wait meanwhile (nothing is issued for them), which costs the pack no more than testing
+    each job after all of them have trained."""
+    rest = [pt for pt in member.work.points if pt is not member.training]
+    for pt, records in _measure_points(member.runner, rest):
+        yield member.job_id, pt, _stamped(records, provenance(member.work.job.device))
 
 
 def _packed_records(member: _Member, trainer: Any, outcome: Any) -> list[Record]:
