@@ -289,7 +289,7 @@ def test_the_paper_recipes_suite_plans_the_appendix_settings_as_packed_seed_swee
     induction = jobs["induction-heads/mamba/seed=2"].task.train
     assert (induction.batch_size, induction.steps, induction.lr, induction.weight_decay, induction.autocast,
             induction.schedule, induction.eval_every, induction.collapse_evals) == \
-           (8, 204_800, 1e-3, 0.0, None, "constant", 8192, 10)
+           (8, 204_800, 1e-3, 0.0, None, "constant", 8192, 20)
     assert jobs["induction-heads/mamba/seed=0"].task.validate_lengths("mamba") == [256, 4096, 65536, 2**20]
     for task, layout, counts in (("induction-heads", "uniform", {"mamba": 8, "mha-abs": 3, "mha-rope": 3}),
                                  ("induction-heads-early", "first-16", {"mamba": 8})):
