@@ -2,9 +2,10 @@
 
 The executor makes one runner per job and calls `setup()` once, `measure(point)` for each pending point,
 and `teardown()` at the end; in a pack (a task's `pack`), a point that trains a small model is trained
-beside other jobs' instead (`pack_trainer`, `packed_records`). Runners only measure: the executor turns exceptions into records (OOM as a
-result, anything else as the point's error), writes records and draws progress. Reports find a kind's
-tables and plots through its entry, so nothing depends on what was imported first.
+beside other jobs' instead (`pack_trainer`, `training_records`). Runners only measure: the executor turns
+exceptions into records (OOM as a result, anything else as the point's error), writes records and draws
+progress. Reports find a kind's tables and plots through its entry, so nothing depends on what was
+imported first.
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ class Runner(ABC, Generic[TaskT]):
         """The training run of a packable point, made to run beside others (ssmbench.train.train_pack)."""
         raise NotImplementedError(f"kind {self.job.kind} does not pack")
 
-    def packed_records(self, point: Point, trainer: Trainer, outcome: TrainResult | Exception) -> list[Record]:
-        """The records of a point trained in a pack, as `measure` would return them; an outcome that is an
-        exception is raised as `measure` would have raised it."""
+    def training_records(self, point: Point, trainer: Trainer, outcome: TrainResult | Exception) -> list[Record]:
+        """The records of a point's training outcome (in a pack, or alone), as `measure` would return them; an
+        outcome that is an exception is raised as `measure` would have raised it."""
         raise NotImplementedError(f"kind {self.job.kind} does not pack")
 
     def record(self, point: Point, **fields: Any) -> Record:

@@ -209,7 +209,7 @@ def run_pack(works: list[Work], width: int, feedback: Feedback) -> Iterator[tupl
             yield from _rest(member)
     for trainer, outcome in train_pack(runs(), width):
         member = by_run.pop(id(trainer))
-        yield member.job_id, member.training, _packed_records(member, trainer, outcome)
+        yield member.job_id, member.training, _training_records(member, trainer, outcome)
         yield from _rest(member)  # at once: a run stopped later keeps every finished job whole
     for member in members:
         if member.failure is not None:
@@ -226,10 +226,10 @@ def _rest(member: _Member) -> Iterator[tuple[str, Point, list[Record]]]:
         yield member.job_id, pt, _stamped(records, provenance(member.work.job.device))
 
 
-def _packed_records(member: _Member, trainer: Any, outcome: Any) -> list[Record]:
+def _training_records(member: _Member, trainer: Any, outcome: Any) -> list[Record]:
     """A packed training point's records, as `measure` would have made them (its failure's, if it failed)."""
     try:
-        records = _timed(member.runner.packed_records(member.training, trainer, outcome), member.started)
+        records = _timed(member.runner.training_records(member.training, trainer, outcome), member.started)
     except KeyboardInterrupt:
         raise
     except Exception as exc:

@@ -135,7 +135,7 @@ class SyntheticRunner(Runner[SyntheticTask]):
     def pack_trainer(self, point: Point) -> Trainer:
         return self._trainer(packed=True)
 
-    def packed_records(self, point: Point, trainer: Trainer, outcome: TrainResult | Exception) -> list[Record]:
+    def training_records(self, point: Point, trainer: Trainer, outcome: TrainResult | Exception) -> list[Record]:
         """Save the trained weights and make the train point's records; a failed run's exception is raised
         (a checkpoint of other settings as the job's error, one line)."""
         import torch
@@ -155,7 +155,7 @@ class SyntheticRunner(Runner[SyntheticTask]):
 
         trainer = self._trainer(packed=False)
         ((_, outcome),) = train_pack([trainer], width=1)
-        return self.packed_records(pt, trainer, outcome)
+        return self.training_records(pt, trainer, outcome)
 
     def _trainer(self, packed: bool) -> Trainer:
         """This job's training run: its settings, data stream, fixed validation sets and checkpoint."""
