@@ -334,6 +334,8 @@ class Trainer:
         self.cuda_stream: Any = None
         self.progress = _Progress()
         self.graphed: GraphedStep | None = None
+        self.loss_sum: torch.Tensor | None = None  # on the device, from start() (none for a finished run)
+        self.sitting_start: float | None = None  # when this sitting's training began
 
     def on_stream(self) -> contextlib.AbstractContextManager[Any]:
         """Issue the work inside on this run's CUDA stream."""
@@ -401,7 +403,7 @@ class Trainer:
 
     def save(self) -> None:
         """Write the whole training state to the checkpoint (a no-op without one, or before the run started)."""
-        if self.checkpoint is None or not hasattr(self, "loss_sum"):
+        if self.checkpoint is None or self.loss_sum is None:
             return
         with self.on_stream():
             self.progress.loss_sum = float(self.loss_sum)
@@ -411,7 +413,7 @@ class Trainer:
 
     def elapsed(self) -> float:
         """Training time over every sitting, this one included."""
-        sitting = time.perf_counter() - self.sitting_start if hasattr(self, "sitting_start") else 0.0
+        sitting = time.perf_counter() - self.sitting_start if self.sitting_start is not None else 0.0
         return self.progress.train_s + sitting
 
     def finish(self) -> TrainResult:
@@ -443,7 +445,7 @@ def train(module: torch.nn.Module, draw: Draw, stream: torch.Generator,
     see Trainer for what happens along the way."""
     trainer = Trainer(module, draw, stream, validation, settings, device, checkpoint, on_log, on_step)
     ((_, outcome),) = train_pack([trainer], width=1)
-    if isinstance(outcome, BaseException):
+    if isinstance(outcome, Exception):
         raise outcome
     return outcome
 
@@ -455,9 +457,9 @@ def train_pack(trainers: Iterable[Trainer], width: int) -> Iterator[tuple[Traine
     only when there is room (so models can be built as they are needed).
 
     On CUDA, give each Trainer a stream of its own (`own_stream`): a step is then one graph replay (or a
-    few launches) issued on that stream, and the device runs the runs' kernels side by side. On the CPU the runs simply
-    take turns. SIGINT and SIGTERM are held until the round of steps in progress is over; then every run
-    writes its checkpoint and the signal is raised.
+    few launches) issued on that stream, and the device runs the runs' kernels side by side. On the CPU
+    the runs simply take turns. SIGINT and SIGTERM are held until the round of steps in progress is over;
+    then every run writes its checkpoint and the signal is raised.
     """
     pending = iter(trainers)
     active: list[Trainer] = []

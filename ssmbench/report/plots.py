@@ -21,15 +21,12 @@ def _pyplot():
 
 
 def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tuple[Any, ...]], log: bool = True,
-              marker_x: tuple[float, str] | None = None, log2_x: bool = False,
-              bands: list[tuple[list[float], list[float], list[float], str]] = ()) -> Path:
+              marker_x: tuple[float, str] | None = None, log2_x: bool = False) -> Path:
     """One PNG: a line per (label, xs, ys, style[, options]) (options: matplotlib's, e.g. a colour that a
     style string cannot name), log-log by default (`log2_x`: only x, base 2), optionally a labelled vertical
-    line, and shaded bands (xs, low, high, colour): the spread around a line."""
+    line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for xs, low, high, colour in bands:
-        ax.fill_between(xs, low, high, color=colour, alpha=0.2, linewidth=0)
     for label, xs, ys, style, *options in series:
         ax.plot(xs, ys, style, marker="o", label=label, **(options[0] if options else {}))
     if marker_x is not None:

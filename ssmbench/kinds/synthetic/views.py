@@ -119,7 +119,7 @@ def length_table(task: str, frame: pd.DataFrame) -> Table:
     for model, cells in by_model.items():
         params = frame.loc[frame["model"] == model, "params"].dropna()
         label = f"{model} ({param_count(params.iloc[0])})" if len(params) else model
-        medians = {n: _median(cells[n]) for n in cells}
+        medians = {n: _across_seeds(cells[n])[1] for n in cells}
         stats = _seed_rows(cells, lengths) if several else [{n: _across_seeds(cells[n])[0] for n in cells}]
         for i, (name, stat) in enumerate(zip(SEED_STATS, stats, strict=False)):
             row = {"model": label if i == 0 else ""} | ({"seeds": name} if several else {})
@@ -139,11 +139,6 @@ def length_table(task: str, frame: pd.DataFrame) -> Table:
 
 
 SEED_STATS = ("median", "min–max", f"≥ {HOLDS:.0%}")  # the rows of a model trained with several seeds
-
-
-def _median(rows: list[dict]) -> float | None:
-    values = [row["value"] for row in rows if row["status"] == "ok"]
-    return statistics.median(values) if values else None
 
 
 def _seed_rows(cells: dict[int, list[dict]], lengths: list[int]) -> list[dict[int, str]]:
