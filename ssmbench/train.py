@@ -192,7 +192,12 @@ class GraphedStep:
     pool, the optimizer is capturable, and autocast keeps no cache of cast weights. The warm-up changed the
     weights, the optimizer's state, the stream and the loss sum: all are put back as they were (in place:
     the graph points at these tensors), so training goes on from the same state as the eager loop would.
-    The learning rate must be constant: the captured kernels read the value it had at capture.
+
+    A constant learning rate is a number the captured kernels hold. A scheduled one (warm-up, cosine) lives
+    in a one-element tensor on the device instead, which the optimizer reads on every replay and
+    `follow_schedule` refills after each scheduler step: zoology's cosine recipe replays from a graph too.
+    (Arithmetic on a float32 LR tensor rounds differently from a Python float: such a run is not bitwise
+    the eager one, only as close as float32 makes it.)
     """
 
     warmup_steps = 3
@@ -201,11 +206,14 @@ class GraphedStep:
                  draw: Draw, stream: torch.Generator, loss_sum: torch.Tensor):
         import torch
 
-        if settings.schedule != "constant" or settings.warmup_steps:
-            raise ValueError("training with cuda_graphs needs a constant learning rate (schedule: constant, "
-                             "warmup_steps: 0)")
         for group in optimizer.param_groups:
             group["capturable"] = True
+        self.lr_tensors: list[torch.Tensor] = []
+        if settings.schedule != "constant" or settings.warmup_steps:
+            device = next(module.parameters()).device
+            for group in optimizer.param_groups:
+                group["lr"] = torch.tensor(float(group["lr"]), device=device)
+                self.lr_tensors.append(group["lr"])
         for param, state in optimizer.state.items():  # a loaded state's step counter goes where capture needs it
             if torch.is_tensor(state.get("step")):
                 state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
@@ -278,6 +286,15 @@ class GraphedStep:
                 self.loss_sum.copy_(loss_sum)
             self.stream.set_state(stream_state)
         return graph
+
+    def follow_schedule(self) -> None:
+        """Put the scheduler's new learning rate where the graph reads it. Recent torch schedulers fill a
+        tensor LR in place; older ones replace it with a float, which is copied into the tensor and the
+        tensor put back (a graph that kept reading a stale tensor would train at a constant LR unseen)."""
+        for group, tensor in zip(self.optimizer.param_groups, self.lr_tensors, strict=True):
+            if group["lr"] is not tensor:
+                tensor.fill_(float(group["lr"]))
+                group["lr"] = tensor
 
     def __call__(self) -> None:
         if not self.draw_in_graph:
@@ -393,6 +410,8 @@ class Trainer:
                                                self.module, self.optimizer, settings.grad_clip,
                                                autocast(self.device, settings.autocast))
             self.schedule.step()
+            if self.graphed is not None:
+                self.graphed.follow_schedule()
             p.step += 1
             self.on_step(p.step)
             if p.step % settings.eval_every == 0 or p.step == settings.steps:
@@ -542,9 +561,13 @@ def save_checkpoint(path: Path | None, module: torch.nn.Module, optimizer: torch
 
     if path is None:
         return
+    optimizer_state = optimizer.state_dict()
+    for group in optimizer_state["param_groups"]:  # a graphed run's LR tensor is saved as the number it holds
+        if torch.is_tensor(group["lr"]):
+            group["lr"] = float(group["lr"])
     state = {"format": CHECKPOINT_FORMAT, "settings": dataclasses.asdict(settings),
              "progress": dataclasses.asdict(progress), "module": module.state_dict(),
-             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "stream": stream.get_state()}
+             "optimizer": optimizer_state, "schedule": schedule.state_dict(), "stream": stream.get_state()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)

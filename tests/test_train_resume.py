@@ -146,3 +146,47 @@ def test_sigterm_then_resume_on_the_command_line_matches_an_uninterrupted_run(tm
     assert figures(a) == figures(b)
     (steps,) = [r for r in b if r.metric == "train_steps"]
     assert steps.value == 300 and steps.extra["resumed_at_steps"] and 0 < steps.extra["resumed_at_steps"][0] < 300
+
+
+def test_a_graphed_step_takes_each_scheduled_lr_through_its_device_tensor():
+    """GraphedStep.follow_schedule on a scheduler that fills the LR tensor in place and on one that puts a
+    float back (older torch): either way the tensor the captured kernels read holds the new value, and is the
+    group's LR again. (The capture itself needs CUDA: tests/gpu/test_synthetic_gpu.py.)"""
+    from types import SimpleNamespace
+
+    from ssmbench.train import GraphedStep, make_schedule
+
+    module = fresh_model()
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    settings = TrainSettings(steps=100, batch_size=8, seq_len=16, lr=1e-3, schedule="cosine", warmup_steps=10)
+    schedule = make_schedule(optimizer, settings)
+    tensor = torch.tensor(float(optimizer.param_groups[0]["lr"]))
+    optimizer.param_groups[0]["lr"] = tensor
+    step = SimpleNamespace(optimizer=optimizer, lr_tensors=[tensor])
+    for n in range(1, 30):
+        optimizer.step()  # no gradients: nothing moves, but the scheduler sees the order it expects
+        schedule.step()
+        GraphedStep.follow_schedule(step)
+        assert optimizer.param_groups[0]["lr"] is tensor
+        if n <= 10:  # linear warm-up
+            assert float(tensor) == pytest.approx(1e-3 * n / 10, rel=1e-6)
+        else:  # cosine decay
+            assert 0 < float(tensor) < 1e-3
+    optimizer.param_groups[0]["lr"] = 2.5e-4  # a scheduler that replaces the tensor by a float
+    GraphedStep.follow_schedule(step)
+    assert optimizer.param_groups[0]["lr"] is tensor and float(tensor) == pytest.approx(2.5e-4)
+
+
+def test_a_checkpoint_keeps_a_tensor_lr_as_the_number_it_holds(tmp_path: Path):
+    """A graphed run's LR tensor (on the GPU) is saved as a float, so the checkpoint loads anywhere and an
+    eager run resumed from it keeps a float LR."""
+    from ssmbench.train import _Progress, make_schedule, save_checkpoint
+
+    module = fresh_model()
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    schedule = make_schedule(optimizer, SETTINGS)
+    optimizer.param_groups[0]["lr"] = torch.tensor(7e-4)
+    save_checkpoint(tmp_path / "s.pt", module, optimizer, schedule, seeded_generator(0, "cpu"), SETTINGS, _Progress())
+    saved = torch.load(tmp_path / "s.pt", weights_only=True)["optimizer"]["param_groups"][0]["lr"]
+    assert isinstance(saved, float) and saved == pytest.approx(7e-4)
+    assert torch.is_tensor(optimizer.param_groups[0]["lr"])  # the live optimizer keeps its tensor

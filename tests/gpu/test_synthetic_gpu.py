@@ -43,7 +43,8 @@ def test_fused_mamba_trains_and_runs_at_2_to_the_20(tmp_path: Path):
     assert rate.value > 0 and rate.dtype == "bfloat16" and rate.cuda_graphs is True
 
 
-def _graphs_run(graphs: bool, checkpoint: Path | None = None, stop_at: int | None = None, steps: int = 60):
+def _graphs_run(graphs: bool, checkpoint: Path | None = None, stop_at: int | None = None, steps: int = 60,
+                schedule: str = "constant", warmup_steps: int = 0):
     import os
     import signal
 
@@ -53,7 +54,8 @@ def _graphs_run(graphs: bool, checkpoint: Path | None = None, stop_at: int | Non
 
     model = build_model(SmallModelConfig(mixer="mamba", d_model=64), device="cuda", seed=0)
     held = {64: [make_batch("induction_heads", 64, 64, generator=seeded_generator(1, "cuda"), device="cuda")]}
-    settings = TrainSettings(steps=steps, batch_size=32, seq_len=64, lr=1e-3, eval_every=20, cuda_graphs=graphs)
+    settings = TrainSettings(steps=steps, batch_size=32, seq_len=64, lr=1e-3, eval_every=20, cuda_graphs=graphs,
+                             schedule=schedule, warmup_steps=warmup_steps)
 
     def on_step(step: int) -> None:
         if step == stop_at:
@@ -68,6 +70,24 @@ def test_a_graphed_training_step_trains_as_the_eager_one():
     losses = {graphs: [log.loss for log in _graphs_run(graphs)[1].curve] for graphs in (False, True)}
     # Same initialisation, same batches, same updates: the curves agree up to kernel nondeterminism.
     assert losses[True] == pytest.approx(losses[False], rel=2e-2)
+
+
+def test_a_graphed_step_follows_a_warmed_up_cosine_schedule_as_the_eager_one():
+    """The scheduled LR lives in a device tensor the graph reads: a graph holding the LR of its capture
+    would train at a constant LR, and its curve would leave the eager one."""
+    runs = {graphs: _graphs_run(graphs, steps=100, schedule="cosine", warmup_steps=10) for graphs in (False, True)}
+    losses = {graphs: [log.loss for log in result.curve] for graphs, (_, result) in runs.items()}
+    assert losses[True] == pytest.approx(losses[False], rel=2e-2)
+
+
+def test_a_graphed_cosine_run_resumes_as_if_never_stopped(tmp_path: Path):
+    straight = _graphs_run(True, steps=80, schedule="cosine", warmup_steps=10)[1]
+    checkpoint = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _graphs_run(True, checkpoint, stop_at=30, steps=80, schedule="cosine", warmup_steps=10)
+    resumed = _graphs_run(True, checkpoint, steps=80, schedule="cosine", warmup_steps=10)[1]
+    assert resumed.resumed_at == [30]
+    assert [log.loss for log in resumed.curve] == pytest.approx([log.loss for log in straight.curve], rel=2e-2)
 
 
 def test_a_graphed_run_resumes_from_its_checkpoint_as_if_never_stopped(tmp_path: Path):

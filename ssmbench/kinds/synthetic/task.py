@@ -142,22 +142,14 @@ class Train(Strict):
     # A run whose training loss sits at chance (within 1% of ln(answer values) or above) at this many
     # evaluations in a row has collapsed: it stops, and its records say "collapsed at chance". None: never.
     collapse_evals: PositiveInt | None = None
-    # Replay the whole training step from a CUDA graph (auto: on CUDA, when the LR is constant).
+    # Replay the whole training step from a CUDA graph (auto: on CUDA; a scheduled LR is a device tensor).
     cuda_graphs: Literal["auto"] | bool = "auto"
 
-    @model_validator(mode="after")
-    def _graphs_need_a_constant_lr(self) -> Train:
-        if self.cuda_graphs is True and (self.schedule != "constant" or self.warmup_steps):
-            raise ValueError("cuda_graphs: a captured training step needs a constant learning rate "
-                             "(schedule: constant, warmup_steps: 0)")
-        return self
-
     def graphs_on(self, device: str) -> bool:
-        """Whether the training step is captured on this device: never on the CPU, auto where it can be."""
+        """Whether the training step is captured on this device: never on the CPU, on CUDA unless refused."""
         if device != "cuda":
             return False
-        constant = self.schedule == "constant" and not self.warmup_steps
-        return constant if self.cuda_graphs == "auto" else bool(self.cuda_graphs)
+        return True if self.cuda_graphs == "auto" else bool(self.cuda_graphs)
 
 
 class SyntheticTask(TaskBase):
