@@ -195,11 +195,15 @@ def find_suite_file(path_or_name: str | Path) -> Path:
 
 class _StrictLoader(yaml.SafeLoader):
     """YAML that cannot mean two things: a key given twice in one mapping is an error (PyYAML keeps the
-    last one silently, so `batch_sizes` written twice would run only the second list)."""
+    last one silently, so `batch_sizes` written twice would run only the second list). Merge keys
+    (`<<: *anchor`) are YAML's own way to say "this, with these keys changed": the keys written beside one
+    override the merged ones, as YAML defines."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(

@@ -78,6 +78,14 @@ class TrainSettings:
     # says so. None: never declared (a slow learner and a dead model look alike for a while).
     collapse_evals: int | None = None
     chance_loss: float | None = None
+    # The training data: None, fresh examples every step; N, a fixed set of N examples sampled with
+    # replacement (the caller's draw does it; kept here because it decides the outcome, and a checkpoint
+    # of one must not resume as the other).
+    examples: int | None = None
+    # Stop once this run's training time (over every sitting, evaluations included) reaches this many
+    # seconds, with a last evaluation: Table 1 "within 10 minutes of training". None: steps alone decide.
+    # A wall-clock limit, so a run in a pack (sharing the device) gets less done in it than one alone.
+    budget_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class TrainResult:
     curve: list[LogPoint] = field(default_factory=list)
     resumed_at: list[int] = field(default_factory=list)  # the steps a checkpoint was resumed from
     collapsed: bool = False  # stopped with the loss at chance for collapse_evals evaluations in a row
+    out_of_time: bool = False  # stopped when its training time reached budget_s
 
     @property
     def final(self) -> LogPoint:
@@ -317,6 +326,7 @@ class _Progress:
     stopped_early: bool = False
     chance_streak: int = 0  # evaluations in a row with the training loss at chance
     collapsed: bool = False
+    out_of_time: bool = False  # stopped at the settings' budget_s
     curve: list[LogPoint] = field(default_factory=list)
     resumed_at: list[int] = field(default_factory=list)
 
@@ -363,7 +373,7 @@ class Trainer:
     @property
     def done(self) -> bool:
         p = self.progress
-        return p.step >= self.settings.steps or p.stopped_early or p.collapsed
+        return p.step >= self.settings.steps or p.stopped_early or p.collapsed or p.out_of_time
 
     @property
     def graph_note(self) -> str:
@@ -414,7 +424,10 @@ class Trainer:
                 self.graphed.follow_schedule()
             p.step += 1
             self.on_step(p.step)
-            if p.step % settings.eval_every == 0 or p.step == settings.steps:
+            budget = settings.budget_s
+            if budget is not None and p.step < settings.steps and self.elapsed() >= budget:
+                p.out_of_time = True
+            if p.step % settings.eval_every == 0 or p.step == settings.steps or p.out_of_time:
                 self._log()
             if self.checkpoint is not None and (self.done or
                                                 time.perf_counter() - self.last_save >= settings.checkpoint_every_s):
@@ -546,7 +559,7 @@ def at_chance(loss: float, chance_loss: float) -> bool:
 def _result(progress: _Progress) -> TrainResult:
     return TrainResult(steps=progress.step, stopped_early=progress.stopped_early, train_s=progress.train_s,
                        curve=list(progress.curve), resumed_at=list(progress.resumed_at),
-                       collapsed=progress.collapsed)
+                       collapsed=progress.collapsed, out_of_time=progress.out_of_time)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------
@@ -597,7 +610,7 @@ def load_checkpoint(path: Path, module: torch.nn.Module, optimizer: torch.optim.
     curve = [LogPoint(**(log | {"by_length": {int(k): v for k, v in log["by_length"].items()}}))
              for log in fields.pop("curve")]
     progress = _Progress(**fields, curve=curve)
-    if progress.step < settings.steps and not progress.stopped_early:
+    if progress.step < settings.steps and not (progress.stopped_early or progress.collapsed or progress.out_of_time):
         progress.resumed_at.append(progress.step)
     return progress
 

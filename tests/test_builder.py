@@ -78,7 +78,7 @@ def test_unknown_mixer_says_did_you_mean(typo, suggestion):
 
 
 @pytest.mark.parametrize("changes", [{"abs_positions": "learned"}, {"abs_positions": "alibi"}, {"d_model": 0},
-                                     {"n_layers": 1.5}])
+                                     {"n_layers": 1.5}, {"embed_dropout": 1.0}, {"attn_dropout": -0.1}])
 def test_bad_config_is_refused_when_made(changes):
     with pytest.raises(ValueError, match="SmallModelConfig"):
         SmallModelConfig("mha-abs", **changes)
@@ -372,3 +372,20 @@ def test_a_few_training_steps_lower_the_loss(mixer):
     assert abs(losses[0] - math.log(16)) < 0.1  # tied head, N(0, 0.02) embeddings: near-uniform at start
     assert losses[-1] < losses[0] - 0.3, losses
     assert train_losses(mixer, steps=3) == losses[:3]  # deterministic
+
+
+def test_dropout_acts_in_training_only_and_adds_no_parameters():
+    """zoology's attention baseline: dropout 0.1 on the embeddings and on the attention weights. A model
+    in training draws a different mask each call; in eval mode it is deterministic, and p = 0 adds no
+    module at all (a dropout of nothing would still draw random numbers each step)."""
+    plain = build_model(SmallModelConfig("mha-abs", d_model=32, n_heads=1, vocab_size=16), seed=0)
+    dropped = build_model(SmallModelConfig("mha-abs", d_model=32, n_heads=1, vocab_size=16, embed_dropout=0.1,
+                                           attn_dropout=0.1), seed=0)
+    assert plain.n_params == dropped.n_params and plain.module.backbone.embed_dropout is None
+    ids = torch.randint(0, 16, (2, 24), generator=torch.Generator().manual_seed(0))
+    dropped.module.train()
+    assert not torch.equal(dropped.module(ids), dropped.module(ids))
+    dropped.module.eval()
+    plain.module.eval()
+    with torch.no_grad():  # same weights (same seed): without dropout the two models agree
+        torch.testing.assert_close(dropped.module(ids), plain.module(ids))

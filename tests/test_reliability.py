@@ -211,6 +211,17 @@ def test_yaml_that_cannot_mean_what_was_meant(tmp_path: Path, text: str, fragmen
     assert_user_error(invoke("validate", write(tmp_path / "s.yaml", text)), fragment)
 
 
+def test_merge_keys_override_what_they_merge_and_a_written_twice_key_is_still_refused():
+    """`<<: *anchor` with a key beside it is YAML's "this, with that changed" (suites/mqar_zoology.yaml's
+    recipes): the key beside it wins, and is not a key written twice; two explicit copies still are."""
+    from ssmbench.spec import _StrictLoader
+
+    text = "base: &b {steps: 10, lr: 1.0e-3}\nlonger: {<<: *b, steps: 20}\n"
+    assert yaml.load(text, Loader=_StrictLoader)["longer"] == {"steps": 20, "lr": 1e-3}  # noqa: S506
+    with pytest.raises(yaml.constructor.ConstructorError, match="key 'steps' appears twice"):
+        yaml.load(text.replace("steps: 20}", "steps: 20, steps: 30}"), Loader=_StrictLoader)  # noqa: S506
+
+
 def test_a_suite_file_that_is_not_text(tmp_path: Path):
     path = tmp_path / "s.yaml"
     path.write_bytes(b"\xff\xfe\x00binary")

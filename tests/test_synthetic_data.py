@@ -391,3 +391,24 @@ def test_fixed_sets_differ_by_seed_purpose_and_length():
     assert not torch.equal(base, _fixed(4, 4, seed=1)[0])
     assert not torch.equal(base, _fixed(4, 4, purpose="validation")[0])
     assert not torch.equal(base[:, :16], _fixed(4, 4, length=16)[0])
+
+
+def test_a_pool_is_a_fixed_training_set_sampled_by_the_stream():
+    """zoology's finite training set: drawn once from its seed (the same pool on every call), then each batch
+    is a sample of its rows chosen by the training stream, so two streams differ and one stream repeats."""
+    pool = syn.ExamplePool.draw("mqar", 300, 32, seed=syn.pool_seed(0), device="cpu", num_kv_pairs=4,
+                                vocab_size=64)
+    again = syn.ExamplePool.draw("mqar", 300, 32, seed=syn.pool_seed(0), device="cpu", num_kv_pairs=4,
+                                 vocab_size=64)
+    assert len(pool) == 300 and torch.equal(pool.inputs, again.inputs) and torch.equal(pool.targets, again.targets)
+    first = syn.make_batch("mqar", 300, 32, generator=syn.seeded_generator(syn.pool_seed(0), "cpu"), device="cpu",
+                           num_kv_pairs=4, vocab_size=64)
+    assert torch.equal(first.inputs, pool.inputs)  # under one chunk: one draw of 300 from the pool's seed
+    batch = pool.sample(16, syn.seeded_generator(1, "cpu"))
+    rows = {tuple(r) for r in pool.inputs.tolist()}
+    assert batch.inputs.shape == (16, 32) and all(tuple(r) in rows for r in batch.inputs.tolist())
+    for inputs, targets in zip(batch.inputs, batch.targets, strict=True):  # each row keeps its own targets
+        (i,) = [k for k, r in enumerate(pool.inputs.tolist()) if r == inputs.tolist()][:1]
+        assert torch.equal(pool.targets[i], targets)
+    assert torch.equal(pool.sample(16, syn.seeded_generator(1, "cpu")).inputs, batch.inputs)
+    assert not torch.equal(pool.sample(16, syn.seeded_generator(2, "cpu")).inputs, batch.inputs)

@@ -305,3 +305,64 @@ def test_the_paper_recipes_suite_plans_the_appendix_settings_as_packed_seed_swee
     assert mqar[0].task.train.optimizer == "adamw" and mqar[0].task.train.weight_decay == 0.1
     assert mqar[0].task.train.schedule == "cosine" and mqar[0].task.train.early_stop_accuracy == 0.99
     assert len(build_plan(suite, "cpu").jobs) == 2 * 2 + 2 + 2 + 2  # the toy-size on_cpu version
+
+
+def test_zoology_style_mqar_trains_on_a_fixed_set_with_dropout_and_reads_as_figure_2(tmp_path: Path):
+    """A finite training set (`train.examples`), dropout on the attention baseline, two widths of each
+    mixer and an LR sweep: every train record says what it trained on, and the report gains zoology's
+    Figure 2 as a table (accuracy by d_model, at each width's best LR) and as a plot."""
+    task = {"name": "mqar", "task": "mqar", "vocab_size": 64,
+            "task_params": {"num_kv_pairs": 2, "power_a": 0.01, "random_non_queries": False},
+            "architectures": {
+                "mamba-8": {"mixer": "mamba", "d_model": 8}, "mamba-16": {"mixer": "mamba", "d_model": 16},
+                "attn-8": {"mixer": "mha-abs", "d_model": 8, "n_heads": 1, "abs_positions": "learned",
+                           "embed_dropout": 0.1, "attn_dropout": 0.1},
+                "attn-16": {"mixer": "mha-abs", "d_model": 16, "n_heads": 1, "abs_positions": "learned",
+                            "embed_dropout": 0.1, "attn_dropout": 0.1}},
+            "train": {"steps": 20, "batch_size": 8, "seq_len": 16, "lr": [1e-3, 1e-2], "optimizer": "adamw",
+                      "weight_decay": 0.1, "schedule": "cosine", "grad_clip": None, "examples": 64,
+                      "eval_every": 10, "eval_samples": 16},
+            "eval_samples": 16, "pack": 4}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite(**task)))
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs" / "syn").iterdir()
+    records = read_records(run_dir / "records.jsonl")
+    steps = [r for r in records if r.metric == "train_steps"]
+    assert len(steps) == 8 and {r.extra["train_examples"] for r in steps} == {64}
+    assert {r.extra["d_model"] for r in steps} == {8, 16}
+    tables = {t.title: t for t in build_tables(records, all_kinds())}
+    capacity = tables["mqar: accuracy by model width (zoology Figure 2 layout)"].frame
+    assert list(capacity["mixer"]) == ["mamba", "mha-abs"]
+    assert list(capacity.columns) == ["mixer", "d_model 8", "lr 8", "d_model 16", "lr 16"]
+    assert set(capacity["lr 8"]) <= {"0.001", "0.01"} and all(capacity["d_model 16"] != "")
+    report = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert report.exit_code == 0, report.output
+    assert (run_dir / "mqar_accuracy_by_width.png").is_file()
+
+
+def test_the_zoology_suite_plans_figure_2_as_read_from_its_configs():
+    """zoology's iclr24_zoology_figure2/configs.py, setting by setting: (64, 4) and (128, 8) at batch 512,
+    (256, 16) at batch 256; 64 epochs of 100K examples; 2 mixers x 4 widths x 4 learning rates, one pack each."""
+    from ssmbench.plan import build_plan
+    from ssmbench.spec import load_suite
+
+    suite, _ = load_suite("suites/mqar_zoology.yaml")
+    plan = build_plan(suite, "cuda")
+    for name, length, pairs, batch in (("mqar-64", 64, 4, 512), ("mqar-128", 128, 8, 512), ("mqar-256", 256, 16, 256)):
+        jobs = [j for j in plan.jobs if j.task_name == name]
+        task = jobs[0].task
+        epoch = -(-100_000 // batch)  # zoology's DataLoader keeps the last, short batch
+        assert len(jobs) == 32 and task.pack == 32
+        assert (task.train.seq_len, task.task_params["num_kv_pairs"], task.train.batch_size) == (length, pairs, batch)
+        assert (task.train.steps, task.train.eval_every, task.train.examples) == (64 * epoch, epoch, 100_000)
+        assert (task.train.optimizer, task.train.weight_decay, task.train.schedule, task.train.grad_clip,
+                task.train.autocast, task.vocab_size, task.eval_samples) == ("adamw", 0.1, "cosine", None, None, 8192, 3000)
+        assert sorted({j.axes["lr"] for j in jobs}) == pytest.approx([1e-4, 10 ** (-4 + 2 / 3), 10 ** (-4 + 4 / 3), 1e-2])
+        widths = {(a.mixer, a.d_model) for a in task.architectures.values()}
+        assert widths == {(m, d) for m in ("mamba", "mha-abs") for d in (64, 128, 256, 512)}
+        attention = task.architectures["attention-d256"]
+        assert (attention.n_heads, attention.abs_positions, attention.embed_dropout, attention.attn_dropout) == \
+               (1, "learned", 0.1, 0.1)
+        assert task.architectures["mamba-d256"].n_layers == attention.n_layers == 2
+    assert len(build_plan(suite, "cpu").jobs) == 3 * 4 * 2  # the toy-size on_cpu version

@@ -190,3 +190,18 @@ def test_a_checkpoint_keeps_a_tensor_lr_as_the_number_it_holds(tmp_path: Path):
     saved = torch.load(tmp_path / "s.pt", weights_only=True)["optimizer"]["param_groups"][0]["lr"]
     assert isinstance(saved, float) and saved == pytest.approx(7e-4)
     assert torch.is_tensor(optimizer.param_groups[0]["lr"])  # the live optimizer keeps its tensor
+
+
+def test_a_time_budget_stops_the_run_with_a_last_evaluation_and_says_so(tmp_path: Path):
+    """`budget_s`: the run stops at the first step that finds its training time spent, evaluates there (so
+    its final figures are of the model it ends with), and its result says it ran out of time; resuming
+    that checkpoint does not train on."""
+    import dataclasses
+
+    budget = dataclasses.replace(SETTINGS, steps=10_000, eval_every=5_000, budget_s=0.5)
+    checkpoint = tmp_path / "train_state.pt"
+    _, result = run(budget, checkpoint=checkpoint)
+    assert result.out_of_time and not result.stopped_early and 1 <= result.steps < 10_000
+    assert result.final.step == result.steps and result.train_s >= 0.5
+    _, again = run(budget, checkpoint=checkpoint)
+    assert again.steps == result.steps and again.out_of_time and again.resumed_at == []

@@ -378,6 +378,45 @@ def make_batch(
     return GENERATORS[task](batch, seq_len, generator=generator, device=device, **params)
 
 
+# --- a finite training set ------------------------------------------------------------------------------
+
+POOL_CHUNK = 8192  # examples drawn per call while a pool is built (bounds the generators' scratch memory)
+
+
+@dataclass(frozen=True)
+class ExamplePool:
+    """A fixed training set held on the device, sampled a batch at a time.
+
+    zoology trains MQAR for 64 epochs over 100K examples drawn once, not on fresh examples every step: a
+    finite set is part of its setting (a model can begin to memorise it). The pool is drawn once from its
+    own seed; each step takes `batch` examples from it uniformly with replacement, by the training stream
+    (zoology walks its set in the same fixed batches every epoch, unshuffled: the same examples, seen in
+    another order). The draw is two kernels on the device, so a CUDA graph captures it like a fresh one."""
+
+    inputs: Tensor  # [N, L]
+    targets: Tensor  # [N, L]
+
+    @classmethod
+    def draw(cls, task: str, n: int, seq_len: int, *, seed: int, device: str | torch.device, **params) -> ExamplePool:
+        generator = seeded_generator(seed, device)
+        chunks = [make_batch(task, min(POOL_CHUNK, n - start), seq_len, generator=generator, device=device, **params)
+                  for start in range(0, n, POOL_CHUNK)]
+        return cls(torch.cat([c.inputs for c in chunks]), torch.cat([c.targets for c in chunks]))
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def sample(self, batch: int, generator: torch.Generator) -> Batch:
+        """`batch` examples of the pool, chosen by `generator` (the run's training stream)."""
+        index = torch.randint(len(self), (batch,), generator=generator, device=self.inputs.device)
+        return Batch(self.inputs.index_select(0, index), self.targets.index_select(0, index))
+
+
+def pool_seed(seed: int) -> int:
+    """The seed a job's training pool is drawn from: a function of the job's seed, never its stream's."""
+    return seed * 1_000_003 + 0x9001
+
+
 # --- fixed sets ----------------------------------------------------------------------------------------
 
 # Which fixed set a generator seed is for: the test sets at each length, and the validation sets that

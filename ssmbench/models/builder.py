@@ -1,7 +1,7 @@
 """Small language models built from scratch for the synthetic tasks (selective copying, induction heads,
 MQAR): the paper's 2-layer, tiny-vocabulary models, with the sequence mixer as the only thing that varies.
 
-    tokens -> embedding (+ absolute positions, if the mixer asks)
+    tokens -> embedding (+ absolute positions, if the mixer asks) (-> dropout, if asked)
            -> n_layers x [RMSNorm -> mixer -> + residual] -> RMSNorm
            -> LM head tied to the embedding -> logits (batch, L, vocab)
 
@@ -71,6 +71,9 @@ class SmallModelConfig:
     filter_width: int = 64  # Hyena's implicit filter: width of its FFN
     filter_emb_dim: int = 5  # ... its positional features: the position and (filter_emb_dim - 1)/2 sinusoid pairs
     filter_len: int = 256  # ... the length its positions are scaled by (safari's l_max; the training length)
+    # Dropout in training (zoology's attention baseline: 0.1 on the embeddings and on the attention weights).
+    embed_dropout: float = 0.0  # on the input of the first block (token embeddings + positions)
+    attn_dropout: float = 0.0  # attention: on the attention weights
 
     def __post_init__(self):
         check_mixer_name(self.mixer)
@@ -80,6 +83,10 @@ class SmallModelConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"SmallModelConfig.{name} must be a positive integer, got {value!r}")
         self._check_lti_fields()
+        for name in ("embed_dropout", "attn_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"SmallModelConfig.{name} must be a probability in [0, 1), got {value!r}")
         if self.abs_positions not in ABS_POSITIONS:
             raise ValueError(f"SmallModelConfig.abs_positions must be one of {ABS_POSITIONS}, "
                              f"got {self.abs_positions!r}")
@@ -128,6 +135,8 @@ class Backbone(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(config.vocab_size, config.d_model, device=device, dtype=dtype)
         self.positions = positions  # None, or called as positions(L, device, dtype) -> (L, d_model)
+        # No module at p = 0: a dropout of nothing would still draw random numbers every step.
+        self.embed_dropout = nn.Dropout(config.embed_dropout) if config.embed_dropout else None
         self.layers = nn.ModuleList(Block(m, config.d_model, device=device, dtype=dtype) for m in mixers)
         self.norm_f = nn.RMSNorm(config.d_model, eps=NORM_EPS, device=device, dtype=dtype)
 
@@ -135,6 +144,8 @@ class Backbone(nn.Module):
         x = self.embedding(input_ids)
         if self.positions is not None:
             x = x + self.positions(input_ids.shape[1], x.device, x.dtype)
+        if self.embed_dropout is not None:
+            x = self.embed_dropout(x)
         for layer in self.layers:
             x = layer(x)
         return self.norm_f(x)

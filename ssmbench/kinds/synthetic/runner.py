@@ -38,7 +38,7 @@ with the reason. A length above the architecture's `max_eval_len` is skipped as 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ssmbench import console
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
 CANNOT_RUN = "cannot run:"  # a skipped point's message prefix when the architecture cannot hold the length
 COLLAPSED = "collapsed at chance"  # a train record's outcome (and message prefix) when the run never left chance
+OUT_OF_TIME = "stopped at its time budget"  # a train record's outcome when train.budget_s ended it
 CHECKPOINT = "model.pt"  # the trained weights (they load into mamba_ssm's MambaLMHeadModel for a Mamba model)
 TRAIN_STATE = "train_state.pt"  # the whole training state, written as training goes: what a resume continues
 
@@ -110,7 +111,8 @@ class SyntheticRunner(Runner[SyntheticTask]):
         built = getattr(self, "model", None)
         if built is not None:
             base["kernel"] = built.kernel
-            base["extra"] = {"params": built.n_params, "mixer": self.arch.mixer} | fields.pop("extra", {})
+            base["extra"] = ({"params": built.n_params, "mixer": self.arch.mixer, "d_model": self.arch.d_model}
+                             | fields.pop("extra", {}))
         return super().record(point, **(base | fields))
 
     # --- training -----------------------------------------------------------------------------------
@@ -171,10 +173,21 @@ class SyntheticRunner(Runner[SyntheticTask]):
             if step % every == 0:
                 self.on_progress(step / settings.steps)
 
-        return Trainer(self.model.module, lambda g: self._batch(settings.batch_size, settings.seq_len, g),
+        return Trainer(self.model.module, self._training_draw(settings),
                        seeded_generator(self.job.seed, device), validation, settings, device,
                        checkpoint=self.context.artifact(TRAIN_STATE), on_log=self._show, on_step=progress,
                        own_stream=packed)
+
+    def _training_draw(self, settings: TrainSettings) -> Callable[[Any], Batch]:
+        """How a training batch is drawn from the run's stream: fresh examples, or a sample of the job's
+        fixed training set (`train.examples`, drawn here once, from pool_seed of the job's seed)."""
+        from ssmbench.data.synthetic import ExamplePool, pool_seed
+
+        if settings.examples is None:
+            return lambda g: self._batch(settings.batch_size, settings.seq_len, g)
+        pool = ExamplePool.draw(self.task.task, settings.examples, settings.seq_len, seed=pool_seed(self.job.seed),
+                                device=self.job.device, vocab_size=self.task.vocab_size, **self.task.task_params)
+        return lambda g: pool.sample(settings.batch_size, g)
 
     def _show(self, log: LogPoint) -> None:
         longest = max(log.by_length)
@@ -188,7 +201,8 @@ class SyntheticRunner(Runner[SyntheticTask]):
         how = self._how_trained(trainer, result)
         common = {"dtype": precision, "cuda_graphs": settings.cuda_graphs, "message": how.pop("message", None),
                   "extra": {"stopped_early": result.stopped_early, "lr": settings.lr, "autocast": precision,
-                            "resumed_at_steps": result.resumed_at, **how}}
+                            "resumed_at_steps": result.resumed_at,
+                            "train_examples": settings.examples or "fresh every step", **how}}
         tokens = settings.batch_size * settings.seq_len
         final = result.final
         validation = sum(final.by_length.values()) / len(final.by_length)
@@ -300,4 +314,6 @@ def outcome(result: TrainResult) -> str:
     """How a training run ended, as the tables count it."""
     if result.collapsed:
         return COLLAPSED
+    if result.out_of_time:
+        return OUT_OF_TIME
     return "stopped early (validation held)" if result.stopped_early else "trained every step"

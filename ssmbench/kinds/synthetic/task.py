@@ -27,7 +27,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from ssmbench.errors import did_you_mean
 from ssmbench.jobs import Strict, TaskBase
-from ssmbench.models.mixers import MIXERS, S4D_MIXERS
+from ssmbench.models.mixers import MIXERS, S4D_MIXERS, mixer_family
 
 if TYPE_CHECKING:
     from ssmbench.models.builder import SmallModelConfig
@@ -82,6 +82,8 @@ class Architecture(Strict):
     filter_width: PositiveInt = 64  # Hyena's implicit filter (hyena, h3-hyena, mamba-hyena): its FFN's width
     filter_emb_dim: PositiveInt = 5  # ... its positional features (odd: the position and sin/cos pairs)
     filter_len: PositiveInt | None = None  # ... the length its positions are scaled by; the training length otherwise
+    embed_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # dropout on the first block's input, in training
+    attn_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # attention: dropout on the attention weights
     lr: PositiveFloat | list[PositiveFloat] | None = None  # this model's learning rate(s); train.lr otherwise
     seeds: list[int] | None = None  # this model's seeds (one job each); the task's otherwise
     steps: PositiveInt | None = None  # this model's training steps; the task's train.steps otherwise
@@ -99,6 +101,9 @@ class Architecture(Strict):
         if self.mixer in S4D_MIXERS and self.d_state % 2:
             raise ValueError(f"d_state: {self.mixer} keeps N/2 conjugate pairs of S4D modes: d_state must be even, "
                              f"got {self.d_state}")
+        if self.attn_dropout and mixer_family(self.mixer) != "transformer":
+            raise ValueError(f"attn_dropout: {self.mixer} has no attention weights to drop (attention mixers: "
+                             "mha-abs, mha-rope)")
         if self.filter_emb_dim < 3 or self.filter_emb_dim % 2 == 0:
             raise ValueError("filter_emb_dim: the position and sin/cos pairs: an odd number of at least 3, got "
                              f"{self.filter_emb_dim}")
@@ -114,7 +119,8 @@ class Architecture(Strict):
                                 d_state=self.d_state, d_conv=self.d_conv, expand=self.expand, n_heads=self.n_heads,
                                 abs_positions=self.abs_positions, max_positions=max_positions,
                                 ssm_init=self.ssm_init, hyena_order=self.hyena_order, filter_width=self.filter_width,
-                                filter_emb_dim=self.filter_emb_dim, filter_len=self.filter_len or train_len)
+                                filter_emb_dim=self.filter_emb_dim, filter_len=self.filter_len or train_len,
+                                embed_dropout=self.embed_dropout, attn_dropout=self.attn_dropout)
 
 
 class Train(Strict):
@@ -124,6 +130,12 @@ class Train(Strict):
     batch_size: PositiveInt = 64
     seq_len: PositiveInt = 256
     lr: PositiveFloat | list[PositiveFloat] = 1e-3  # a list: one job per learning rate, the best one reported
+    # A fixed training set of this many examples, drawn once per seed and sampled with replacement (zoology's
+    # MQAR: 100K examples, 64 epochs); none: fresh examples every step.
+    examples: PositiveInt | None = None
+    # Stop a run when its training time reaches this many seconds (a last evaluation included): "learned
+    # within 10 minutes". Wall-clock: a packed run shares the device, so budgets compare runs trained alone.
+    budget_s: PositiveFloat | None = None
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     schedule: Literal["constant", "cosine"] = "constant"
@@ -201,11 +213,15 @@ class SyntheticTask(TaskBase):
         if self.pack < 2:
             return []
         jobs = sum(len(self.job_axes(v)) for v in self.variants())
+        budget = []
+        if self.train.budget_s is not None:
+            budget = [f"train.budget_s {self.train.budget_s:g} s is wall-clock: the packed models share the device, "
+                      "so each trains fewer steps in it than alone would"]
         if device != "cuda":
             return [f"pack {self.pack}: on the CPU the {jobs} models take turns in one thread, no faster than "
-                    "one after another (each model's numbers are the same either way)"]
+                    "one after another (each model's numbers are the same either way)", *budget]
         return [f"pack {self.pack}: up to {min(self.pack, jobs)} of its {jobs} models train side by side on the "
-                "GPU, each on a CUDA stream of its own; then each is tested in turn"]
+                "GPU, each on a CUDA stream of its own; then each is tested in turn", *budget]
 
     @property
     def layout(self) -> str | None:

@@ -11,6 +11,8 @@ Per task:
   accuracy at the training length beside the paper's figure.
 Across the synthetic tasks of a run (Table 1's layout): a row per model, a column per task, the accuracy at
 each task's training length, with Table 1's figure for selective copying where the paper has the model.
+- a mixer trained at two or more widths (zoology's Figure 2): a row per mixer, a column per d_model, the
+  accuracy at the training length of each width's best learning rate, and a plot of it against d_model.
 Plots: accuracy vs test length (log2 axis) per task, and the training curves (loss, accuracy vs step).
 
 Seeds and learning-rate sweeps (the task's `seeds`, a list as `lr`): with several seeds, the length table
@@ -54,6 +56,9 @@ def synthetic_tables(task: str, frame: pd.DataFrame) -> list[Table]:
     grid = copying_grid(task, frame)
     if grid is not None:
         tables.append(grid)
+    capacity = capacity_table(task, frame)
+    if capacity is not None:
+        tables.append(capacity)
     if (frame["slice.phase"] == "train").any():
         tables.append(training_table(task, frame))
     return tables
@@ -400,6 +405,9 @@ def training_table(task: str, frame: pd.DataFrame) -> Table:
             value = ok["value"].get(metric)
             row[title] = "" if value is None else (f"{100 * value:.1f}" if metric.endswith("accuracy")
                                                    else format_value(value))
+        extra = ok["extra"].get("train_steps")
+        if isinstance(extra, dict) and "outcome" in extra:
+            row["ended"] = extra["outcome"]  # trained every step, stopped early, at its time budget, collapsed
         rows.append(row)
     return Table(f"{task}: training", pd.DataFrame(rows), failure_notes(train), task)
 
@@ -444,6 +452,44 @@ def _grid_notes(frame: pd.DataFrame, by_cell: dict[tuple[str, str], list[str]],
     notes += [f"{arch} / {layer}: {len(models)} models, the first shown" for (arch, layer), models in by_cell.items()
               if len(models) > 1]
     return notes
+
+
+def _sizes(frame: pd.DataFrame) -> dict[str, dict[int, list[str]]]:
+    """mixer -> d_model -> the task's models of that mixer and width (records name their d_model in extra)."""
+    sizes: dict[str, dict[int, list[str]]] = {}
+    for model in dict.fromkeys(frame["model"].dropna()):
+        rows = frame[frame["model"] == model]
+        widths = {e.get("d_model") for e in rows["extra"] if isinstance(e, dict)} - {None}
+        mixer = _mixer_of(frame, model)
+        if mixer is not None and len(widths) == 1:
+            sizes.setdefault(mixer, {}).setdefault(int(widths.pop()), []).append(model)
+    return dict(sorted(sizes.items()))  # records come in the order jobs finished: mixers by name instead
+
+
+def capacity_table(task: str, frame: pd.DataFrame) -> Table | None:
+    """zoology's Figure 2 as a table, for a task that trains one mixer at two or more widths: a row per mixer,
+    a column per d_model, the accuracy at the training length of each width's best learning rate (median
+    over seeds, range in brackets) and that learning rate. `frame` is already each model's best of sweep."""
+    sizes = _sizes(frame)
+    if not any(len(widths) > 1 for widths in sizes.values()):
+        return None
+    columns = sorted({width for widths in sizes.values() for width in widths})
+    rows, shared = [], []
+    for mixer, widths in sizes.items():
+        row = {"mixer": mixer}
+        for width in columns:
+            models = widths.get(width, [])
+            group = frame[frame["model"] == models[0]] if models else frame.iloc[0:0]
+            row[f"d_model {width}"] = _at_training_length(group)
+            lrs = group["slice.lr"].dropna().unique() if "slice.lr" in group else []
+            row[f"lr {width}"] = f"{lrs[0]:.2g}" if len(lrs) == 1 else ""
+            if len(models) > 1:
+                shared.append(f"{mixer} at d_model {width}: {', '.join(models)} (the first shown)")
+        rows.append(row)
+    notes = [f"Accuracy (%) on held-out examples at the training length (L = {_train_len(frame)}), by model width, "
+             "each width at its best learning rate (lr columns), as zoology's Figure 2 plots the best of four",
+             *shared]
+    return Table(f"{task}: accuracy by model width (zoology Figure 2 layout)", pd.DataFrame(rows), notes, task)
 
 
 def capability_summary(frame: pd.DataFrame) -> list[Table]:
@@ -509,6 +555,21 @@ def plot_synthetic(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
         marker = (_train_len(frame), f"training length {_train_len(frame)}") if _train_len(frame) else None
         paths.append(line_plot(out / f"{task}_accuracy_by_length.png", title, "test length L (log2)",
                                "accuracy (%)", series, log=False, marker_x=marker, log2_x=True))
+    sizes = _sizes(frame)
+    train_len = _train_len(frame)
+    if train_len is not None and any(len(widths) > 1 for widths in sizes.values()):
+        at_train = ok[ok["slice.seq_len"] == train_len]
+        series = []
+        for mixer, widths in sizes.items():
+            points = {w: 100 * at_train[at_train["model"] == models[0]]["value"].median() for w, models in
+                      sorted(widths.items())}
+            points = {w: v for w, v in points.items() if v == v}  # widths with no result yet are left out
+            if points:
+                series.append((mixer, list(points), list(points.values()), "-"))
+        if series:
+            paths.append(line_plot(out / f"{task}_accuracy_by_width.png",
+                                   f"{task}: accuracy at L = {train_len} by model width (best LR)",
+                                   "model dimension d_model (log2)", "accuracy (%)", series, log=False, log2_x=True))
     if "slice.step" in frame:
         curve = frame[frame["slice.step"].notna() & (frame["status"] == "ok")]
         several_jobs = curve.groupby("model")["job"].nunique().max() > 1 if len(curve) else False

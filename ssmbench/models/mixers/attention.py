@@ -38,8 +38,10 @@ class PositionLimitError(ValueError):
 class CausalSelfAttention(nn.Module):
     """(batch, L, d_model) -> (batch, L, d_model) with n_heads heads of d_model / n_heads."""
 
-    def __init__(self, d_model: int, n_heads: int, rotary: bool = False, device=None, dtype=None):
+    def __init__(self, d_model: int, n_heads: int, rotary: bool = False, dropout: float = 0.0, device=None,
+                 dtype=None):
         super().__init__()
+        self.dropout = dropout  # on the attention weights, in training only
         if d_model % n_heads:
             raise ValueError(f"attention: d_model {d_model} is not a multiple of n_heads {n_heads}")
         self.n_heads, self.head_dim, self.rotary = n_heads, d_model // n_heads, rotary
@@ -54,7 +56,8 @@ class CausalSelfAttention(nn.Module):
         if self.rotary:
             cos, sin = rotary_tables(length, self.head_dim, x.device)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (batch, heads, L, head_dim)
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)  # (batch, heads, L, head_dim)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, d_model))
 
 
@@ -125,12 +128,14 @@ def absolute_positions(config: SmallModelConfig, device=None, dtype=None) -> nn.
 def mha_abs_mixer(config: SmallModelConfig, *, device="cpu", dtype=None,
                   allow_torch_on_cuda: bool = False) -> Mixer:
     """One attention layer without positions of its own; the builder adds absolute ones at the input."""
-    module = CausalSelfAttention(config.d_model, config.n_heads, rotary=False, device=device, dtype=dtype)
+    module = CausalSelfAttention(config.d_model, config.n_heads, rotary=False, dropout=config.attn_dropout,
+                                 device=device, dtype=dtype)
     return Mixer(module, SDPA_KERNEL, positions="absolute")
 
 
 def mha_rope_mixer(config: SmallModelConfig, *, device="cpu", dtype=None,
                    allow_torch_on_cuda: bool = False) -> Mixer:
     """One attention layer that rotates its queries and keys by position."""
-    module = CausalSelfAttention(config.d_model, config.n_heads, rotary=True, device=device, dtype=dtype)
+    module = CausalSelfAttention(config.d_model, config.n_heads, rotary=True, dropout=config.attn_dropout,
+                                 device=device, dtype=dtype)
     return Mixer(module, SDPA_KERNEL)
