@@ -30,7 +30,7 @@ from ssmbench.jobs import Strict, TaskBase
 from ssmbench.models.mixers import MIXERS, S4D_MIXERS, mixer_family
 
 if TYPE_CHECKING:
-    from ssmbench.models.builder import SmallModelConfig
+    from ssmbench.models.architecture import SmallModelConfig
 
 SyntheticName = Literal["selective_copying", "induction_heads", "mqar"]
 
@@ -112,7 +112,7 @@ class Architecture(Strict):
     def config(self, vocab_size: int, train_len: int) -> SmallModelConfig:
         """The builder's config of this model for a task's vocabulary and training length (a learned position
         table and Hyena's filter are sized by it unless set here)."""
-        from ssmbench.models.builder import SmallModelConfig
+        from ssmbench.models.architecture import SmallModelConfig
 
         max_positions = self.max_positions or (train_len if self.abs_positions == "learned" else None)
         return SmallModelConfig(mixer=self.mixer, n_layers=self.n_layers, d_model=self.d_model, vocab_size=vocab_size,

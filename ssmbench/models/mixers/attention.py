@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ssmbench.models.mixers import Mixer
 
 if TYPE_CHECKING:
-    from ssmbench.models.builder import SmallModelConfig
+    from ssmbench.models.architecture import SmallModelConfig
 
 SDPA_KERNEL = "torch.sdpa"
 ROPE_BASE = 10_000.0

@@ -47,7 +47,7 @@ from ssmbench.models.mixers.s4d import FFT_KERNEL, S4D
 from ssmbench.models.mixers.selective_scan import selective_scan_chunked
 
 if TYPE_CHECKING:
-    from ssmbench.models.builder import SmallModelConfig
+    from ssmbench.models.architecture import SmallModelConfig
 
 
 class S6(nn.Module):

@@ -42,7 +42,7 @@ from ssmbench.models.mixers import Mixer
 from ssmbench.models.mixers.s4d import FFT_KERNEL, fft_conv_skip
 
 if TYPE_CHECKING:
-    from ssmbench.models.builder import SmallModelConfig
+    from ssmbench.models.architecture import SmallModelConfig
 
 SHORT_CONV = 3  # the short depthwise filter on the projections (safari's short_filter_order)
 DECAY_TARGET, FAST_DECAY, SLOW_DECAY = 1e-2, 0.3, 1.5  # safari's ExponentialModulation defaults

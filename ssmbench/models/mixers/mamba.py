@@ -26,7 +26,7 @@ from ssmbench.models.mixers import Mixer
 from ssmbench.models.mixers.selective_scan import selective_scan_chunked
 
 if TYPE_CHECKING:
-    from ssmbench.models.builder import SmallModelConfig
+    from ssmbench.models.architecture import SmallModelConfig
 
 FUSED_KERNEL = "mamba_ssm-cuda"
 TORCH_KERNEL = "torch-chunked-scan"
