@@ -389,3 +389,45 @@ def test_dropout_acts_in_training_only_and_adds_no_parameters():
     plain.module.eval()
     with torch.no_grad():  # same weights (same seed): without dropout the two models agree
         torch.testing.assert_close(dropped.module(ids), plain.module(ids))
+
+
+# --- hybrids ------------------------------------------------------------------------------------------
+
+
+def test_a_hybrid_is_its_layers_mixers_and_nothing_else():
+    """Each layer is made by its own mixer's factory: the parameters are the pure models' per-layer counts
+    added up, the kernel names each code path in layer order, and a later token still cannot reach back."""
+    pattern = ("mamba", "mamba", "mha-rope", "mamba")
+    hybrid = build_model(SmallModelConfig("hybrid", n_layers=4, d_model=32, n_heads=4, layers=pattern), seed=0)
+    per_layer = {}
+    for mixer in ("mamba", "mha-rope"):
+        pure = build_model(SmallModelConfig(mixer, n_layers=4, d_model=32, n_heads=4), seed=0)
+        per_layer[mixer] = (pure.n_params - 16 * 32 - 32) // 4  # less the embedding and the final norm
+    assert hybrid.n_params == 16 * 32 + 32 + sum(per_layer[m] for m in pattern)
+    assert hybrid.kernel == "torch-chunked-scan+torch.sdpa"
+    assert [type(layer.mixer).__name__ for layer in hybrid.module.backbone.layers] == \
+           ["TorchMamba", "TorchMamba", "CausalSelfAttention", "TorchMamba"]
+    ids = torch.randint(0, 16, (1, 12), generator=torch.Generator().manual_seed(0))
+    changed = ids.clone()
+    changed[0, 8:] = (changed[0, 8:] + 1) % 16
+    with torch.no_grad():
+        torch.testing.assert_close(hybrid.module(ids)[:, :8], hybrid.module(changed)[:, :8])
+
+
+def test_a_hybrid_with_absolute_attention_adds_positions_once_at_the_input():
+    hybrid = build_model(SmallModelConfig("hybrid", n_layers=2, d_model=16, n_heads=2, layers=("mamba", "mha-abs"),
+                                          abs_positions="learned", max_positions=32), seed=0)
+    assert hybrid.module.backbone.positions is not None and hybrid.kernel == "torch-chunked-scan+torch.sdpa"
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"layers": ("mamba", "mha-rope")}, "n_layers=4"),
+    ({"layers": ("mamba",) * 4}, "two or more mixers"),
+    ({"layers": ("mamba", "mamba", "hybrid", "mamba")}, "unknown mixer 'hybrid'"),
+    ({"layers": None}, "a hybrid names the mixer of each"),
+])
+def test_a_bad_hybrid_is_refused_when_made(changes, message):
+    with pytest.raises(ValueError, match=message):
+        SmallModelConfig("hybrid", **({"n_layers": 4, "layers": ("mamba", "mamba", "mha-rope", "mamba")} | changes))
+    with pytest.raises(ValueError, match="layers is for mixer 'hybrid'"):
+        SmallModelConfig("mamba", layers=("mamba", "mha-rope"))

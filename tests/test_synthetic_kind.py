@@ -370,3 +370,46 @@ def test_the_zoology_suite_plans_figure_2_as_read_from_its_configs():
     assert seeds[0].task.train == jobs[0].task.train.model_copy(update={"steps": 12_544, "seq_len": 64,
                                                                           "batch_size": 512, "eval_every": 196})
     assert len(build_plan(suite, "cpu").jobs) == 3 * 4 * 2 + 4 * 2 * 3  # the toy-size on_cpu version (3 seeds last)
+
+
+@pytest.mark.parametrize(("arch", "pattern"), [
+    ({"mixer": "hybrid", "n_layers": 4, "layers": ["mamba", "mamba", "mha-rope", "mamba"]},
+     ["mamba", "mamba", "mha-rope", "mamba"]),
+    ({"mixer": "hybrid", "n_layers": 4, "attention_every": 2}, ["mamba", "mha-rope", "mamba", "mha-rope"]),
+    ({"mixer": "hybrid", "n_layers": 3, "attention_every": 3, "attention_mixer": "mha-abs"},
+     ["mamba", "mamba", "mha-abs"]),
+])
+def test_a_hybrid_architecture_names_its_layers(arch: dict, pattern: list[str]):
+    task = parse_suite(suite(architectures={"h": arch})).tasks[0]
+    assert task.architectures["h"].layer_pattern() == pattern
+    assert task.architectures["h"].config(16, 64).layer_mixers == tuple(pattern)
+
+
+@pytest.mark.parametrize(("arch", "message"), [
+    ({"mixer": "hybrid"}, "mixer hybrid: give its layers"),
+    ({"mixer": "hybrid", "layers": ["mamba", "mha-rope"], "attention_every": 2}, "mixer hybrid: give its layers"),
+    ({"mixer": "hybrid", "layers": ["mamba", "mha-rope", "mamba"]}, "layers: 3 mixers for n_layers=2"),
+    ({"mixer": "hybrid", "layers": ["mamba", "atention"]}, "layers: unknown mixer 'atention'"),
+    ({"mixer": "hybrid", "attention_every": 3}, "attention_every: 3 is more than n_layers=2"),
+    ({"mixer": "mamba", "attention_every": 2}, "layers: mamba has one mixer in every layer"),
+])
+def test_a_bad_hybrid_names_the_field(arch: dict, message: str):
+    with pytest.raises(UserError, match=message):
+        parse_suite(suite(architectures={"h": arch}), source="s.yaml")
+
+
+def test_a_hybrid_trains_beside_the_pure_models_and_its_records_carry_its_layers(tmp_path: Path):
+    task = {"name": "ih", "task": "induction_heads", "vocab_size": 8,
+            "architectures": {"mamba": {"mixer": "mamba", "d_model": 16, "n_layers": 4},
+                              "hybrid": {"mixer": "hybrid", "d_model": 16, "n_layers": 4, "n_heads": 2,
+                                         "layers": ["mamba", "mamba", "mha-rope", "mamba"]}},
+            "train": {"steps": 20, "batch_size": 8, "seq_len": 16, "lr": 3e-3, "eval_every": 10, "eval_samples": 16},
+            "eval_lengths": [16, 32], "eval_samples": 16}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite(**task)))
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs" / "syn").iterdir()
+    records = [r for r in read_records(run_dir / "records.jsonl") if r.model == "hybrid" and r.status == "ok"]
+    assert records and all(r.family == "hybrid" and r.kernel == "torch-chunked-scan+torch.sdpa" for r in records)
+    assert all(r.extra["layers"] == ["mamba", "mamba", "mha-rope", "mamba"] for r in records)
+    assert "hybrid" in (run_dir / "table.md").read_text()

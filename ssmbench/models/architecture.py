@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ssmbench.models.mixers import S4D_MIXERS, check_mixer_name
+from ssmbench.models.mixers import HYBRID, S4D_MIXERS, check_mixer_name
 from ssmbench.models.mixers.s4d import INITS as SSM_INITS  # S4D-Lin, S4D-Inv
 
 ABS_POSITIONS = ("sinusoidal", "learned")
@@ -35,9 +35,17 @@ class SmallModelConfig:
     # Dropout in training (zoology's attention baseline: 0.1 on the embeddings and on the attention weights).
     embed_dropout: float = 0.0  # on the input of the first block (token embeddings + positions)
     attn_dropout: float = 0.0  # attention: on the attention weights
+    # mixer "hybrid": each layer's mixer in order, n_layers of them (e.g. mamba, mamba, mha-rope, mamba)
+    layers: tuple[str, ...] | None = None
+
+    @property
+    def layer_mixers(self) -> tuple[str, ...]:
+        """The mixer of each layer, first to last."""
+        return self.layers if self.mixer == HYBRID and self.layers else (self.mixer,) * self.n_layers
 
     def __post_init__(self):
         check_mixer_name(self.mixer)
+        self._check_layers()
         for name in ("n_layers", "d_model", "vocab_size", "d_state", "d_conv", "expand", "n_heads",
                      "filter_width", "filter_emb_dim", "filter_len"):
             value = getattr(self, name)
@@ -56,12 +64,28 @@ class SmallModelConfig:
             raise ValueError("SmallModelConfig.max_positions must be a positive integer when "
                              f"abs_positions='learned', got {limit!r}")
 
+    def _check_layers(self) -> None:
+        if self.mixer != HYBRID:
+            if self.layers is not None:
+                raise ValueError(f"SmallModelConfig.layers is for mixer {HYBRID!r}; {self.mixer!r} has one mixer "
+                                 "in every layer")
+            return
+        if not isinstance(self.layers, tuple) or len(self.layers) != self.n_layers:
+            raise ValueError(f"SmallModelConfig.layers: a hybrid names the mixer of each of its n_layers="
+                             f"{self.n_layers} layers, got {self.layers!r}")
+        for name in self.layers:
+            check_mixer_name(name, layer=True)
+        if len(set(self.layers)) < 2:
+            raise ValueError(f"SmallModelConfig.layers: a hybrid mixes two or more mixers, got only {self.layers[0]!r}; "
+                             f"use mixer {self.layers[0]!r}")
+
     def _check_lti_fields(self) -> None:
         """The S4D and Hyena fields, refused here rather than when the first layer is made."""
         if self.ssm_init not in SSM_INITS:
             raise ValueError(f"SmallModelConfig.ssm_init must be one of {SSM_INITS}, got {self.ssm_init!r}")
-        if self.mixer in S4D_MIXERS and self.d_state % 2:
-            raise ValueError(f"SmallModelConfig.d_state must be even for {self.mixer!r} (S4D keeps N/2 "
+        s4d = S4D_MIXERS.intersection(self.layer_mixers)
+        if s4d and self.d_state % 2:
+            raise ValueError(f"SmallModelConfig.d_state must be even for {sorted(s4d)[0]!r} (S4D keeps N/2 "
                              f"conjugate pairs of modes), got {self.d_state}")
         if not isinstance(self.hyena_order, int) or self.hyena_order < 2:
             raise ValueError(f"SmallModelConfig.hyena_order must be an integer of at least 2, got {self.hyena_order!r}")

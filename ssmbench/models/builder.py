@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from ssmbench.models.architecture import ABS_POSITIONS, SmallModelConfig
-from ssmbench.models.mixers import Mixer, get_mixer
+from ssmbench.models.mixers import HYBRID, Mixer, get_mixer
 
 __all__ = ["ABS_POSITIONS", "BuiltModel", "SmallModelConfig", "build_model"]
 
@@ -113,34 +113,40 @@ def build_model(config: SmallModelConfig, device="cpu", dtype: torch.dtype = tor
     """The model for `config` on `device`, its weights drawn from `seed` (the global RNG is left as it
     was). `allow_torch_on_cuda`: see ssmbench.models.mixers (a mixer's fused kernels missing on CUDA)."""
     device = torch.device(device)
-    factory = get_mixer(config.mixer)
+    factories = [get_mixer(name) for name in config.layer_mixers]
     rng_devices = []
     if device.type == "cuda" and torch.cuda.is_available():  # without CUDA the mixers refuse the device
         rng_devices = [torch.cuda.current_device() if device.index is None else device.index]
     with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(seed)
         mixers = [factory(config, device=device, dtype=dtype, allow_torch_on_cuda=allow_torch_on_cuda)
-                  for _ in range(config.n_layers)]
-        positions = _positions(config, mixers[0], device, dtype)
+                  for factory in factories]
+        positions = _positions(config, mixers, device, dtype)
         backbone = Backbone(config, [m.module for m in mixers], positions, device, dtype)
         module = SmallLM(backbone, device, dtype)
         module.apply(lambda m: _init_weights(m, config.n_layers))
-    kernels = {m.kernel for m in mixers}
-    if len(kernels) != 1:
-        raise RuntimeError(f"mixer {config.mixer!r}: layers report different kernels {sorted(kernels)}")
     n_params = sum(p.numel() for p in module.parameters())
-    return BuiltModel(module=module, kernel=kernels.pop(), n_params=n_params, config=config)
+    return BuiltModel(module=module, kernel=_kernel(config, mixers), n_params=n_params, config=config)
 
 
-def _positions(config: SmallModelConfig, mixer: Mixer, device, dtype) -> nn.Module | None:
-    """Absolute position embeddings when the mixer asks for them."""
-    if mixer.positions is None:
+def _kernel(config: SmallModelConfig, mixers: list[Mixer]) -> str:
+    """The model's code path: its mixer's; a hybrid's, each of its mixers' in layer order, joined by '+'."""
+    kernels = list(dict.fromkeys(m.kernel for m in mixers))
+    if len(kernels) != 1 and config.mixer != HYBRID:
+        raise RuntimeError(f"mixer {config.mixer!r}: layers report different kernels {sorted(kernels)}")
+    return "+".join(kernels)
+
+
+def _positions(config: SmallModelConfig, mixers: list[Mixer], device, dtype) -> nn.Module | None:
+    """Absolute position embeddings when a layer's mixer asks for them (added once, at the input)."""
+    asked = {m.positions for m in mixers} - {None}
+    if not asked:
         return None
-    if mixer.positions == "absolute":
+    if asked == {"absolute"}:
         from ssmbench.models.mixers.attention import absolute_positions
 
         return absolute_positions(config, device=device, dtype=dtype)
-    raise ValueError(f"mixer {config.mixer!r}: unknown positions {mixer.positions!r}")
+    raise ValueError(f"mixer {config.mixer!r}: unknown positions {sorted(asked)}")
 
 
 def _init_weights(module: nn.Module, n_layers: int) -> None:

@@ -111,8 +111,9 @@ class SyntheticRunner(Runner[SyntheticTask]):
         built = getattr(self, "model", None)
         if built is not None:
             base["kernel"] = built.kernel
+            layers = {"layers": built.config.layer_mixers} if built.config.layers else {}  # a hybrid's pattern
             base["extra"] = ({"params": built.n_params, "mixer": self.arch.mixer, "d_model": self.arch.d_model}
-                             | fields.pop("extra", {}))
+                             | layers | fields.pop("extra", {}))
         return super().record(point, **(base | fields))
 
     # --- training -----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from ssmbench.errors import did_you_mean
 from ssmbench.jobs import Strict, TaskBase
-from ssmbench.models.mixers import MIXERS, S4D_MIXERS, mixer_family
+from ssmbench.models.mixers import HYBRID, MIXERS, S4D_MIXERS, mixer_family
 
 if TYPE_CHECKING:
     from ssmbench.models.architecture import SmallModelConfig
@@ -82,6 +82,11 @@ class Architecture(Strict):
     filter_width: PositiveInt = 64  # Hyena's implicit filter (hyena, h3-hyena, mamba-hyena): its FFN's width
     filter_emb_dim: PositiveInt = 5  # ... its positional features (odd: the position and sin/cos pairs)
     filter_len: PositiveInt | None = None  # ... the length its positions are scaled by; the training length otherwise
+    # mixer "hybrid": each layer's mixer (e.g. [mamba, mamba, mha-rope, mamba]), or attention as every k-th
+    # layer (attention_every: k, attention_mixer) with Mamba between
+    layers: list[str] | None = None
+    attention_every: PositiveInt | None = None
+    attention_mixer: Literal["mha-rope", "mha-abs"] = "mha-rope"
     embed_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # dropout on the first block's input, in training
     attn_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # attention: dropout on the attention weights
     lr: PositiveFloat | list[PositiveFloat] | None = None  # this model's learning rate(s); train.lr otherwise
@@ -95,19 +100,57 @@ class Architecture(Strict):
 
     @model_validator(mode="after")
     def _known_mixer(self) -> Architecture:
-        if self.mixer not in MIXERS:
-            raise ValueError(f"mixer: unknown mixer {self.mixer!r}{did_you_mean(self.mixer, MIXERS)}; "
-                             f"mixers: {', '.join(MIXERS)}")
-        if self.mixer in S4D_MIXERS and self.d_state % 2:
-            raise ValueError(f"d_state: {self.mixer} keeps N/2 conjugate pairs of S4D modes: d_state must be even, "
+        names = [*MIXERS, HYBRID]
+        if self.mixer not in names:
+            raise ValueError(f"mixer: unknown mixer {self.mixer!r}{did_you_mean(self.mixer, names)}; "
+                             f"mixers: {', '.join(names)}")
+        self._check_layers()
+        s4d = S4D_MIXERS.intersection(self.layer_pattern())
+        if s4d and self.d_state % 2:
+            raise ValueError(f"d_state: {sorted(s4d)[0]} keeps N/2 conjugate pairs of S4D modes: d_state must be even, "
                              f"got {self.d_state}")
-        if self.attn_dropout and mixer_family(self.mixer) != "transformer":
+        attention = any(mixer_family(m) == "transformer" for m in self.layer_pattern())
+        if self.attn_dropout and not attention:
             raise ValueError(f"attn_dropout: {self.mixer} has no attention weights to drop (attention mixers: "
                              "mha-abs, mha-rope)")
         if self.filter_emb_dim < 3 or self.filter_emb_dim % 2 == 0:
             raise ValueError("filter_emb_dim: the position and sin/cos pairs: an odd number of at least 3, got "
                              f"{self.filter_emb_dim}")
         return self
+
+    def _check_layers(self) -> None:
+        """A hybrid's layers: a list, or attention every k-th layer and Mamba between; nothing else has them."""
+        if self.mixer != HYBRID:
+            if self.layers is not None or self.attention_every is not None:
+                raise ValueError(f"layers: {self.mixer} has one mixer in every layer; layers and attention_every "
+                                 f"are for mixer {HYBRID}")
+            return
+        if (self.layers is None) == (self.attention_every is None):
+            raise ValueError(f"mixer {HYBRID}: give its layers ([mamba, mamba, mha-rope, mamba]) or attention_every: k")
+        if self.layers is not None:
+            if len(self.layers) != self.n_layers:
+                raise ValueError(f"layers: {len(self.layers)} mixers for n_layers={self.n_layers}")
+            for name in self.layers:
+                if name not in MIXERS:
+                    raise ValueError(f"layers: unknown mixer {name!r}{did_you_mean(name, MIXERS)}")
+            if len(set(self.layers)) < 2:
+                raise ValueError(f"layers: a hybrid mixes two or more mixers; for {self.layers[0]} alone use "
+                                 f"mixer: {self.layers[0]}")
+        elif self.attention_every > self.n_layers:
+            raise ValueError(f"attention_every: {self.attention_every} is more than n_layers={self.n_layers}: "
+                             "no layer would be attention")
+        elif self.attention_every == 1:
+            raise ValueError(f"attention_every: 1 makes every layer attention; use mixer: {self.attention_mixer}")
+
+    def layer_pattern(self) -> list[str]:
+        """Each layer's mixer, first to last: a hybrid's `layers`, or attention (attention_mixer) as every
+        `attention_every`-th layer with Mamba between (k = 2, 4 layers: mamba, attention, mamba, attention)."""
+        if self.mixer != HYBRID:
+            return [self.mixer] * self.n_layers
+        if self.layers is not None:
+            return list(self.layers)
+        k = self.attention_every or 1
+        return [self.attention_mixer if (i + 1) % k == 0 else "mamba" for i in range(self.n_layers)]
 
     def config(self, vocab_size: int, train_len: int) -> SmallModelConfig:
         """The builder's config of this model for a task's vocabulary and training length (a learned position
@@ -120,7 +163,8 @@ class Architecture(Strict):
                                 abs_positions=self.abs_positions, max_positions=max_positions,
                                 ssm_init=self.ssm_init, hyena_order=self.hyena_order, filter_width=self.filter_width,
                                 filter_emb_dim=self.filter_emb_dim, filter_len=self.filter_len or train_len,
-                                embed_dropout=self.embed_dropout, attn_dropout=self.attn_dropout)
+                                embed_dropout=self.embed_dropout, attn_dropout=self.attn_dropout,
+                                layers=tuple(self.layer_pattern()) if self.mixer == HYBRID else None)
 
 
 class Train(Strict):

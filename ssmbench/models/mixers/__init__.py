@@ -16,6 +16,11 @@ where the inner layer is the block's own, the inner layer's name alone where the
     Mamba        mamba-s4d        mamba-hyena      mamba
 
 `GRID` gives each of them its (block, inner layer) as Table 1 prints them.
+
+    hybrid                a different mixer per layer, from the config's `layers` (e.g. mamba, mamba,
+                          mha-rope, mamba): the builder makes each layer with that mixer's factory, so a
+                          hybrid is the registered mixers and nothing else (no factory of its own)
+
 `MIXERS` maps each name to "module:factory", imported only when the mixer is asked for, so that reading
 the registry (the CLI's `list`, a suite's validation) imports no torch.
 
@@ -55,6 +60,7 @@ GRID: dict[str, tuple[str, str]] = {
     "h3": ("H3", "S4"), "h3-hyena": ("H3", "Hyena"), "h3-s6": ("H3", "S6"),
     "mamba-s4d": ("Mamba", "S4"), "mamba-hyena": ("Mamba", "Hyena"), "mamba": ("Mamba", "S6"),
 }
+HYBRID = "hybrid"  # a layer pattern of registered mixers (SmallModelConfig.layers), not a factory
 # Mixers built on an S4D (conjugate pairs of modes): their d_state must be even.
 S4D_MIXERS = frozenset({"s4d", "h3", "mamba-s4d"})
 
@@ -80,16 +86,18 @@ def register_mixer(name: str, target: str) -> None:
     MIXERS[name] = target
 
 
-def check_mixer_name(name: str) -> None:
-    """Raise the registry's ValueError for an unknown name, without importing anything."""
-    if name not in MIXERS:
-        known = ", ".join(sorted(MIXERS))
-        raise ValueError(f"unknown mixer {name!r}{did_you_mean(name, MIXERS)}; known: {known}")
+def check_mixer_name(name: str, *, layer: bool = False) -> None:
+    """Raise the registry's ValueError for an unknown name, without importing anything. `layer`: the name of
+    one layer's mixer, which cannot be `hybrid` itself."""
+    names = MIXERS if layer else [*MIXERS, HYBRID]
+    if name not in names:
+        known = ", ".join(sorted(names))
+        raise ValueError(f"unknown mixer {name!r}{did_you_mean(name, names)}; known: {known}")
 
 
 def get_mixer(name: str) -> Callable[..., Mixer]:
     """The factory registered under `name`, importing its module now."""
-    check_mixer_name(name)
+    check_mixer_name(name, layer=True)
     module_name, _, attr = MIXERS[name].partition(":")
     return getattr(importlib.import_module(module_name), attr)
 
@@ -98,9 +106,9 @@ def get_mixer(name: str) -> Callable[..., Mixer]:
 # Hyena is a long-convolution model, not an SSM; the H3/Hyena cell is an H3 block (an SSM architecture).
 FAMILIES: dict[str, str] = {"mamba": "ssm", "mha-abs": "transformer", "mha-rope": "transformer",
                             "hyena": "long-conv", "s4d": "ssm", "s6": "ssm", "h3": "ssm", "h3-hyena": "ssm",
-                            "h3-s6": "ssm", "mamba-s4d": "ssm", "mamba-hyena": "ssm"}
+                            "h3-s6": "ssm", "mamba-s4d": "ssm", "mamba-hyena": "ssm", HYBRID: "hybrid"}
 
 
 def mixer_family(name: str) -> str:
-    """'ssm', 'transformer' or 'long-conv' for a registered mixer ('' for one registered without a family)."""
+    """'ssm', 'transformer', 'long-conv' or 'hybrid' for a mixer ('' for one registered without a family)."""
     return FAMILIES.get(name, "")
