@@ -24,6 +24,7 @@ KINDS: dict[str, str] = {
     "synthetic": "ssmbench.kinds.synthetic:KIND",
     "phonebook": "ssmbench.kinds.phonebook:KIND",
     "train_speed": "ssmbench.kinds.train_speed:KIND",
+    "generate": "ssmbench.kinds.generate:KIND",
 }
 
 

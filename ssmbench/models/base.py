@@ -35,6 +35,18 @@ class Decoder(ABC):
         # The step reads the current token from this buffer and writes the next one back into it.
         self._token = torch.zeros(batch, dtype=torch.long, device=device)
         self._graph: Any = None
+        self.sampler: Sampler | None = None  # None: greedy (the argmax); see `sample_with`
+
+    def sample_with(self, sampler: Sampler) -> None:
+        """Draw each token from the model's distribution instead of taking the argmax. Sampling runs eagerly:
+        a captured step would need the sampler's generator registered with the graph."""
+        if self.cuda_graphs:
+            raise ValueError("sampled decoding runs without CUDA graphs; make the decoder with cuda_graphs=False")
+        self.sampler = sampler
+
+    def pick(self, logits: torch.Tensor) -> torch.Tensor:
+        """The next token of each row from its logits [B, V]: the argmax, or a draw from the sampler."""
+        return logits.argmax(-1) if self.sampler is None else self.sampler(logits)
 
     @abstractmethod
     def start(self) -> None:
@@ -46,10 +58,10 @@ class Decoder(ABC):
 
     @abstractmethod
     def _step(self) -> None:
-        """One decode step: read `self._token`, advance the cache, write the argmax back to `self._token`."""
+        """One decode step: read `self._token`, advance the cache, write the next token (`pick`) back to it."""
 
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
-        token = self._prompt_logits(input_ids).argmax(-1)
+        token = self.pick(self._prompt_logits(input_ids))
         if self.cuda_graphs and self._graph is None:
             from ssmbench.models.graphs import capture
 
@@ -57,7 +69,7 @@ class Decoder(ABC):
             self._graph = capture(self._step)
             # Warm-up and capture ran real steps and moved the state on: run the prompt again from scratch.
             self.start()
-            token = self._prompt_logits(input_ids).argmax(-1)
+            token = self.pick(self._prompt_logits(input_ids))
         return token
 
     def decode(self, token: torch.Tensor, steps: int) -> torch.Tensor:
@@ -79,6 +91,26 @@ class Decoder(ABC):
         first = self.prefill(input_ids)
         rest = self.decode(first, new_tokens - 1)
         return torch.cat([first[:, None], rest], dim=1)
+
+
+@dataclass
+class Sampler:
+    """Sampled decoding: softmax(logits / temperature) over the top_k tokens (all with None), drawn from its
+    own seeded generator on the model's device, so a seed gives the same continuation run after run."""
+
+    temperature: float
+    top_k: int | None
+    generator: Any  # torch.Generator on the decoding device
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        scaled = logits.float() / self.temperature
+        if self.top_k is not None and self.top_k < scaled.shape[-1]:
+            kth = scaled.topk(self.top_k, dim=-1).values[..., -1:]
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        probs = torch.softmax(scaled, dim=-1)
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
 
 
 @dataclass

@@ -170,7 +170,7 @@ class HFDecoder(Decoder):
         return self._forward(input_ids)
 
     def _step(self) -> None:
-        self._token.copy_(self._forward(self._token[:, None]).argmax(-1))
+        self._token.copy_(self.pick(self._forward(self._token[:, None])))
 
 
 class RwkvDecoder(Decoder):
@@ -225,4 +225,4 @@ class RwkvDecoder(Decoder):
         return logits
 
     def _step(self) -> None:
-        self._token.copy_(self._forward(self._token[:, None]).argmax(-1))
+        self._token.copy_(self.pick(self._forward(self._token[:, None])))

@@ -115,4 +115,4 @@ class MambaSSMDecoder(Decoder):
     def _step(self) -> None:
         # seqlen_offset stays > 0 and is not advanced: Mamba's step does not read it (no positions).
         logits = self.module(self._token[:, None], inference_params=self.params, num_last_tokens=1).logits
-        self._token.copy_(logits[:, -1].argmax(-1))
+        self._token.copy_(self.pick(logits[:, -1]))

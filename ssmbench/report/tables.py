@@ -33,6 +33,9 @@ class Table:
         return f"### {self.title}\n\n{body}\n{notes}\n"
 
 
+# Under every table of a quality kind run on random weights (a suite's `smoke_test: true`).
+SMOKE_NOTE = "random weights: these numbers measure nothing but the pipeline (the suite sets `smoke_test: true`)"
+
 TIDY_COLUMNS = ["task", "kind", "model", "family", "metric", "value", "unit", "std", "n", "p10", "p90", "iqr_rel", "status",
                 "kernel", "cuda_graphs", "weights", "dtype", "device", "host", "params", "message"]
 

@@ -16,9 +16,7 @@ import pandas as pd
 
 from ssmbench.kinds.phonebook.runner import NA_CONTEXT
 from ssmbench.report.plots import line_plot, model_colours
-from ssmbench.report.tables import STATUS_CELL, Table, failure_notes
-
-SMOKE_NOTE = "random weights: these numbers measure nothing but the pipeline (the suite sets `smoke_test: true`)"
+from ssmbench.report.tables import SMOKE_NOTE, STATUS_CELL, Table, failure_notes
 
 
 def phonebook_tables(task: str, frame: pd.DataFrame) -> list[Table]:
