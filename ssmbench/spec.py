@@ -139,6 +139,10 @@ class Suite(Strict):
                 if m not in names:
                     raise ValueError(f"tasks[{i}].models: {m!r} is not one of the suite's models"
                                      f"{did_you_mean(m, names)}")
+            for m in (task.on_cpu.settings.get("models") if task.on_cpu else None) or []:  # not only when planned on a CPU
+                if m not in names:
+                    raise ValueError(f"tasks[{i}].on_cpu.models: {m!r} is not one of the suite's models"
+                                     f"{did_you_mean(m, names)}")
         return self
 
 

@@ -25,6 +25,7 @@ KINDS: dict[str, str] = {
     "phonebook": "ssmbench.kinds.phonebook:KIND",
     "train_speed": "ssmbench.kinds.train_speed:KIND",
     "generate": "ssmbench.kinds.generate:KIND",
+    "finetune": "ssmbench.kinds.finetune:KIND",
 }
 
 
