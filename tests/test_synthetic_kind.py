@@ -175,6 +175,11 @@ def test_the_summary_across_tasks_in_table_1_layout():
     assert summary.frame.to_dict("records") == [
         {"model": "mamba", "ih": "✓", "sc": "97.0", "paper (Table 1, selective copying)": "99.8"},
         {"model": "abs", "ih": "50.0", "sc": "41.2", "paper (Table 1, selective copying)": ""}]
+    # Without a selective-copying task, Table 1's figure has nothing to stand beside: no paper column.
+    mqar = [r.model_copy(update={"task": "mq", "job": f"mq/{r.model}", "slice": r.slice | {"synthetic_task": "mqar"}})
+            for r in (rec("mamba", 256, 0.5), rec("abs", 256, 0.9, mixer="mha-abs"))]
+    summary = build_tables([rec("mamba", 256, 1.0), rec("abs", 256, 0.5, mixer="mha-abs"), *mqar], all_kinds())[-1]
+    assert list(summary.frame.columns) == ["model", "ih", "mq"] and len(summary.notes) == 1
 
 
 # --- seeds and learning-rate sweeps ---------------------------------------------------------------------
@@ -413,3 +418,16 @@ def test_a_hybrid_trains_beside_the_pure_models_and_its_records_carry_its_layers
     assert records and all(r.family == "hybrid" and r.kernel == "torch-chunked-scan+torch.sdpa" for r in records)
     assert all(r.extra["layers"] == ["mamba", "mamba", "mha-rope", "mamba"] for r in records)
     assert "hybrid" in (run_dir / "table.md").read_text()
+
+
+def test_the_hybrid_suite_sets_one_attention_layer_among_mamba_layers_beside_both_pure_models():
+    from ssmbench.plan import build_plan
+    from ssmbench.spec import load_suite
+
+    suite, _ = load_suite("suites/hybrid_recall.yaml")
+    plan = build_plan(suite, "cuda")
+    mqar = {j.variant: j.task.architectures[j.variant] for j in plan.jobs if j.task_name == "mqar-hybrid"}
+    assert mqar["hybrid-d128"].layer_pattern() == ["mamba", "mamba", "mha-rope", "mamba"]
+    assert {a.n_layers for a in mqar.values()} == {4} and {a.d_model for a in mqar.values()} == {64, 128}
+    induction = [j for j in plan.jobs if j.task_name == "induction-hybrid"]
+    assert len(induction) == 9 and induction[0].task.pack >= 9

@@ -500,16 +500,19 @@ def capability_summary(frame: pd.DataFrame) -> list[Table]:
         return []
     copying = synthetic_references()["selective_copying"]
     paper_column = f"paper ({copying.table}, selective copying)"
+    with_copying = (frame["slice.synthetic_task"] == "selective_copying").any()  # the paper's column is its
     rows = []
     for model in dict.fromkeys(frame["model"].dropna()):
         row: dict[str, str] = {"model": model}
         for task in tasks:
             row[task] = _at_training_length(frame[(frame["task"] == task) & (frame["model"] == model)])
         paper = copying.cells.get(_mixer_of(frame, model) or "")
-        row[paper_column] = f"{paper[4096]:.1f}" if paper else ""
+        if with_copying:
+            row[paper_column] = f"{paper[4096]:.1f}" if paper else ""
         rows.append(row)
-    notes = ["Accuracy (%) on held-out examples at each task's training length",
-             f"paper: {copying.citation}, {copying.table} ({copying.setting})"]
+    notes = ["Accuracy (%) on held-out examples at each task's training length"]
+    if with_copying:
+        notes.append(f"paper: {copying.citation}, {copying.table} ({copying.setting})")
     return [Table("Synthetic tasks: accuracy at the training length (Table 1 layout)", pd.DataFrame(rows), notes)]
 
 
