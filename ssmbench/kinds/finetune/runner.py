@@ -159,8 +159,7 @@ class FinetuneRunner(ModelRunner[FinetuneTask]):
             times = [timed_ms(step, device)[1] for _ in range(self.task.steps)]
             peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
         finally:
-            del optimizer
-            module.eval()
+            module.eval()  # the optimizer and its state go with this frame, before the caller frees memory
         return times, peak
 
     def teardown(self) -> None:
