@@ -92,6 +92,7 @@ def test_an_architecture_without_targets_and_a_bypassed_adapter_are_named(tmp_pa
     (run_dir,) = (tmp_path / "runs" / "ft").iterdir()
     (failed,) = {r.message for r in read_records(run_dir / "records.jsonl")}
     assert "LoRA on x_proj never reaches the output on this kernel path (hf-torch)" in failed
+    assert result.exit_code == 1 and "never reaches the output" in result.output  # a failed point, said on screen
 
 
 def test_full_after_lora_trains_the_bare_model_again(tmp_path: Path):
