@@ -13,7 +13,8 @@ err = Console(stderr=True, highlight=False)
 
 
 def note(message: str) -> None:
-    err.print(f"[yellow]note:[/] {message}", soft_wrap=True)
+    """A note, wrapped at word boundaries to a terminal's width (one line when piped, for logs and greps)."""
+    err.print(f"[yellow]note:[/] {message}", soft_wrap=not err.is_terminal)
 
 
 def warning(message: str) -> None:

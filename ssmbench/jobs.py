@@ -106,11 +106,24 @@ class TaskBase(Strict):
         return []
 
     def cpu_changes(self) -> str:
-        """What `on_cpu` changes, as the plan prints it: 'batch_sizes [1, 16] -> [1, 4]; ... (because ...)'."""
+        """What `on_cpu` changes, field by field as the suite would write them, only what differs:
+        'architectures.mamba.d_model 64 -> 16; train.steps 204800 -> 60; architectures.mha-rope dropped
+        (because ...)'."""
         if self.on_cpu is None:
             return ""
-        changes = "; ".join(f"{k} {getattr(self, k)!r} -> {v!r}" for k, v in self.on_cpu.settings.items())
-        return f"{changes} (because {self.on_cpu.because})"
+        before = _leaves(self.model_dump(mode="json", exclude={"on_cpu"}))
+        after = _leaves(self.for_device("cpu").model_dump(mode="json", exclude={"on_cpu"}))
+        changes = []
+        for path in dict.fromkeys([*before, *after]):
+            if path not in after:
+                gone = _gone_from(path, after)  # a whole architecture dropped is one change, not twenty
+                if f"{gone} dropped" not in changes:
+                    changes.append(f"{gone} dropped")
+            elif path not in before:
+                changes.append(f"{path} {_shown(after[path])} added")
+            elif before[path] != after[path]:
+                changes.append(f"{path} {_shown(before[path])} -> {_shown(after[path])}")
+        return f"{'; '.join(changes) or 'nothing'} (because {self.on_cpu.because})"
 
     @property
     def task_name(self) -> str:
@@ -195,3 +208,31 @@ class Plan:
     @property
     def n_points(self) -> int:
         return sum(len(j.points) for j in self.jobs)
+
+
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A dumped suite entry as dotted paths to its values (`train.steps`); lists are values, as a suite
+    writes them; a mapping that an architecture or the like drops entirely shows as its own path."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out |= _leaves(inner, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return {prefix: value}
+
+
+def _gone_from(path: str, after: dict[str, Any]) -> str:
+    """The shortest prefix of a dropped path that nothing in `after` lives under."""
+    parts = path.split(".")
+    for n in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:n])
+        if not any(p == prefix or p.startswith(prefix + ".") for p in after):
+            return prefix
+    return path
+
+
+def _shown(value: Any) -> str:
+    """A value as YAML's flow style would show it (null, true, [1, 2]), not as Python's repr."""
+    import json
+
+    return json.dumps(value, separators=(", ", ": "))

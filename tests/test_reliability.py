@@ -246,6 +246,20 @@ def test_on_cpu_settings_replace_the_tasks_and_say_why(tmp_path: Path):
     assert "tiny: 4 jobs, 4 points on cpu" in result.stdout
 
 
+def test_on_cpu_changes_read_as_the_fields_a_suite_writes_only_where_they_differ():
+    """A nested change is its dotted path with YAML's values (null, lists), an architecture dropped is one
+    change, and what on_cpu restates unchanged is not printed (the synthetic paper suite's)."""
+    from ssmbench.spec import load_suite
+
+    tasks = {t.task_name: t for t in load_suite("suites/synthetic_paper.yaml")[0].tasks}
+    changes = tasks["mqar"].cpu_changes()
+    assert changes.startswith("task_params.num_kv_pairs 16 -> 4; vocab_size 8192 -> 64; "
+                              "architectures.mamba.d_model 128 -> 16; architectures.attention dropped; ")
+    assert "train.optimizer" not in changes and "Architecture(" not in changes  # unchanged; no Python reprs
+    assert "seeds [0, 1, 2] -> [0] (because the paper's scale takes hours" in changes
+    assert "architectures.mamba.seeds [0, 1, 2, 3, 4, 5, 6, 7] -> null" in tasks["induction-heads-early"].cpu_changes()
+
+
 def test_on_cpu_settings_are_validated(tmp_path: Path):
     bad = CPU_SUITE.replace("batch_sizes: [1]}", "batch_size: [1]}")
     assert_user_error(invoke("validate", write(tmp_path / "s.yaml", bad)),
