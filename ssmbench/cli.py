@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 import typer
 
 from ssmbench import console
-from ssmbench.errors import UserError
+from ssmbench.errors import STORAGE_ERRNOS, UserError
 from ssmbench.launch import LAUNCHERS
 from ssmbench.rundir import TABLE_FORMATS, RunDir
 from ssmbench.spec import Device, Weights
@@ -61,6 +61,13 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except UserError as exc:
             console.err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # "ssmbench[ray]" is no markup
+            raise typer.Exit(2) from None
+        except OSError as exc:  # the storage refused a write the run's own writers do not wrap (a plot, a dir)
+            if exc.errno not in STORAGE_ERRNOS:
+                raise
+            where = exc.filename or "a file of the run"
+            console.err.print(f"[red]error:[/] {escape(str(where))}: cannot write ({exc.strerror}); free space (or "
+                              "fix the folder), then `ssmbench run --resume RUN`", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper

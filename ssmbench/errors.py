@@ -17,6 +17,21 @@ class UserError(Exception):
     """Bad input: a missing file, a bad field, an unknown name. Printed as one line; exit code 2."""
 
 
+class WriteError(UserError):
+    """A file of the run could not be written (a full disk, a quota, a read-only folder): not a bug, and
+    nothing written before it is lost; `ssmbench run --resume` continues once the cause is fixed."""
+
+
+# The errnos that say the storage refused a write, not that ssmbench did something wrong.
+STORAGE_ERRNOS = frozenset({28, 122, 30, 27})  # ENOSPC, EDQUOT, EROFS, EFBIG
+
+
+def cannot_write(path: Any, exc: OSError, run_dir: Any = None) -> WriteError:
+    """The one line for a failed write: the path, the OS's reason, and how to go on."""
+    then = f"; free space (or fix the folder), then `ssmbench run --resume {run_dir}`" if run_dir else ""
+    return WriteError(f"{path}: cannot write ({exc.strerror or exc}){then}")
+
+
 class JobError(Exception):
     """A job cannot run for a reason the user can fix; recorded as the job's error, the run goes on."""
 

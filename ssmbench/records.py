@@ -8,6 +8,7 @@ record too, with `status` and `message` and no value, so a table can show OOM or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ssmbench.errors import cannot_write
 
 # 2: a value lives in the slice when the point varies it, else in the record's field, never in both
 # (version 1 wrote throughput's cuda_graphs and scan's dtype twice; read_records converts).
@@ -185,27 +188,50 @@ def summarised(metric: str, samples: Sequence[float], unit: str, higher_is_bette
 
 
 class RecordWriter:
-    """Appends records to records.jsonl, flushed and fsynced point by point, so a crash loses nothing."""
+    """Appends records to records.jsonl, written and fsynced point by point, so a crash loses nothing.
+
+    A write the storage refuses (a full disk, a quota) is taken back whole: the file is cut to where it
+    stood before the point's records, so it holds every earlier point and nothing of this one, and the
+    WriteError names the file and the reason; `--resume` redoes the point once there is room."""
 
     def __init__(self, path: Path):
         self.path = path
-        # A run killed mid-write leaves a last line without its newline: end it, so that what is appended
-        # next starts on its own line (the reader drops the broken one and its point is redone).
-        ends_cleanly = not path.exists() or path.stat().st_size == 0 or path.read_bytes().endswith(b"\n")
-        self._file = path.open("a", encoding="utf-8")
-        if not ends_cleanly:
-            self._file.write("\n")
+        try:
+            # A run killed mid-write leaves a last line without its newline: end it, so that what is appended
+            # next starts on its own line (the reader drops the broken one and its point is redone).
+            ends_cleanly = not path.exists() or path.stat().st_size == 0 or path.read_bytes().endswith(b"\n")
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if not ends_cleanly:
+                self._append(b"\n")
+        except OSError as exc:
+            raise cannot_write(path, exc, path.parent) from None
 
     def write(self, records: Iterable[Record]) -> None:
-        """Write one point's records in a single write, so a point is either all there or not at all."""
-        text = "".join(r.model_dump_json() + "\n" for r in records)
-        if text:
-            self._file.write(text)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+        """Write one point's records, so a point is either all there or not at all."""
+        data = "".join(r.model_dump_json() + "\n" for r in records).encode()
+        if data:
+            try:
+                self._append(data)
+            except OSError as exc:
+                raise cannot_write(self.path, exc, self.path.parent) from None
+
+    def _append(self, data: bytes) -> None:
+        """All of `data` at the end of the file, synced; on failure the file is cut back to its old end."""
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):  # cutting a file back needs no space
+                os.ftruncate(self._fd, start)
+            raise
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
     def __enter__(self) -> RecordWriter:
         return self

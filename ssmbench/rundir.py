@@ -28,7 +28,7 @@ from typing import Any
 from rich.markup import escape
 
 from ssmbench import console
-from ssmbench.errors import UserError
+from ssmbench.errors import UserError, cannot_write
 from ssmbench.records import ForeignRecord, Record, read_records, torn_point
 
 # Report format -> table file suffix: the one map of formats to files.
@@ -194,15 +194,21 @@ class RunDir:
 
     def write_header(self, resolved_suite_yaml: str, env: dict[str, Any]) -> None:
         """The resolved suite, and the environment of this start (env.json first, env.resume<N>.json after)."""
-        self.resolved_suite_path.write_text(resolved_suite_yaml)
+        self.write_atomic(self.resolved_suite_path, resolved_suite_yaml)
         name, n = self.ENV, 0
         while (self.path / name).exists():
             n += 1
             name = f"env.resume{n}.json"
-        (self.path / name).write_text(json.dumps(env, indent=2))
+        self.write_atomic(self.path / name, json.dumps(env, indent=2))
 
     def write_atomic(self, path: Path, text: str) -> None:
-        """Replace `path` in one step, so a reader never sees half a table."""
+        """Replace `path` in one step, so a reader never sees half a table; a write the storage refuses
+        leaves the old file and ends the command with one line (WriteError)."""
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise cannot_write(path, exc, self.path) from None

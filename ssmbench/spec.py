@@ -125,6 +125,8 @@ class Suite(Strict):
             _path_safe(f"models[{i}].name", name)
         for i, task in enumerate(self.tasks):
             _path_safe(f"tasks[{i}].name", task.task_name)
+            for variant in task.variants():  # a synthetic task's architectures: artifacts/<task>/<variant>/
+                _path_safe(f"tasks[{i}].architectures.{variant}", variant)
         if len(set(names)) != len(names):
             raise ValueError(f"models: duplicate names {sorted({n for n in names if names.count(n) > 1})}")
         if not self.tasks:
@@ -149,12 +151,21 @@ class Suite(Strict):
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
+# A directory name holds 255 bytes on the common filesystems; launchers join a task's and a model's names
+# into one file name (and add suffixes), so each name keeps well under half of that.
+MAX_NAME = 100
+
+
 def _path_safe(field: str, name: str) -> None:
     """Suite, task and model names become directories (results/<suite>/, artifacts/<task>/<model>/): letters,
-    digits and . _ + - only, so no name can climb out of the run directory or hide in a dot-file."""
+    digits and . _ + - only, so no name can climb out of the run directory or hide in a dot-file, and at
+    most MAX_NAME characters, so every directory and file made from them can exist."""
     if not _SAFE_NAME.fullmatch(name) or ".." in name:
         raise ValueError(f"{field}: {name!r} cannot name a directory; use letters, digits, '.', '_', '+', '-' "
                          "(no '/', no '..', not starting with '.')")
+    if len(name) > MAX_NAME:
+        raise ValueError(f"{field}: {name[:24]!r}... is {len(name)} characters; a name becomes a directory and "
+                         f"part of file names, at most {MAX_NAME} characters")
 
 
 def suite_model() -> type[Suite]:

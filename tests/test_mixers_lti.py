@@ -22,7 +22,7 @@ from ssmbench.cli import app
 from ssmbench.errors import JobError, UserError
 from ssmbench.kinds import all_kinds
 from ssmbench.models.builder import SmallModelConfig, build_model
-from ssmbench.models.mixers import FAMILIES, GRID, MIXERS, S4D_MIXERS, mixer_family
+from ssmbench.models.mixers import FAMILIES, GRID, HYBRID, MIXERS, S4D_MIXERS, mixer_family
 from ssmbench.models.mixers import s4d as s4d_module
 from ssmbench.models.mixers.grid import S6, MambaBlock
 from ssmbench.models.mixers.h3 import H3, ShiftSSM
@@ -192,7 +192,7 @@ KERNELS = {"hyena": "torch.fft", "s4d": "torch.fft", "h3": "torch.fft", "h3-hyen
 
 
 def test_registry_grid_and_labels():
-    assert set(NEW_MIXERS) <= set(MIXERS) and set(GRID) <= set(MIXERS) and set(MIXERS) == set(FAMILIES)
+    assert set(NEW_MIXERS) <= set(MIXERS) and set(GRID) <= set(MIXERS) and {*MIXERS, HYBRID} == set(FAMILIES)
     assert sorted(GRID.values()) == sorted((a, b) for a in ("no gate", "H3", "Mamba") for b in ("S4", "Hyena", "S6")
                                            if (a, b) != ("no gate", "Hyena"))  # the paper's eight cells
     assert mixer_family("hyena") == "long-conv" and mixer_family("h3") == "ssm"

@@ -50,6 +50,50 @@ def test_out_on_a_read_only_file_system(tmp_path: Path, monkeypatch: pytest.Monk
     assert_user_error(invoke("run", suite, "--out", tmp_path / "ro"), "(Read-only file system)")
 
 
+def test_a_full_disk_ends_the_run_in_one_line_and_resume_loses_and_doubles_nothing(tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch):
+    """The storage refuses the third point's records (ENOSPC at fsync, after its bytes went out): the file
+    is cut back to the second point, the run ends with one line naming records.jsonl and the reason, exit 2;
+    once there is room, --resume measures the third and fourth points, and every point has one record set."""
+    from test_cli import GRID_SUITE
+
+    from ssmbench import records as records_module
+
+    real_fsync, calls = os.fsync, {"n": 0}
+
+    def fills_up(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(records_module.os, "fsync", fills_up)
+    suite = write(tmp_path / "grid.yaml", GRID_SUITE)
+    result = invoke("run", suite, "--out", tmp_path / "out")
+    (run_dir,) = (tmp_path / "out" / "grid").iterdir()
+    line = "error: " + unwrapped(result.stderr).rsplit("error: ", 1)[-1].strip()  # after the progress bars
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert line == (f"error: {run_dir}/records.jsonl: cannot write (No space left on device); free space (or fix "
+                    f"the folder), then `ssmbench run --resume {run_dir}`")
+    kept = read_records(run_dir / "records.jsonl")
+    assert {r.slice["batch"] for r in kept} == {1, 2}  # the first two points, whole
+    assert (run_dir / "records.jsonl").read_bytes().endswith(b"\n")  # nothing of the refused point remains
+    monkeypatch.setattr(records_module.os, "fsync", real_fsync)
+    result = invoke("run", "--resume", run_dir)
+    assert result.exit_code == 0, result.output
+    done = [r for r in read_records(run_dir / "records.jsonl") if r.metric == "decode_tok_s"]
+    assert sorted(r.slice["batch"] for r in done) == [1, 2, 3, 4]  # each point once: none lost, none doubled
+
+
+def test_a_refused_table_write_ends_in_one_line(finished_run: Path, monkeypatch: pytest.MonkeyPatch):
+    def full(self: Path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    line = assert_user_error(invoke("report", finished_run), "cannot write (No space left on device)")
+    assert "table.md" in line or "table" in line
+
+
 @pytest.fixture(scope="module")
 def one_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("run")
@@ -205,6 +249,9 @@ def test_unstable_medians_are_flagged(tmp_path: Path):
     (TINY_SUITE.replace("  - kind: throughput", "  - kind: throughput\n    name: a/b"),
      "tasks[0].name: 'a/b' cannot name a directory"),
     (TINY_SUITE.replace("name: tiny", "name: tiny\n---\nname: two"), "invalid YAML"),
+    (TINY_SUITE.replace("name: tiny", "name: " + "x" * 300), "is 300 characters; a name becomes a directory"),
+    (TINY_SUITE.replace("models: [tiny-gpt2, tiny-mamba]", "models: [{name: " + "m" * 120 + ", base: tiny-gpt2}]"),
+     "models[0].name: 'mmmmmmmmmmmmmmmmmmmmmmmm'... is 120 characters"),
     (TINY_SUITE.replace("tasks:", "tasks: []\nunused:"), "unknown key 'unused'"),
 ])
 def test_yaml_that_cannot_mean_what_was_meant(tmp_path: Path, text: str, fragment: str):
