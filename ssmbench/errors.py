@@ -21,6 +21,10 @@ class WriteError(UserError):
     """A file of the run could not be written (a full disk, a quota, a read-only folder): not a bug, and
     nothing written before it is lost; `ssmbench run --resume` continues once the cause is fixed."""
 
+    def __init__(self, path: Any, reason: str, then: str = ""):
+        super().__init__(f"{path}: cannot write ({reason}){then}")
+        self.path, self.reason = path, reason
+
 
 # The errnos that say the storage refused a write, not that ssmbench did something wrong.
 STORAGE_ERRNOS = frozenset({28, 122, 30, 27})  # ENOSPC, EDQUOT, EROFS, EFBIG
@@ -29,7 +33,7 @@ STORAGE_ERRNOS = frozenset({28, 122, 30, 27})  # ENOSPC, EDQUOT, EROFS, EFBIG
 def cannot_write(path: Any, exc: OSError, run_dir: Any = None) -> WriteError:
     """The one line for a failed write: the path, the OS's reason, and how to go on."""
     then = f"; free space (or fix the folder), then `ssmbench run --resume {run_dir}`" if run_dir else ""
-    return WriteError(f"{path}: cannot write ({exc.strerror or exc}){then}")
+    return WriteError(path, str(exc.strerror or exc), then)
 
 
 class JobError(Exception):

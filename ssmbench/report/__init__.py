@@ -21,6 +21,7 @@ import pandas as pd
 from rich.markup import escape
 
 from ssmbench import console
+from ssmbench.errors import WriteError
 from ssmbench.records import Record, duplicate_identities, incomplete_points, latest_attempts
 from ssmbench.report.tables import (
     SPREAD_NOTE,
@@ -240,6 +241,8 @@ def write_report(run: RunDir, kinds: Mapping[str, KindReport],
             draw_plots(frame, kinds, run.path)
     except OSError as exc:
         console.note(f"{run}: tables and plots not written ({exc.strerror or exc}); printing them only")
+    except WriteError as exc:  # write_atomic's: it names the file and the reason
+        console.note(f"{escape(str(exc.path))}: cannot write ({exc.reason}); tables printed only")
     return Report(tables, rendered)
 
 
