@@ -344,6 +344,9 @@ def report(
         = None,
     models: Annotated[str | None, typer.Option("--models", help="With --disagreements: the two models, A,B.")] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="With --disagreements: how many documents.")] = 10,
+    html: Annotated[bool, typer.Option(
+        "--html", help="Also write report.html: every table, interactive plots and provenance, one file that "
+                       "opens offline.")] = False,
 ) -> None:
     """Rebuild every table and plot of a run from its records.jsonl, and print one format."""
     from ssmbench.kinds import all_kinds
@@ -360,8 +363,10 @@ def report(
     if models is not None:
         raise UserError("--models goes with --disagreements")
     formats = tuple(dict.fromkeys(("md", "csv", "json", fmt.value)))
-    report_ = write_report(run, all_kinds(), formats)
+    report_ = write_report(run, all_kinds(), formats, html=html)
     console.out.print(report_.rendered[fmt.value], markup=False, highlight=False, soft_wrap=True)
+    if report_.html is not None:
+        console.err.print(f"HTML report: {report_.html}", soft_wrap=True)
 
 
 @app.command()

@@ -200,6 +200,7 @@ def integrity_warnings(records: list[Record], run: RunDir) -> list[str]:
 class Report:
     tables: list[Table]
     rendered: dict[str, str]  # format -> text, as written to table.<suffix>
+    html: Path | None = None  # report.html, when asked for and written
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -220,9 +221,10 @@ def _latex_table(table: Table) -> str:
 
 
 def write_report(run: RunDir, kinds: Mapping[str, KindReport],
-                 formats: tuple[str, ...] = ("md", "csv", "json")) -> Report:
-    """Render every table of the run in `formats` and write them (and the plots) into the run directory.
-    Failing to write is a warning: the rendered tables are returned all the same."""
+                 formats: tuple[str, ...] = ("md", "csv", "json"), html: bool = False) -> Report:
+    """Render every table of the run in `formats` and write them (and the plots, and with `html` the
+    self-contained page, report/html.py) into the run directory. Failing to write is a warning: the
+    rendered tables are returned all the same."""
     records = run.read_records()
     frame = records_frame(latest_attempts(records))
     plan = run.read_plan()
@@ -234,16 +236,21 @@ def write_report(run: RunDir, kinds: Mapping[str, KindReport],
     header = [*header_lines(run, records), *(f"**{w}**" for w in warnings), *([""] if warnings else []),
               *missing_header(missing, len(plan or []), run)]
     rendered = {fmt: render(tables, fmt, header, records) for fmt in formats}
+    html_path = None
     try:
         for fmt, text in rendered.items():
             run.write_atomic(run.table_path(fmt), text)
         if records:
             draw_plots(frame, kinds, run.path)
+        if html:
+            from ssmbench.report.html import write_html
+
+            html_path = write_html(run.path, header, tables, frame)
     except OSError as exc:
         console.note(f"{run}: tables and plots not written ({exc.strerror or exc}); printing them only")
     except WriteError as exc:  # write_atomic's: it names the file and the reason
         console.note(f"{escape(str(exc.path))}: cannot write ({exc.reason}); tables printed only")
-    return Report(tables, rendered)
+    return Report(tables, rendered, html_path)
 
 
 __all__ = ["TABLE_FORMATS", "KindReport", "Report", "Table", "build_tables", "render", "tables_of", "write_report"]

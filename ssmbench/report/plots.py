@@ -27,8 +27,11 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tup
     line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    drawn = []
     for label, xs, ys, style, *options in series:
-        ax.plot(xs, ys, style, marker="o", label=label, **(options[0] if options else {}))
+        (line,) = ax.plot(xs, ys, style, marker="o", label=label, **(options[0] if options else {}))
+        drawn.append(line)
+    write_spec(path, title, xlabel, ylabel, drawn, log, log2_x, marker_x)
     if marker_x is not None:
         ax.axvline(marker_x[0], color="grey", linestyle=":", label=marker_x[1])
     if log or log2_x:
@@ -42,6 +45,29 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tup
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+SPEC_SUFFIX = ".plot.json"  # beside each PNG: the same figure as data, for the interactive HTML report
+DASHES = {"-": "solid", "--": "dash", ":": "dot", "-.": "dashdot"}
+
+
+def write_spec(path: Path, title: str, xlabel: str, ylabel: str, lines: list[Any], log: bool, log2_x: bool,
+               marker_x: tuple[float, str] | None) -> Path:
+    """The plot as data (`<name>.plot.json`): each line's label, points, colour, dash and width as matplotlib
+    drew them, and the axes' scales, so the HTML report redraws the very figure with plotly."""
+    import json
+
+    from matplotlib.colors import to_hex
+
+    spec = {"title": title, "xlabel": xlabel, "ylabel": ylabel, "log_x": log or log2_x, "log_y": log,
+            "marker_x": list(marker_x) if marker_x is not None else None,
+            "lines": [{"label": str(line.get_label()), "x": [float(v) for v in line.get_xdata()],
+                       "y": [float(v) for v in line.get_ydata()], "color": to_hex(line.get_color()),
+                       "dash": DASHES.get(line.get_linestyle(), "solid"), "width": float(line.get_linewidth())}
+                      for line in lines]}
+    out = path.with_name(path.stem + SPEC_SUFFIX)
+    out.write_text(json.dumps(spec, allow_nan=True))
+    return out
 
 
 def model_colours(frame: pd.DataFrame) -> dict[str, str]:

@@ -1,0 +1,152 @@
+"""The run as one self-contained HTML page: every table, interactive plots, and how each figure was obtained.
+
+`ssmbench report RUN --html` writes `report.html` into the run directory beside table.md. Nothing is
+fetched when it opens: the styles are inline and plotly's JavaScript (shipped inside its Python package) is
+embedded once. The plots are the kinds' own figures, redrawn with plotly from the data each PNG was drawn
+from (`<name>.plot.json`, report.plots.write_spec): hover for values, zoom, toggle lines. Each task's
+section says how its figures were obtained (kernels, CUDA graphs, weights, dtype, device) above its tables,
+and the page's header the GPU, driver, versions and git commit of the run.
+
+The page watches itself: script errors and console errors are kept and written into `#page-errors` when the
+page has loaded, and `<body data-plots="N">` counts the plots plotly drew, so a headless browser can check
+what a reader would see (tests/test_html_report.py).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ssmbench.report.plots import SPEC_SUFFIX
+from ssmbench.report.tables import Table
+
+HTML_NAME = "report.html"
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2.5rem; border-bottom: 1px solid #ddd; }
+h3 { font-size: 1rem; margin-top: 1.5rem; }
+table.data { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
+table.data th, table.data td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; }
+table.data th { background: #f3f3f3; } table.data td:first-child { text-align: left; }
+ul.notes { font-size: 0.8rem; color: #555; } .provenance { font-size: 0.85rem; color: #335; }
+.plots { display: flex; flex-wrap: wrap; gap: 1rem; } .plot { width: 580px; height: 420px; }
+#page-errors:empty { display: none; } #page-errors { color: #a00; }
+"""
+
+# First in <head>: keep every script error and console.error, whatever runs after.
+WATCH = """
+window.__errors = [];
+window.addEventListener('error', function (e) { window.__errors.push(String(e.message || e)); });
+(function () { var original = console.error; console.error = function () {
+  window.__errors.push(Array.prototype.join.call(arguments, ' ')); original.apply(console, arguments); }; })();
+"""
+
+# Last in <body>: say what the page holds, for a reader's browser and a test's.
+REPORT = """
+document.body.dataset.plots = document.querySelectorAll('.js-plotly-plot .main-svg').length > 0 ?
+  String(document.querySelectorAll('.js-plotly-plot').length) : '0';
+document.getElementById('page-errors').textContent = window.__errors.join('\\n');
+document.body.dataset.errors = String(window.__errors.length);
+"""
+
+
+def write_html(run_path: Path, header: list[str], tables: list[Table], frame: pd.DataFrame) -> Path:
+    """Write `report.html` into the run directory and return its path."""
+    from plotly.offline import get_plotlyjs
+
+    plots = {spec: json.loads(spec.read_text()) for spec in sorted(run_path.glob(f"*{SPEC_SUFFIX}"))}
+    body = [_header(header)]
+    placed: set[Path] = set()
+    for task, group in _by_task(tables):
+        body.append(f"<section><h2>{html.escape(task or 'Run')}</h2>")
+        if task:
+            body.append(_provenance(frame[frame["task"] == task]))
+        body += [_table(t) for t in group]
+        mine = [p for p in plots if task and p.name.startswith(f"{task}_")]
+        body.append(_plots(mine, plots))
+        placed.update(mine)
+        body.append("</section>")
+    rest = [p for p in plots if p not in placed]
+    if rest:
+        body.append(f"<section><h2>Other plots</h2>{_plots(rest, plots)}</section>")
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(header[0].lstrip('# '))}"
+            f"</title><style>{STYLE}</style><script>{WATCH}</script><script>{get_plotlyjs()}</script></head><body>"
+            f"<pre id='page-errors'></pre>{''.join(body)}<script>{REPORT}</script></body></html>")
+    path = run_path / HTML_NAME
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _by_task(tables: list[Table]) -> list[tuple[str, list[Table]]]:
+    """Tables grouped by their task, in order (the run-wide ones, task '', first)."""
+    groups: dict[str, list[Table]] = {}
+    for table in tables:
+        groups.setdefault(table.task, []).append(table)
+    return list(groups.items())
+
+
+def _header(lines: list[str]) -> str:
+    """The markdown header of table.md (a title and '- ' lines) as HTML."""
+    out, items = [], []
+    for line in lines:
+        if line.startswith("# "):
+            out.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("- "):
+            items.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line.strip():
+            items.append(f"<li>{html.escape(line.strip('* '))}</li>")
+    return "".join(out) + f"<ul class='provenance'>{''.join(items)}</ul>"
+
+
+def _provenance(group: pd.DataFrame) -> str:
+    """How a task's figures were obtained, per model: kernel path, CUDA graphs, weights, dtype, device."""
+    ok = group[group["status"] == "ok"]
+    if ok.empty:
+        return "<p class='provenance'>No figure of this task was measured.</p>"
+    parts = []
+    for model, rows in ok.groupby("model", sort=False):
+        graphs = sorted({"on" if g else "off" for g in rows["cuda_graphs"].dropna()}) or ["—"]
+        first = rows.iloc[0]
+        parts.append(f"<b>{html.escape(str(model))}</b>: kernel {html.escape(str(first['kernel'] or '—'))}, CUDA graphs "
+                     f"{'/'.join(graphs)}, {html.escape(str(first['weights'] or '—'))} weights, "
+                     f"{html.escape(str(first['dtype'] or '—'))}, {html.escape(str(first['device'] or '—'))}")
+    return f"<p class='provenance'>How these figures were obtained: {'; '.join(parts)}.</p>"
+
+
+def _table(table: Table) -> str:
+    body = table.frame.to_html(index=False, escape=True, classes="data", border=0, na_rep="")
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.notes)
+    return f"<h3>{html.escape(table.title)}</h3>{body}" + (f"<ul class='notes'>{notes}</ul>" if notes else "")
+
+
+def _plots(paths: list[Path], specs: dict[Path, dict[str, Any]]) -> str:
+    if not paths:
+        return ""
+    return "<div class='plots'>" + "".join(_figure(specs[p], p.name.removesuffix(SPEC_SUFFIX)) for p in paths) + "</div>"
+
+
+def _figure(spec: dict[str, Any], name: str) -> str:
+    """One interactive plot: the PNG's lines, colours and axes, with the units of its labels."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for line in spec["lines"]:
+        figure.add_trace(go.Scatter(x=line["x"], y=line["y"], name=line["label"], mode="lines+markers",
+                                    line={"color": line["color"], "dash": line["dash"], "width": line["width"]}))
+    if spec.get("marker_x"):
+        x, label = spec["marker_x"]
+        position = math.log10(x) if spec["log_x"] and x > 0 else x  # shapes on a log axis are placed in log10
+        figure.add_vline(x=position, line_dash="dot", line_color="grey", annotation_text=label)
+    figure.update_layout(title=spec["title"], xaxis_title=spec["xlabel"], yaxis_title=spec["ylabel"],
+                         margin={"l": 50, "r": 10, "t": 50, "b": 40}, legend={"font": {"size": 9}})
+    if spec["log_x"]:
+        figure.update_xaxes(type="log")
+    if spec["log_y"]:
+        figure.update_yaxes(type="log")
+    return f"<div class='plot'>{figure.to_html(full_html=False, include_plotlyjs=False, div_id=f'plot-{name}')}</div>"
