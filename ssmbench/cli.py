@@ -371,6 +371,24 @@ def report(
 
 @app.command()
 @user_errors
+def history(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories, or folders of runs (e.g. results/nightly).")],
+    out: Annotated[Path, typer.Option("--out", help="Where history.md, history.json and history.html go.")]
+    = Path("history"),
+) -> None:
+    """Every figure the runs share over time, with the steps asv's step detection finds (and the commits)."""
+    from ssmbench.report.history import history as build
+
+    rows, written, infos, _ = build(runs, out)
+    changed = [r for r in rows if r["steps"] != "—"]
+    console.out.print(f"{len(infos)} runs, {len(rows)} figures, {len(changed)} changed", soft_wrap=True)
+    for row in changed:
+        console.out.print(f"  {row['figure']} ({row['unit']}): {row['steps']}", markup=False, soft_wrap=True)
+    console.err.print(f"history: {written['md']}, {written['html']}", soft_wrap=True)
+
+
+@app.command()
+@user_errors
 def diff(
     base: Annotated[Path, typer.Argument(help="The baseline run directory.")],
     new: Annotated[Path, typer.Argument(help="The run to judge.")],
