@@ -149,6 +149,32 @@ class ModelRunner(Runner[TaskT]):
         super().teardown()
 
 
+NA_CONTEXT = "n/a (context)"  # a skipped point's message prefix when its prompts do not fit the model's context
+
+
+class TextRunner(ModelRunner[TaskT]):
+    """A runner that feeds the model text and reads what it writes (phonebook, generate): the model's own
+    tokenizer, loaded once, and prompts checked against the model's context before they are decoded. The
+    task has `max_new_tokens` and `cuda_graphs`."""
+
+    @classmethod
+    def needs(cls, task: TaskT, model: ResolvedModel | None, device: str) -> list[str]:
+        return ["CUDA"] if getattr(task, "cuda_graphs", None) is True else []
+
+    def setup(self) -> None:
+        super().setup()
+        self.tokenizer = self.model.tokenizer()
+
+    def check_context(self, prompt_tokens: int) -> None:
+        """Skip (n/a) a point whose longest prompt and new tokens exceed the model's context."""
+        assert self.job.model is not None
+        context = self.job.model.spec.context_length
+        new = self.task.max_new_tokens  # type: ignore[attr-defined]
+        if context is not None and prompt_tokens + new > context:
+            raise SkipPoint(f"{NA_CONTEXT}: prompts of up to {prompt_tokens:,} tokens + {new} new exceed "
+                            f"{self.job.model.name}'s {context:,}-token context")
+
+
 @dataclass(frozen=True)
 class Kind:
     """Everything about one task kind, registered once in ssmbench.kinds.KINDS.

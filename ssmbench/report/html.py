@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ssmbench.report.plots import SPEC_SUFFIX
-from ssmbench.report.tables import Table
+from ssmbench.report.tables import Table, how_obtained
 
 HTML_NAME = "report.html"
 
@@ -106,16 +106,12 @@ def _header(lines: list[str]) -> str:
 
 def _provenance(group: pd.DataFrame) -> str:
     """How a task's figures were obtained, per model: kernel path, CUDA graphs, weights, dtype, device."""
-    ok = group[group["status"] == "ok"]
-    if ok.empty:
+    how = how_obtained(group)
+    if not how:
         return "<p class='provenance'>No figure of this task was measured.</p>"
-    parts = []
-    for model, rows in ok.groupby("model", sort=False):
-        graphs = sorted({"on" if g else "off" for g in rows["cuda_graphs"].dropna()}) or ["—"]
-        first = rows.iloc[0]
-        parts.append(f"<b>{html.escape(str(model))}</b>: kernel {html.escape(str(first['kernel'] or '—'))}, CUDA graphs "
-                     f"{'/'.join(graphs)}, {html.escape(str(first['weights'] or '—'))} weights, "
-                     f"{html.escape(str(first['dtype'] or '—'))}, {html.escape(str(first['device'] or '—'))}")
+    parts = [f"<b>{html.escape(model)}</b>: kernel {html.escape(h['kernel'])}, CUDA graphs {h['graphs']}, "
+             f"{html.escape(h['weights'])} weights, {html.escape(h['dtype'])}, {html.escape(h['device'])}"
+             for model, h in how.items()]
     return f"<p class='provenance'>How these figures were obtained: {'; '.join(parts)}.</p>"
 
 

@@ -184,6 +184,20 @@ def param_count(params: float) -> str:
     return f"{params / 1e3:,.0f}K" if params < 1e6 else f"{params / 1e6:,.1f}M"
 
 
+def how_obtained(frame: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """Per model of a task's measured records: kernel path, CUDA graphs (on, off or both), weights, dtype
+    and device, as the first of its records says (a job's records share them)."""
+    ok = frame[frame["status"] == "ok"]
+    out = {}
+    for model, rows in ok.groupby("model", sort=False):
+        first = rows.iloc[0]
+        graphs = "/".join(sorted({"on" if g else "off" for g in rows["cuda_graphs"].dropna()})) or "—"
+        out[str(model)] = {"kernel": str(first["kernel"] or "—"), "graphs": graphs,
+                           "weights": str(first["weights"] or "—"), "dtype": str(first["dtype"] or "—"),
+                           "device": str(first["device"] or "—")}
+    return out
+
+
 def failure_notes(frame: pd.DataFrame) -> list[str]:
     """One note per (model, status, message): what the OOM/ERR/— cells of a table stand for."""
     failed = frame[frame["status"].isin(["error", "oom", "skipped"])]

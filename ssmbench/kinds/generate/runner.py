@@ -19,25 +19,17 @@ import time
 from typing import Any
 
 from ssmbench.jobs import Point, point
-from ssmbench.kinds.base import ModelRunner, SkipPoint
+from ssmbench.kinds.base import TextRunner
 from ssmbench.kinds.generate.task import GenerateTask
 from ssmbench.records import Record, summarised
 from ssmbench.zoo import ResolvedModel
 
 
-class GenerateRunner(ModelRunner[GenerateTask]):
+class GenerateRunner(TextRunner[GenerateTask]):
     @classmethod
     def points(cls, task: GenerateTask, model: ResolvedModel | None, device: str) -> list[Point]:
         return [point(prompt=name, mode=mode, **({"sample_seed": seed} if seed is not None else {}))
                 for name in task.prompts for mode, seed in task.modes()]
-
-    @classmethod
-    def needs(cls, task: GenerateTask, model: ResolvedModel | None, device: str) -> list[str]:
-        return ["CUDA"] if task.cuda_graphs is True else []
-
-    def setup(self) -> None:
-        super().setup()
-        self.tokenizer = self.model.tokenizer()
 
     def measure(self, pt: Point) -> list[Record]:
         import torch
@@ -47,7 +39,7 @@ class GenerateRunner(ModelRunner[GenerateTask]):
 
         task, device = self.task, self.job.device
         ids = encode(self.tokenizer, task.prompts[pt.params["prompt"]])
-        self._check_context(len(ids))
+        self.check_context(len(ids))
         sampled = pt.params["mode"] == "sampled"
         graphs = task.graphs_on(device) and not sampled
         decoder = self.model.decoder(1, len(ids) + task.max_new_tokens, graphs)
@@ -81,11 +73,3 @@ class GenerateRunner(ModelRunner[GenerateTask]):
             new = decoder.generate(prompt, self.task.max_new_tokens)
         tokens = new[0].tolist()  # reads the device: the generation is done
         return tokens, time.perf_counter() - start
-
-    def _check_context(self, prompt_tokens: int) -> None:
-        assert self.job.model is not None
-        context = self.job.model.spec.context_length
-        needed = prompt_tokens + self.task.max_new_tokens
-        if context is not None and needed > context:
-            raise SkipPoint(f"n/a (context): {prompt_tokens:,} prompt tokens + {self.task.max_new_tokens} new exceed "
-                            f"{self.job.model.name}'s {context:,}-token context")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ssmbench.report.tables import SMOKE_NOTE, STATUS_CELL, Table, failure_notes, format_value
+from ssmbench.report.tables import SMOKE_NOTE, STATUS_CELL, Table, failure_notes, format_value, how_obtained
 
 SHOWN_CHARS = 72  # of a continuation in a table cell
 
@@ -66,11 +66,9 @@ def _prompt_text(frame: pd.DataFrame, name: str) -> str:
 
 
 def _how(frame: pd.DataFrame) -> str:
-    ok = frame[frame["status"] == "ok"]
-    if ok.empty:
+    how = how_obtained(frame)
+    if not how:
         return "Nothing was decoded"
-    parts = []
-    for model, group in ok.groupby("model", sort=False):
-        graphs = "CUDA graphs" if bool(group["cuda_graphs"].fillna(False).any()) else "eager"
-        parts.append(f"{model}: {group['kernel'].iloc[0]}, {group['weights'].iloc[0]} weights, {graphs} (greedy)")
+    parts = [f"{model}: {h['kernel']}, {h['weights']} weights, CUDA graphs {h['graphs']} (sampled points never)"
+             for model, h in how.items()]
     return "Decoded through each backend's own decode loop, batch 1, unpadded: " + "; ".join(parts)

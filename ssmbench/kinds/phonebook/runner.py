@@ -23,28 +23,19 @@ import statistics
 from typing import Any
 
 from ssmbench.jobs import Point, point
-from ssmbench.kinds.base import ModelRunner, SkipPoint
+from ssmbench.kinds.base import TextRunner
 from ssmbench.kinds.phonebook.task import PhonebookTask
 from ssmbench.records import Record
 from ssmbench.zoo import ResolvedModel
 
-NA_CONTEXT = "n/a (context)"  # a skipped point's message prefix when the book does not fit the context
 EXAMPLES = "examples.jsonl"
 
 
-class PhonebookRunner(ModelRunner[PhonebookTask]):
+class PhonebookRunner(TextRunner[PhonebookTask]):
     @classmethod
     def points(cls, task: PhonebookTask, model: ResolvedModel | None, device: str) -> list[Point]:
         return [point(format=fmt, book_size=size, position=position)
                 for fmt in task.formats for size in task.book_sizes for position in task.positions]
-
-    @classmethod
-    def needs(cls, task: PhonebookTask, model: ResolvedModel | None, device: str) -> list[str]:
-        return ["CUDA"] if task.cuda_graphs is True else []
-
-    def setup(self) -> None:
-        super().setup()
-        self.tokenizer = self.model.tokenizer()
 
     def measure(self, pt: Point) -> list[Record]:
         from ssmbench.data.phonebook import make_queries, score_answer
@@ -54,7 +45,7 @@ class PhonebookRunner(ModelRunner[PhonebookTask]):
         queries = make_queries(pt.params["book_size"], task.queries, pt.params["position"], pt.params["format"],
                                seed=self.job.seed)
         lengths = [len(encode(self.tokenizer, q.prompt)) for q in queries]
-        self._check_context(max(lengths))
+        self.check_context(max(lengths))
         answers = generate_until(self.model, [q.prompt for q in queries], task.max_new_tokens, until="\n",
                                  cuda_graphs=task.graphs_on(self.job.device), batch_size=task.batch_size,
                                  tokenizer=self.tokenizer)
@@ -65,14 +56,6 @@ class PhonebookRunner(ModelRunner[PhonebookTask]):
         return [self._record(pt, "exact_match", [float(s.exact) for s in scores], "fraction", True, extra),
                 self._record(pt, "digit_accuracy", [s.digit_accuracy for s in scores], "fraction", True, extra),
                 self._record(pt, "edit_distance", [float(s.edit_distance) for s in scores], "edits", False, extra)]
-
-    def _check_context(self, prompt_tokens: int) -> None:
-        assert self.job.model is not None
-        context = self.job.model.spec.context_length
-        needed = prompt_tokens + self.task.max_new_tokens
-        if context is not None and needed > context:
-            raise SkipPoint(f"{NA_CONTEXT}: prompts of up to {prompt_tokens:,} tokens + {self.task.max_new_tokens} "
-                            f"new exceed {self.job.model.name}'s {context:,}-token context")
 
     def _record(self, pt: Point, metric: str, values: list[float], unit: str, higher: bool,
                 extra: dict[str, Any]) -> Record:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ssmbench.kinds.phonebook.runner import NA_CONTEXT
+from ssmbench.kinds.base import NA_CONTEXT
 from ssmbench.report.plots import line_plot, model_colours
 from ssmbench.report.tables import SMOKE_NOTE, STATUS_CELL, Table, failure_notes
 
