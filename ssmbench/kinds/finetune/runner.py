@@ -10,9 +10,10 @@ fused kernel that reads a projection's weight directly) would be trained for not
 that point fails and says which target, rather than report a cost that is not LoRA's.
 
 Records per point: step_ms and train_tok_s (over the timed steps), peak_alloc_mib (CUDA: the allocator's
-peak over the timed steps, weights, gradients, optimizer state and activations), trainable_params; extra
-says the method, the model's class, LoRA's targets, rank and alpha, and the autocast dtype; the kernel
-field says which path the mixer ran. Full fine-tuning changes the weights the later points start from:
+peak over the timed steps, weights, gradients, optimizer state and activations), trainable_params; the
+record's dtype is the step's precision (the autocast dtype; the master weights are float32, said in
+extra), extra says the method, the model's class, LoRA's targets, rank and alpha; the kernel field says
+which path the mixer ran. Full fine-tuning changes the weights the later points start from:
 the cost does not depend on them.
 """
 
@@ -58,13 +59,13 @@ class FinetuneRunner(ModelRunner[FinetuneTask]):
         finally:
             free_memory(self.job.device)
         tokens = batch * seq_len
-        extra = {"method": method, "model_class": type(self.model.module).__name__, "autocast": self.autocast_dtype,
+        extra = {"method": method, "model_class": type(self.model.module).__name__, "master_weights": "float32",
                  "optimizer": "AdamW", "lr": self.task.lr, "total_params": self.model.n_params,
                  "trainable_pct": round(100 * sum(p.numel() for p in trainable) / self.model.n_params, 4)}
         if method == "lora":
             lora = self.task.lora
             extra |= {"lora_targets": self._targets(), "lora_r": lora.r, "lora_alpha": lora.alpha}
-        common = {"cuda_graphs": False, "extra": extra}
+        common = {"cuda_graphs": False, "dtype": self.autocast_dtype, "extra": extra}  # the step's precision
         records = [self.record(pt, **summarised("step_ms", times, "ms", False), **common),
                    self.record(pt, **summarised("train_tok_s", [tokens / (t / 1e3) for t in times], "tok/s", True),
                                **common),
