@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 import typer
 
 from ssmbench import console
-from ssmbench.errors import STORAGE_ERRNOS, UserError
+from ssmbench.errors import STORAGE_ERRNOS, UserError, cannot_write
 from ssmbench.launch import LAUNCHERS
 from ssmbench.rundir import TABLE_FORMATS, RunDir
 from ssmbench.spec import Device, Weights
@@ -65,9 +65,8 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as exc:  # the storage refused a write the run's own writers do not wrap (a plot, a dir)
             if exc.errno not in STORAGE_ERRNOS:
                 raise
-            where = exc.filename or "a file of the run"
-            console.err.print(f"[red]error:[/] {escape(str(where))}: cannot write ({exc.strerror}); free space (or "
-                              "fix the folder), then `ssmbench run --resume RUN`", soft_wrap=True)
+            line = cannot_write(exc.filename or "a file of the run", exc, run_dir="RUN")
+            console.err.print(f"[red]error:[/] {escape(str(line))}", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -379,7 +378,7 @@ def history(
     """Every figure the runs share over time, with the steps asv's step detection finds (and the commits)."""
     from ssmbench.report.history import history as build
 
-    rows, written, infos, _ = build(runs, out)
+    infos, rows, written = build(runs, out)
     changed = [r for r in rows if r["steps"] != "—"]
     console.out.print(f"{len(infos)} runs, {len(rows)} figures, {len(changed)} changed", soft_wrap=True)
     for row in changed:

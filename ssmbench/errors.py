@@ -8,6 +8,7 @@ kernels missing): the run records it as that job's failure and goes on with the 
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -27,7 +28,7 @@ class WriteError(UserError):
 
 
 # The errnos that say the storage refused a write, not that ssmbench did something wrong.
-STORAGE_ERRNOS = frozenset({28, 122, 30, 27})  # ENOSPC, EDQUOT, EROFS, EFBIG
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
 def cannot_write(path: Any, exc: OSError, run_dir: Any = None) -> WriteError:

@@ -6,6 +6,7 @@ It sits below all of them, so a runner can name a Job or build Points without im
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -233,6 +234,4 @@ def _gone_from(path: str, after: dict[str, Any]) -> str:
 
 def _shown(value: Any) -> str:
     """A value as YAML's flow style would show it (null, true, [1, 2]), not as Python's repr."""
-    import json
-
     return json.dumps(value, separators=(", ", ": "))

@@ -330,6 +330,11 @@ class _Progress:
     curve: list[LogPoint] = field(default_factory=list)
     resumed_at: list[int] = field(default_factory=list)
 
+    @property
+    def stopped(self) -> bool:
+        """Ended before its last step: early stop, collapse or time budget (a resumed run stays ended)."""
+        return self.stopped_early or self.collapsed or self.out_of_time
+
 
 class Trainer:
     """One model's training run, advanced a step at a time: `train` runs one alone, `train_pack` several
@@ -373,7 +378,7 @@ class Trainer:
     @property
     def done(self) -> bool:
         p = self.progress
-        return p.step >= self.settings.steps or p.stopped_early or p.collapsed or p.out_of_time
+        return p.step >= self.settings.steps or p.stopped
 
     @property
     def graph_note(self) -> str:
@@ -610,7 +615,7 @@ def load_checkpoint(path: Path, module: torch.nn.Module, optimizer: torch.optim.
     curve = [LogPoint(**(log | {"by_length": {int(k): v for k, v in log["by_length"].items()}}))
              for log in fields.pop("curve")]
     progress = _Progress(**fields, curve=curve)
-    if progress.step < settings.steps and not (progress.stopped_early or progress.collapsed or progress.out_of_time):
+    if progress.step < settings.steps and not progress.stopped:
         progress.resumed_at.append(progress.step)
     return progress
 

@@ -74,7 +74,7 @@ def test_the_runs_are_in_time_order_with_their_spread(history_run):
     assert [r["git"][:3] for r in data["runs"]] == [f"c{n:02d}" for n in range(NIGHTS)]
     step = next(f for f in data["figures"] if " · step · " in f["figure"])
     assert step["values"][0] == pytest.approx(histories()["step"][0])
-    assert all(s is not None and s > 0 for s in step["spreads"])  # half the repeats' 10-90% range
+    assert all(s is not None and s > 0 for s in step["spreads"])  # half the repeats' interquartile range
 
 
 def test_the_page_draws_a_plot_per_figure_without_errors(history_run):

@@ -41,7 +41,7 @@ class SmallModelConfig:
     @property
     def layer_mixers(self) -> tuple[str, ...]:
         """The mixer of each layer, first to last."""
-        return self.layers if self.mixer == HYBRID and self.layers else (self.mixer,) * self.n_layers
+        return self.layers if self.layers is not None else (self.mixer,) * self.n_layers
 
     def __post_init__(self):
         check_mixer_name(self.mixer)

@@ -194,7 +194,7 @@ def _why_not_gated(r: Record) -> str | None:
     return None
 
 
-def _spread(r: Record) -> float | None:
+def figure_spread(r: Record) -> float | None:
     """One run's spread of a figure, in its unit: half the IQR of repeats, else the standard error."""
     if r.stats is not None and r.stats.n > 1:
         quartiles = r.stats.quartiles()
@@ -204,7 +204,7 @@ def _spread(r: Record) -> float | None:
 
 
 def _noise_pct(base: Record, new: Record) -> float | None:
-    spreads = [s for s in (_spread(base), _spread(new)) if s is not None]
+    spreads = [s for s in (figure_spread(base), figure_spread(new)) if s is not None]
     if not spreads or not base.value:
         return None
     return 100 * NOISE_SIGMAS * math.sqrt(sum(s * s for s in spreads)) / abs(base.value)

@@ -2,8 +2,8 @@
 
 `ssmbench history RUN... --out DIR` reads each run's records and env.json, orders the runs by the time they
 started (then by git commit), and follows every figure the runs share: a figure is one record identity
-(task, model, metric and slice), its value in each run with the spread of its repeats (half the 10-90%
-range of the repeats, or the standard error where a record has one).
+(task, model, metric and slice), its value in each run with the spread of its repeats (half their
+interquartile range, or the standard error where a record has one: what `ssmbench diff` calls noise).
 
 Steps come from asv's own code (asv.step_detect): the series is fitted as a piecewise-constant function
 (`detect_steps`, a Potts-model segmentation weighted by each run's spread), and a change is flagged where
@@ -26,10 +26,11 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ssmbench.errors import UserError
-from ssmbench.records import Record, latest_attempts
+from ssmbench.records import Record, RecordKey, latest_attempts
+from ssmbench.report.diff import figure_spread
+from ssmbench.report.tables import format_value
 from ssmbench.rundir import RunDir
 
 MIN_RUNS = 3  # fewer points cannot hold a step that persists
@@ -95,35 +96,26 @@ def run_info(run: RunDir) -> RunInfo:
 
 
 def collect(runs: list[RunDir]) -> tuple[list[RunInfo], list[Figure]]:
-    """Every figure of the runs, as series over the runs in the order they ran."""
+    """Every figure of the runs (a record identity, as `ssmbench diff` pairs them), as a series over the
+    runs in the order they ran."""
     ordered = sorted(((run_info(r), r) for r in runs), key=lambda pair: (pair[0].time, pair[0].git))
-    figures: dict[str, Figure] = {}
+    figures: dict[RecordKey, Figure] = {}
     for index, (_, run) in enumerate(ordered):
         for record in latest_attempts(run.read_records()):
             if record.status != "ok" or record.value is None or record.higher_is_better is None:
                 continue
-            key = _key(record)
-            figure = figures.setdefault(key, Figure(key, record.unit or "", record.higher_is_better))
-            figure.values += [None] * (index + 1 - len(figure.values))
-            figure.spreads += [None] * (index + 1 - len(figure.spreads))
-            figure.values[index], figure.spreads[index] = record.value, _spread(record)
+            figure = figures.setdefault(record.identity, Figure(
+                _label(record), record.unit or "", record.higher_is_better,
+                values=[None] * len(ordered), spreads=[None] * len(ordered)))
+            figure.values[index], figure.spreads[index] = record.value, figure_spread(record)
     for figure in figures.values():
-        figure.values += [None] * (len(ordered) - len(figure.values))
-        figure.spreads += [None] * (len(ordered) - len(figure.spreads))
         figure.changes = find_changes(figure.values, figure.spreads, figure.higher_is_better)
     return [info for info, _ in ordered], sorted(figures.values(), key=lambda f: f.key)
 
 
-def _key(record: Record) -> str:
+def _label(record: Record) -> str:
     sliced = ", ".join(f"{k}={v}" for k, v in sorted(record.slice.items()))
     return f"{record.task} · {record.model or '—'} · {record.metric} [{sliced}]"
-
-
-def _spread(record: Record) -> float | None:
-    stats = record.stats
-    if stats is not None and stats.n > 1 and stats.p10 is not None and stats.p90 is not None:
-        return (stats.p90 - stats.p10) / 2
-    return record.stderr
 
 
 def find_changes(values: list[float | None], spreads: list[float | None], higher_is_better: bool) -> list[Change]:
@@ -183,15 +175,11 @@ def table_rows(runs: list[RunInfo], figures: list[Figure]) -> list[dict[str, str
         if len(present) < 2:
             continue
         (_, first), (_, last) = present[0], present[-1]
-        found = "; ".join(f"{c.kind} by {abs(c.relative):.1%} ({_fmt(c.old)} -> {_fmt(c.new)}) between "
+        found = "; ".join(f"{c.kind} by {abs(c.relative):.1%} ({format_value(c.old)} -> {format_value(c.new)}) between "
                           f"{runs[c.before].git[:10]} and {runs[c.after].git[:10]}" for c in figure.changes)
-        rows.append({"figure": figure.key, "unit": figure.unit, "runs": str(len(present)), "first": _fmt(first),
-                     "last": _fmt(last), "steps": found or "—"})
+        rows.append({"figure": figure.key, "unit": figure.unit, "runs": str(len(present)), "first": format_value(first),
+                     "last": format_value(last), "steps": found or "—"})
     return rows
-
-
-def _fmt(value: float) -> str:
-    return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
 
 
 def write_history(runs: list[RunInfo], figures: list[Figure], out: Path) -> dict[str, Path]:
@@ -254,8 +242,7 @@ def _figure_html(figure: Figure, labels: list[str]) -> str:
     return f"<div class='plot'>{chart.to_html(full_html=False, include_plotlyjs=False, div_id=div_id)}</div>"
 
 
-def history(paths: list[Path], out: Path) -> tuple[list[dict[str, str]], dict[str, Path], list[RunInfo], list[Any]]:
-    runs = find_runs(paths)
-    infos, figures = collect(runs)
-    written = write_history(infos, figures, out)
-    return table_rows(infos, figures), written, infos, figures
+def history(paths: list[Path], out: Path) -> tuple[list[RunInfo], list[dict[str, str]], dict[str, Path]]:
+    """The runs in order, a table row per figure, and the files written into `out`."""
+    infos, figures = collect(find_runs(paths))
+    return infos, table_rows(infos, figures), write_history(infos, figures, out)

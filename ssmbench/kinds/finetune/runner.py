@@ -53,6 +53,7 @@ class FinetuneRunner(ModelRunner[FinetuneTask]):
         self.check_length(seq_len)
         module = self._prepare(method)
         trainable = [p for p in module.parameters() if p.requires_grad]
+        n_trainable = sum(p.numel() for p in trainable)
         ids = seeded_tokens((batch, seq_len), self.model.vocab_size, self.job.seed, self.job.device)
         try:
             times, peak = self._steps(module, trainable, ids)
@@ -61,7 +62,7 @@ class FinetuneRunner(ModelRunner[FinetuneTask]):
         tokens = batch * seq_len
         extra = {"method": method, "model_class": type(self.model.module).__name__, "master_weights": "float32",
                  "optimizer": "AdamW", "lr": self.task.lr, "total_params": self.model.n_params,
-                 "trainable_pct": round(100 * sum(p.numel() for p in trainable) / self.model.n_params, 4)}
+                 "trainable_pct": round(100 * n_trainable / self.model.n_params, 4)}
         if method == "lora":
             lora = self.task.lora
             extra |= {"lora_targets": self._targets(), "lora_r": lora.r, "lora_alpha": lora.alpha}
@@ -69,7 +70,7 @@ class FinetuneRunner(ModelRunner[FinetuneTask]):
         records = [self.record(pt, **summarised("step_ms", times, "ms", False), **common),
                    self.record(pt, **summarised("train_tok_s", [tokens / (t / 1e3) for t in times], "tok/s", True),
                                **common),
-                   self.record(pt, metric="trainable_params", value=float(sum(p.numel() for p in trainable)),
+                   self.record(pt, metric="trainable_params", value=float(n_trainable),
                                unit="params", higher_is_better=None, **common)]
         if peak is not None:
             records.append(self.record(pt, metric="peak_alloc_mib", value=mib(peak), unit="MiB",

@@ -5,8 +5,8 @@ tokenizer, unpadded, batch 1, and continued for `max_new_tokens` through the bac
 the throughput kind times: fused kernels on CUDA, the decode step from a CUDA graph when asked, which
 sampling never is: its generator would have to be registered with the graph). One record per point:
 
-    generate_tok_s   new tokens / wall time of prefill + decode (median of `repeats` greedy runs, after one
-                     untimed run that also captures the graph; one run when sampled)
+    generate_tok_s   new tokens / time of prefill + decode on the device's clock (median of `repeats`
+                     greedy runs, after one untimed run that also captures the graph; one run when sampled)
 
 with the continuation in `extra`: `text` cut at the first `until`, `raw` uncut, whether `until` appeared,
 the prompt's token count and, when sampled, the seed, temperature and top_k. The tables set the models'
@@ -15,12 +15,12 @@ texts side by side per prompt.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from ssmbench.jobs import Point, point
 from ssmbench.kinds.base import TextRunner
 from ssmbench.kinds.generate.task import GenerateTask
+from ssmbench.measure import timed_ms
 from ssmbench.records import Record, summarised
 from ssmbench.zoo import ResolvedModel
 
@@ -38,38 +38,36 @@ class GenerateRunner(TextRunner[GenerateTask]):
         from ssmbench.models.generate import encode
 
         task, device = self.task, self.job.device
-        ids = encode(self.tokenizer, task.prompts[pt.params["prompt"]])
+        text = task.prompts[pt.params["prompt"]]
+        ids = encode(self.tokenizer, text)
         self.check_context(len(ids))
         sampled = pt.params["mode"] == "sampled"
         graphs = task.graphs_on(device) and not sampled
         decoder = self.model.decoder(1, len(ids) + task.max_new_tokens, graphs)
         prompt = torch.tensor([ids], dtype=torch.long, device=device)
-        extra: dict[str, Any] = {"prompt": task.prompts[pt.params["prompt"]], "prompt_tokens": len(ids),
+        extra: dict[str, Any] = {"prompt": text, "prompt_tokens": len(ids),
                                  "new_tokens": task.max_new_tokens}
         if sampled:
             assert task.sampling is not None
             generator = torch.Generator(device=device).manual_seed(pt.params["sample_seed"])
             decoder.sample_with(Sampler(task.sampling.temperature, task.sampling.top_k, generator))
             extra |= {"temperature": task.sampling.temperature, "top_k": task.sampling.top_k}
-            new, seconds = self._timed(decoder, prompt)
-            times = [seconds]
+            new, ms = self._generate(decoder, prompt)
+            times = [ms]
         else:
-            new, _ = self._timed(decoder, prompt)  # untimed: the graph's capture, the allocator's first sizes
-            times = [self._timed(decoder, prompt)[1] for _ in range(task.repeats)]
+            new, _ = self._generate(decoder, prompt)  # untimed: the graph's capture, the allocator's first sizes
+            times = [self._generate(decoder, prompt)[1] for _ in range(task.repeats)]
         raw = self.tokenizer.decode(new, skip_special_tokens=True)
-        text, found, _ = raw.partition(task.until) if task.until else (raw, "", "")
-        extra |= {"text": text, "raw": raw, "stopped": bool(found)}
-        rates = [task.max_new_tokens / t for t in times]
+        shown, found, _ = raw.partition(task.until) if task.until else (raw, "", "")
+        extra |= {"text": shown, "raw": raw, "stopped": bool(found)}
+        rates = [task.max_new_tokens / (ms / 1e3) for ms in times]
         return [self.record(pt, **summarised("generate_tok_s", rates, "tok/s", True), cuda_graphs=graphs,
                             extra=extra)]
 
-    def _timed(self, decoder: Any, prompt: Any) -> tuple[list[int], float]:
+    def _generate(self, decoder: Any, prompt: Any) -> tuple[list[int], float]:
+        """The new tokens of one generation and its milliseconds on the device's clock (measure.timed_ms)."""
         import torch
 
-        if self.job.device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
         with torch.inference_mode():
-            new = decoder.generate(prompt, self.task.max_new_tokens)
-        tokens = new[0].tolist()  # reads the device: the generation is done
-        return tokens, time.perf_counter() - start
+            new, ms = timed_ms(lambda: decoder.generate(prompt, self.task.max_new_tokens), self.job.device)
+        return new[0].tolist(), ms

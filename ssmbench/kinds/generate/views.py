@@ -44,7 +44,7 @@ def generate_tables(task: str, frame: pd.DataFrame) -> list[Table]:
         notes.insert(0, SMOKE_NOTE)
     return [Table(f"{task}: continuations, side by side", text, notes, task),
             Table(f"{task}: generation rate (tok/s)", speed,
-                  ["New tokens ÷ wall time of prefill + decode, batch 1; greedy: median of the task's repeats after "
+                  ["New tokens ÷ time of prefill + decode (CUDA events on a GPU), batch 1; greedy: median of the task's repeats after "
                    "an untimed run; sampled: one run, without CUDA graphs"], task)]
 
 

@@ -500,7 +500,7 @@ def capability_summary(frame: pd.DataFrame) -> list[Table]:
         return []
     copying = synthetic_references()["selective_copying"]
     paper_column = f"paper ({copying.table}, selective copying)"
-    with_copying = (frame["slice.synthetic_task"] == "selective_copying").any()  # the paper's column is its
+    with_copying = (frame["slice.synthetic_task"] == "selective_copying").any()  # Table 1's column is copying's
     rows = []
     for model in dict.fromkeys(frame["model"].dropna()):
         row: dict[str, str] = {"model": model}
