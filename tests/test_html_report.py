@@ -4,6 +4,7 @@ script or console error was raised. A screenshot is kept in test-artifacts/ for 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -61,6 +62,9 @@ def test_a_browser_shows_every_table_and_plot_without_errors(html_run: Path):
     assert 'data-errors="0"' in dom and re.search(r"<pre id=\"page-errors\"></pre>", dom)
     assert dom.count("<table") == (html_run / "report.html").read_text().count("<table")
     assert "How these figures were obtained: <b>tiny-gpt2</b>: kernel hf-sdpa" in dom
+    bars = sum(1 for spec in specs for line in json.loads(spec.read_text())["lines"]
+               for above in line["err_above"] or [] if above > 0)
+    assert bars and dom.count('class="yerror"') == bars  # each repeated point drew its quartiles' error bar
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"
     browse(html_run / "report.html", "--window-size=1280,2000", f"--screenshot={shot}")

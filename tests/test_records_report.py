@@ -30,7 +30,7 @@ from ssmbench.records import (
     upgrade,
 )
 from ssmbench.report import build_tables, header_lines, render, write_report
-from ssmbench.report.tables import format_value
+from ssmbench.report.tables import error_bar, format_value, records_frame
 from ssmbench.rundir import RunDir
 
 # --- records.jsonl --------------------------------------------------------------------------------------
@@ -141,6 +141,28 @@ def test_summarised_uses_the_median():
     fields = summarised("decode_tok_s", [1.0, 2.0, 30.0], "tok/s", True)
     assert fields["value"] == 2.0 and fields["stats"].mean == 11.0
     assert (fields["metric"], fields["unit"], fields["higher_is_better"]) == ("decode_tok_s", "tok/s", True)
+
+
+def test_error_bars_reach_the_repeats_quartiles_or_one_standard_error():
+    repeated = rec(**summarised("decode_tok_s", [1.0, 2.0, 30.0], "tok/s", True))  # quartiles 1.5 and 16
+    estimated = rec(point="batch=2", value=0.8, stderr=0.04)
+    single = rec(point="batch=3", **summarised("decode_tok_s", [5.0], "tok/s", True))
+    assert error_bar(repeated) == pytest.approx((0.5, 14.0)) and error_bar(estimated) == (0.04, 0.04)
+    assert error_bar(single) is None and error_bar(rec(value=None)) is None
+    frame = records_frame([repeated, estimated, single])
+    assert list(frame["err_above"][:2]) == pytest.approx([14.0, 0.04]) and math.isnan(frame["err_below"][2])
+
+
+def test_a_line_plot_keeps_its_error_bars_for_the_page(tmp_path: Path):
+    from ssmbench.report.plots import SPEC_SUFFIX, Line, line_plot
+
+    path = line_plot(tmp_path / "p.png", "t", "batch", "tok/s", [
+        Line("with", [1, 2], [10.0, 20.0], "C0-", yerr=([1.0, math.nan], [2.0, math.nan])),
+        ("without", [1, 2], [5.0, 6.0], "C1--")])
+    with_bars, without = json.loads((tmp_path / f"p{SPEC_SUFFIX}").read_text())["lines"]
+    assert path.stat().st_size > 0 and (with_bars["label"], without["label"]) == ("with", "without")
+    assert with_bars["err_below"][0] == 1.0 and with_bars["err_above"][0] == 2.0
+    assert math.isnan(with_bars["err_above"][1]) and without["err_above"] is None and without["dash"] == "dash"
 
 
 # --- attempts -------------------------------------------------------------------------------------------

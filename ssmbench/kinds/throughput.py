@@ -30,7 +30,7 @@ from ssmbench.measure import dtype_bytes, free_memory, peak_bandwidth, seeded_to
 from ssmbench.models import choose_backend
 from ssmbench.models.base import Decoder
 from ssmbench.records import Record, summarised
-from ssmbench.report.plots import line_plot, model_colours
+from ssmbench.report.plots import Line, line_plot, model_colours, own_error_bars
 from ssmbench.zoo import ResolvedModel
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ def plot_throughput(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
             g = g.sort_values("slice.batch")
             label = f"{model} ({'graphs' if graphs else 'eager'}{'' if impl == 'ssmbench' else ', ' + impl})"
             style = colour[model] + ("-" if graphs else "--" if impl == "ssmbench" else ":")
-            series.append((label, list(g["slice.batch"]), list(g["value"]), style))
+            series.append(Line(label, list(g["slice.batch"]), list(g["value"]), style, yerr=own_error_bars(g)))
         if series:
             paths.append(line_plot(out / f"{task}_decode_tok_s_prompt{int(prompt_len)}.png",
                                     f"{task}: decode throughput, prompt {int(prompt_len)}",

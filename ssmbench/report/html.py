@@ -127,6 +127,16 @@ def _plots(paths: list[Path], specs: dict[Path, dict[str, Any]]) -> str:
     return "<div class='plots'>" + "".join(_figure(specs[p], p.name.removesuffix(SPEC_SUFFIX)) for p in paths) + "</div>"
 
 
+def _error_bars(line: dict[str, Any]) -> dict[str, Any] | None:
+    """plotly's error_y for a line of the spec, asymmetric as the PNG's; None where it has none."""
+    if not line.get("err_above"):  # specs written before error bars were kept have none
+        return None
+    def finite(values: list[float]) -> list[float | None]:
+        return [v if math.isfinite(v) else None for v in values]
+    return {"type": "data", "symmetric": False, "array": finite(line["err_above"]),
+            "arrayminus": finite(line["err_below"]), "visible": True, "thickness": 1}
+
+
 def _figure(spec: dict[str, Any], name: str) -> str:
     """One interactive plot: the PNG's lines, colours and axes, with the units of its labels."""
     import plotly.graph_objects as go
@@ -134,7 +144,8 @@ def _figure(spec: dict[str, Any], name: str) -> str:
     figure = go.Figure()
     for line in spec["lines"]:
         figure.add_trace(go.Scatter(x=line["x"], y=line["y"], name=line["label"], mode="lines+markers",
-                                    line={"color": line["color"], "dash": line["dash"], "width": line["width"]}))
+                                    line={"color": line["color"], "dash": line["dash"], "width": line["width"]},
+                                    error_y=_error_bars(line)))
     if spec.get("marker_x"):
         x, label = spec["marker_x"]
         position = math.log10(x) if spec["log_x"] and x > 0 else x  # shapes on a log axis are placed in log10

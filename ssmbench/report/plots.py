@@ -5,10 +5,23 @@ The plots themselves belong to their kinds (each Kind's `plotter`) and are drawn
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
+
+
+class Line(NamedTuple):
+    """One line of a plot. `yerr` (below, above): each point's distance to the ends of its error bar, NaN
+    where the point has none; a plain (label, xs, ys, style[, options]) tuple is a Line without error bars."""
+
+    label: str
+    xs: list[Any]
+    ys: list[float]
+    style: str
+    options: dict[str, Any] = {}  # matplotlib's, e.g. a colour that a style string cannot name
+    yerr: tuple[list[float], list[float]] | None = None
 
 
 def _pyplot():
@@ -22,15 +35,19 @@ def _pyplot():
 
 def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tuple[Any, ...]], log: bool = True,
               marker_x: tuple[float, str] | None = None, log2_x: bool = False) -> Path:
-    """One PNG: a line per (label, xs, ys, style[, options]) (options: matplotlib's, e.g. a colour that a
-    style string cannot name), log-log by default (`log2_x`: only x, base 2), optionally a labelled vertical
-    line."""
+    """One PNG: a line per Line (or plain tuple), with its error bars where it has them, log-log by default
+    (`log2_x`: only x, base 2), optionally a labelled vertical line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     drawn = []
-    for label, xs, ys, style, *options in series:
-        (line,) = ax.plot(xs, ys, style, marker="o", label=label, **(options[0] if options else {}))
-        drawn.append(line)
+    for entry in series:
+        line = Line(*entry)
+        if has_error_bars(line):
+            drawn_line = ax.errorbar(line.xs, line.ys, yerr=_finite(line.yerr), fmt=line.style, marker="o",
+                                     capsize=3, label=line.label, **line.options).lines[0]
+        else:
+            (drawn_line,) = ax.plot(line.xs, line.ys, line.style, marker="o", label=line.label, **line.options)
+        drawn.append((drawn_line, line))
     write_spec(path, title, xlabel, ylabel, drawn, log, log2_x, marker_x)
     if marker_x is not None:
         ax.axvline(marker_x[0], color="grey", linestyle=":", label=marker_x[1])
@@ -47,27 +64,65 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tup
     return path
 
 
+def has_error_bars(line: Line) -> bool:
+    return line.yerr is not None and any(math.isfinite(v) and v > 0 for part in line.yerr for v in part)
+
+
+def _finite(yerr: tuple[list[float], list[float]]) -> list[list[float]]:
+    """matplotlib draws no bar for a point whose error is 0, and refuses NaN: a missing bar becomes 0."""
+    return [[v if math.isfinite(v) else 0.0 for v in part] for part in yerr]
+
+
 SPEC_SUFFIX = ".plot.json"  # beside each PNG: the same figure as data, for the interactive HTML report
 DASHES = {"-": "solid", "--": "dash", ":": "dot", "-.": "dashdot"}
 
 
-def write_spec(path: Path, title: str, xlabel: str, ylabel: str, lines: list[Any], log: bool, log2_x: bool,
-               marker_x: tuple[float, str] | None) -> Path:
-    """The plot as data (`<name>.plot.json`): each line's label, points, colour, dash and width as matplotlib
-    drew them, and the axes' scales, so the HTML report redraws the very figure with plotly."""
+def write_spec(path: Path, title: str, xlabel: str, ylabel: str, lines: list[tuple[Any, Line]], log: bool,
+               log2_x: bool, marker_x: tuple[float, str] | None) -> Path:
+    """The plot as data (`<name>.plot.json`): each line's label, points and error bars as given, its colour,
+    dash and width as matplotlib drew them, and the axes' scales, so the HTML report redraws the very figure
+    with plotly."""
     import json
 
     from matplotlib.colors import to_hex
 
     spec = {"title": title, "xlabel": xlabel, "ylabel": ylabel, "log_x": log or log2_x, "log_y": log,
             "marker_x": list(marker_x) if marker_x is not None else None,
-            "lines": [{"label": str(line.get_label()), "x": [float(v) for v in line.get_xdata()],
+            "lines": [{"label": str(given.label), "x": [float(v) for v in line.get_xdata()],
                        "y": [float(v) for v in line.get_ydata()], "color": to_hex(line.get_color()),
-                       "dash": DASHES.get(line.get_linestyle(), "solid"), "width": float(line.get_linewidth())}
-                      for line in lines]}
+                       "dash": DASHES.get(line.get_linestyle(), "solid"), "width": float(line.get_linewidth()),
+                       "err_below": [float(v) for v in given.yerr[0]] if given.yerr else None,
+                       "err_above": [float(v) for v in given.yerr[1]] if given.yerr else None}
+                      for line, given in lines]}
     out = path.with_name(path.stem + SPEC_SUFFIX)
     out.write_text(json.dumps(spec, allow_nan=True))
     return out
+
+
+def own_error_bars(rows: pd.DataFrame, scale: float = 1.0) -> tuple[list[float], list[float]]:
+    """The error bars records_frame gave each row (its repeats' quartiles, or its standard error), scaled
+    as the plotted values are."""
+    return [scale * v for v in rows["err_below"]], [scale * v for v in rows["err_above"]]
+
+
+def median_line(rows: pd.DataFrame, x: str, scale: float = 1.0) -> tuple[list[Any], list[float],
+                                                                        tuple[list[float], list[float]]]:
+    """Per value of column `x`: the median of the rows' values, with error bars to their quartiles where
+    several rows (seeds) meet at one x, else to the one row's own error bar."""
+    xs, ys, below, above = [], [], [], []
+    for at, g in rows.sort_values(x).groupby(x, sort=False):
+        values = scale * g["value"].astype(float)
+        median = float(values.median())
+        if len(g) > 1:
+            low, high = values.quantile([0.25, 0.75])
+            bar = (median - low, high - median)
+        else:
+            bar = (scale * g["err_below"].iloc[0], scale * g["err_above"].iloc[0])
+        xs.append(at)
+        ys.append(median)
+        below.append(float(bar[0]))
+        above.append(float(bar[1]))
+    return xs, ys, (below, above)
 
 
 def model_colours(frame: pd.DataFrame) -> dict[str, str]:

@@ -10,12 +10,13 @@ Plot: exact (solid) and digit (dashed) accuracy against book size, a colour per 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from ssmbench.kinds.base import NA_CONTEXT
-from ssmbench.report.plots import line_plot, model_colours
+from ssmbench.report.plots import Line, line_plot, model_colours
 from ssmbench.report.tables import SMOKE_NOTE, STATUS_CELL, Table, failure_notes
 
 
@@ -30,6 +31,11 @@ def _means(group: pd.DataFrame) -> pd.DataFrame:
     """(model, book_size) x metric: the mean over the positions that ran."""
     ok = group[group["status"] == "ok"]
     return ok.pivot_table(index=["model", "slice.book_size"], columns="metric", values="value", aggfunc="mean")
+
+
+def _error_of_mean(errors: pd.Series) -> float:
+    """The standard error of a mean over positions, from theirs: the positions are independent test sets."""
+    return math.sqrt(errors.pow(2).sum(skipna=False)) / len(errors)
 
 
 def _missing(group: pd.DataFrame, model: str, size: int) -> str:
@@ -116,16 +122,16 @@ def plot_phonebook(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
     colour = model_colours(frame)
     paths = []
     for fmt, group in frame.groupby("slice.format", sort=False):
-        means = _means(group)
+        ok = group[group["status"] == "ok"]
         series = []
-        for model in dict.fromkeys(group["model"]):
-            if model not in means.index.get_level_values(0):
-                continue
-            m = means.loc[model].sort_index()
-            sizes = [int(s) for s in m.index]
-            series.append((f"{model} exact", sizes, list(100 * m["exact_match"]), colour[model] + "-"))
-            series.append((f"{model} digits", sizes, list(100 * m["digit_accuracy"]), colour[model] + "--"))
+        for model, rows in ok.groupby("model", sort=False):
+            for metric, name, dash in (("exact_match", "exact", "-"), ("digit_accuracy", "digits", "--")):
+                per_size = rows[rows["metric"] == metric].groupby("slice.book_size")
+                means, errors = 100 * per_size["value"].mean(), 100 * per_size["err_above"].agg(_error_of_mean)
+                series.append(Line(f"{model} {name}", [int(s) for s in means.index], list(means),
+                                   colour[model] + dash, yerr=(list(errors), list(errors))))
         if series and group["slice.book_size"].nunique() > 1:
-            paths.append(line_plot(out / f"{task}_recall_{fmt}.png", f"{task}: phonebook recall ({fmt})",
+            paths.append(line_plot(out / f"{task}_recall_{fmt}.png",
+                                   f"{task}: phonebook recall ({fmt}; bars: ± 1 standard error)",
                                    "book size (entries)", "accuracy (%)", series, log=False, log2_x=True))
     return paths

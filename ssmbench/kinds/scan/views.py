@@ -10,11 +10,12 @@ The plot: ms against L, log-log, a line per implementation, the crossover marked
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from ssmbench.report.plots import line_plot
+from ssmbench.report.plots import Line, line_plot
 from ssmbench.report.tables import STATUS_CELL, Table, format_value, spread_notes
 
 SCAN, ATTENTION, REFERENCE = "selective_scan_cuda", "attention_sdpa", "scan_reference"
@@ -158,14 +159,26 @@ def plot_scan(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
         ms = medians(group, "ms")
         if ms.empty:
             continue
-        paths.append(_plot(ms, out / f"{task}_ms_{mode}_d{int(d_inner)}.png",
+        paths.append(_plot(ms, _error_bars(group, "ms"), out / f"{task}_ms_{mode}_d{int(d_inner)}.png",
                            f"{task}: {mode}, D={int(d_inner)}"))
     return paths
 
 
-def _plot(ms: pd.DataFrame, path: Path, title: str) -> Path:
-    series = [(f"{SHORT[impl]} ({impl})", list(ms[impl].dropna().index), list(ms[impl].dropna().values), "-")
-              for impl in SHORT if impl in ms]
+def _error_bars(group: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
+    """Like medians: sequence length x implementation, for each end of the error bars (err_below, err_above)."""
+    ok = group[(group["status"] == "ok") & (group["metric"] == metric)]
+    return {end: ok.pivot_table(index="slice.seq_len", columns="slice.impl", values=end, aggfunc="first",
+                                dropna=False).sort_index()
+            for end in ("err_below", "err_above")}
+
+
+def _plot(ms: pd.DataFrame, bars: dict[str, pd.DataFrame], path: Path, title: str) -> Path:
+    series = []
+    for impl in [i for i in SHORT if i in ms]:
+        lengths = list(ms[impl].dropna().index)
+        yerr = tuple([float(bars[end].get(impl, {}).get(n, math.nan)) for n in lengths]
+                     for end in ("err_below", "err_above"))
+        series.append(Line(f"{SHORT[impl]} ({impl})", lengths, list(ms[impl].dropna().values), "-", yerr=yerr))
     first = crossover(ms)
     marker = None
     if first is not None and first > ms[[SCAN, ATTENTION]].dropna().index.min():

@@ -37,7 +37,7 @@ import pandas as pd
 from ssmbench.kinds.synthetic.runner import CANNOT_RUN, COLLAPSED
 from ssmbench.models.mixers import GRID
 from ssmbench.reference import OOM, PERFECT, SyntheticReference, synthetic_references
-from ssmbench.report.plots import line_plot, model_colours, seed_shades
+from ssmbench.report.plots import Line, line_plot, median_line, model_colours, seed_shades
 from ssmbench.report.tables import Table, failure_notes, format_value, param_count
 
 PASS, FAIL, NOT_RUN = "✓", "✗", "—"
@@ -546,15 +546,16 @@ def plot_synthetic(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
     if ok["slice.seq_len"].nunique() > 1:
         series = []
         for model, g in ok.groupby("model", sort=False):
-            median = 100 * g.groupby("slice.seq_len")["value"].median().sort_index()
             if several:
                 for seed, per_seed in g.groupby("_seed", sort=False):
                     points = (100 * per_seed.set_index("slice.seq_len")["value"]).sort_index()
                     series.append((f"{model} seed {int(seed)}", list(points.index), list(points), "-",
                                    {"color": shades[model, int(seed)], "linewidth": 0.9, "markersize": 3}))
-            series.append((f"{model} median" if several else model, list(median.index), list(median),
-                           colour[model] + "-", {"linewidth": 2.4} if several else {}))
-        title = f"{task}: accuracy by test length" + (" (each seed; bold: the median)" if several else "")
+            lengths, median, bars = median_line(g, "slice.seq_len", scale=100)
+            series.append(Line(f"{model} median" if several else model, lengths, median, colour[model] + "-",
+                               {"linewidth": 2.4} if several else {}, yerr=bars))
+        title = f"{task}: accuracy by test length" + (" (each seed; bold: the median, bars: quartiles over seeds)"
+                                                       if several else " (bars: ± 1 standard error)")
         marker = (_train_len(frame), f"training length {_train_len(frame)}") if _train_len(frame) else None
         paths.append(line_plot(out / f"{task}_accuracy_by_length.png", title, "test length L (log2)",
                                "accuracy (%)", series, log=False, marker_x=marker, log2_x=True))
@@ -564,14 +565,15 @@ def plot_synthetic(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
         at_train = ok[ok["slice.seq_len"] == train_len]
         series = []
         for mixer, widths in sizes.items():
-            points = {w: 100 * at_train[at_train["model"] == models[0]]["value"].median() for w, models in
-                      sorted(widths.items())}
-            points = {w: v for w, v in points.items() if v == v}  # widths with no result yet are left out
-            if points:
-                series.append((mixer, list(points), list(points.values()), "-"))
+            rows = [at_train[at_train["model"] == models[0]].assign(_width=w) for w, models in widths.items()]
+            rows = pd.concat(rows) if rows else at_train.iloc[:0]  # widths with no result yet add no rows
+            if len(rows):
+                widths_run, accuracy, bars = median_line(rows, "_width", scale=100)
+                series.append(Line(mixer, widths_run, accuracy, "-", yerr=bars))
         if series:
             paths.append(line_plot(out / f"{task}_accuracy_by_width.png",
-                                   f"{task}: accuracy at L = {train_len} by model width (best LR)",
+                                   f"{task}: accuracy at L = {train_len} by model width (best LR)"
+                                   " (bars: quartiles over seeds; one seed: ± 1 standard error)",
                                    "model dimension d_model (log2)", "accuracy (%)", series, log=False, log2_x=True))
     if "slice.step" in frame:
         curve = frame[frame["slice.step"].notna() & (frame["status"] == "ok")]
