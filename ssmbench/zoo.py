@@ -9,9 +9,10 @@ state-spaces/mamba-*-hf, state-spaces/mamba2-*, and for the other rows of the Ma
 facebook/opt-*, EleutherAI/gpt-neo-*, EleutherAI/gpt-j-6b, RWKV/rwkv-4-*-pile); nominal parameter counts
 from their model cards and from the Mamba paper (Gu & Dao, arXiv 2312.00752, Table 3).
 
-Families: "transformer" (a KV cache that grows with the context), "ssm" (Mamba's selective state spaces) and
+Families: "transformer" (a KV cache that grows with the context), "ssm" (Mamba's selective state spaces),
 "rnn" (RWKV: a linear-attention recurrence with a constant-size state, neither attention nor an SSM; it is
-kept apart so that a report grouping by family never counts it as either).
+kept apart so that a report grouping by family never counts it as either) and "hybrid" (attention and a
+Mamba mixer in one network, Falcon-H1: a sequence carries a KV cache and an SSM state).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 from ssmbench.errors import UserError, did_you_mean
 
-Family = Literal["transformer", "ssm", "rnn"]
+Family = Literal["transformer", "ssm", "rnn", "hybrid"]
 
 # The byte-level tokenizer the tiny models use (ssmbench.models.tokenizers): no download, any text
 # round-trips. Ids 0-255 are bytes, 256 is the end-of-text token.
@@ -69,6 +70,10 @@ class Architecture:
         """How many times one decode step moves its state: a KV cache is read once (the new position's
         write is negligible); a recurrent state is read and written back (2)."""
         return 1 if self.family == "transformer" else 2
+
+    def decode_state_traffic_bytes(self, config: dict[str, Any], context_len: int, bytes_per_element: int) -> int:
+        """Bytes of inference state one decode step moves per sequence."""
+        return self.state_bytes_per_sequence(config, context_len, bytes_per_element) * self.state_traffic_factor()
 
 
 class _KVCache(Architecture):
@@ -199,8 +204,35 @@ class Mamba2(Mamba):
         return self.n_layers(config) * (d_inner * d_state + conv_dim * int(config.get("conv_kernel", 4)))
 
 
+class FalconH1(Architecture):
+    """Falcon-H1 (TII, 2025; transformers' FalconH1Model): every layer runs grouped-query attention and a
+    Mamba-2 mixer side by side on the same input and adds their outputs, then an MLP. A sequence therefore
+    carries both states in every layer: keys and values of num_key_value_heads x head_dim for each past
+    token (grows with the context, read once a step) and Mamba-2's convolution window and SSM state (fixed,
+    read and written back). Rotary positions: no hard limit."""
+
+    family: Family = "hybrid"
+
+    def _kv_per_token(self, config: dict[str, Any]) -> int:
+        return 2 * int(config["num_key_value_heads"]) * int(config["head_dim"])
+
+    def _ssm_elements(self, config: dict[str, Any]) -> int:
+        d_ssm, d_state = int(config["mamba_d_ssm"]), int(config["mamba_d_state"])
+        conv_dim = d_ssm + 2 * int(config["mamba_n_groups"]) * d_state
+        return int(config["mamba_n_heads"]) * int(config["mamba_d_head"]) * d_state + conv_dim * int(config["mamba_d_conv"])
+
+    def state_elements_per_sequence(self, config: dict[str, Any], context_len: int) -> int:
+        return self.n_layers(config) * (self._kv_per_token(config) * context_len + self._ssm_elements(config))
+
+    def decode_state_traffic_bytes(self, config: dict[str, Any], context_len: int, bytes_per_element: int) -> int:
+        """The KV cache is read once, the SSM state read and written back."""
+        per_layer = self._kv_per_token(config) * context_len + 2 * self._ssm_elements(config)
+        return self.n_layers(config) * per_layer * bytes_per_element
+
+
 ARCHITECTURES: dict[str, Architecture] = {"gpt2": GPT2(), "gpt_neox": GPTNeoX(), "opt": OPT(), "gpt_neo": GPTNeo(),
-                                          "gptj": GPTJ(), "rwkv": RWKV(), "mamba": Mamba(), "mamba2": Mamba2()}
+                                          "gptj": GPTJ(), "rwkv": RWKV(), "mamba": Mamba(), "mamba2": Mamba2(),
+                                          "falcon_h1": FalconH1()}
 
 
 @dataclass(frozen=True)
@@ -216,6 +248,9 @@ class ModelSpec:
     tokenizer: str | None = None  # hub id, or BYTES_TOKENIZER
     notes: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # The context the checkpoint was trained on, where its config does not say (Falcon-H1's
+    # max_position_embeddings sizes a rotary table, not the training context).
+    trained_context: int | None = None
 
     @property
     def architecture(self) -> Architecture:
@@ -239,7 +274,7 @@ class ModelSpec:
 
     @property
     def context_length(self) -> int | None:
-        return self.architecture.context_length(self.config)
+        return self.trained_context or self.architecture.context_length(self.config)
 
     def state_elements_per_sequence(self, context_len: int) -> int:
         return self.architecture.state_elements_per_sequence(self.config, context_len)
@@ -254,7 +289,7 @@ class ModelSpec:
 
     def decode_state_traffic_bytes(self, context_len: int, bytes_per_element: int) -> int:
         """Bytes of inference state one decode step moves per sequence."""
-        return self.state_bytes_per_sequence(context_len, bytes_per_element) * self.architecture.state_traffic_factor()
+        return self.architecture.decode_state_traffic_bytes(self.config, context_len, bytes_per_element)
 
 
 def _gpt2(n_embd: int, n_layer: int, n_head: int, vocab: int = 50257, positions: int = 1024) -> dict[str, Any]:
@@ -316,6 +351,27 @@ def _mamba2(hidden: int, layers: int, vocab: int = 50288) -> dict[str, Any]:
             "num_heads": 2 * hidden // head_dim, "n_groups": 1, "chunk_size": 256, "use_bias": False,
             "use_conv_bias": True, "residual_in_fp32": True, "layer_norm_epsilon": 1e-5,
             "tie_word_embeddings": True}
+
+
+def _falcon_h1(hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int, intermediate: int,
+               mamba_heads: int, mamba_head_dim: int, d_state: int, vocab: int = 32784) -> dict[str, Any]:
+    """tiiuae/Falcon-H1-0.5B: the sizes of transformers' Falcon-H1 documentation table (depth 36, width 1024,
+    8 attention heads over 2 KV heads, 24 Mamba heads of 64, d_state 128), the rest as its published config
+    reads (vocabulary 32784, MLP 2048, rotary base 1e11, Mamba-2 chunks of 128 with no inner RMSNorm) and
+    its muP multipliers, which scale activations and so matter for generated text, not for cost."""
+    return {"model_type": "falcon_h1", "hidden_size": hidden, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+            "intermediate_size": intermediate, "vocab_size": vocab, "max_position_embeddings": 131072,
+            "rope_theta": 1e11, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+            "mamba_d_ssm": mamba_heads * mamba_head_dim, "mamba_n_heads": mamba_heads, "mamba_d_head": mamba_head_dim,
+            "mamba_d_state": d_state, "mamba_n_groups": 1, "mamba_d_conv": 4, "mamba_expand": 2,
+            "mamba_chunk_size": 128, "mamba_conv_bias": True, "mamba_proj_bias": False,
+            "mamba_norm_before_gate": False, "mamba_rms_norm": False, "bos_token_id": 1, "eos_token_id": 11,
+            "pad_token_id": 0, "embedding_multiplier": 5.656854249492381, "lm_head_multiplier": 0.0390625,
+            "key_multiplier": 0.390625, "attention_in_multiplier": 1.0, "attention_out_multiplier": 0.9375,
+            "ssm_in_multiplier": 1.25, "ssm_out_multiplier": 0.23570226039551587,
+            "mlp_multipliers": [0.8838834764831844, 0.5859375],
+            "ssm_multipliers": [0.3535533905932738, 0.25, 0.3535533905932738, 0.5, 0.3535533905932738]}
 
 
 def _zoo() -> dict[str, ModelSpec]:
@@ -391,6 +447,13 @@ def _zoo() -> dict[str, ModelSpec]:
         hub = f"RWKV/rwkv-4-{size}-pile"
         specs.append(ModelSpec(f"rwkv-4-{size}", "rwkv", _rwkv4(d, n), params, hf_id=hub, tokenizer=hub,
                                notes=table3))
+    # A published hybrid at the size of the small models above. 521,411,104 parameters is what transformers
+    # builds from this config (the model card says 0.5B). Its pretraining context is 4K tokens (16K after
+    # instruction tuning), per transformers' Falcon-H1 documentation.
+    specs.append(ModelSpec("falcon-h1-0.5b", "falcon_h1", _falcon_h1(1024, 36, 8, 2, 64, 2048, 24, 64, 128),
+                           521_411_104, hf_id="tiiuae/Falcon-H1-0.5B-Base", tokenizer="tiiuae/Falcon-H1-0.5B-Base",
+                           trained_context=4096,
+                           notes="hybrid: attention and Mamba-2 side by side in every layer (TII, 2025)"))
     tiny = "random init, about 1M parameters, for CPU tests and the embedded default suite"
     specs += [
         ModelSpec("tiny-gpt2", "gpt2", {**_gpt2(128, 4, 4, vocab=512), **_TINY_SPECIAL}, 1_000_000, tokenizer=BYTES_TOKENIZER,
@@ -399,6 +462,10 @@ def _zoo() -> dict[str, ModelSpec]:
                   notes=tiny, tags=("tiny",)),
         ModelSpec("tiny-mamba", "mamba", {**_mamba(128, 8, vocab=512), **_TINY_SPECIAL}, 970_000, tokenizer=BYTES_TOKENIZER,
                   notes=tiny, tags=("tiny",)),
+        ModelSpec("tiny-falcon-h1", "falcon_h1",
+                  {**_falcon_h1(128, 4, 4, 2, 32, 256, 8, 32, 16, vocab=512), **_TINY_SPECIAL, "pad_token_id": 0,
+                   "mamba_chunk_size": 64},
+                  1_140_000, tokenizer=BYTES_TOKENIZER, notes=tiny, tags=("tiny",)),
     ]
     return {s.name: s for s in specs}
 

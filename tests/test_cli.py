@@ -149,7 +149,7 @@ def test_validate_ok(tmp_path: Path):
     result = invoke("validate", suite, REPO / "suites" / "smoke.yaml", REPO / "suites" / "nightly.yaml")
     assert result.exit_code == 0, result.output
     assert f"ok {suite}: 2 models, 2 tasks" in result.stdout
-    assert "smoke.yaml: 5 models, 5 tasks" in result.stdout
+    assert "smoke.yaml: 6 models, 5 tasks" in result.stdout
     assert "nightly.yaml: 7 models, 9 tasks" in result.stdout  # a CUDA suite is checked on a CPU-only machine
 
 

@@ -17,7 +17,7 @@ from ssmbench.models import choose_backend, load_model
 from ssmbench.models.tokenizers import byte_tokenizer, load_tokenizer
 from ssmbench.zoo import BYTES_EOS_ID, MODELS, ResolvedModel
 
-TINY = ["tiny-gpt2", "tiny-pythia", "tiny-mamba"]
+TINY = ["tiny-gpt2", "tiny-pythia", "tiny-mamba", "tiny-falcon-h1"]
 BATCH, PROMPT, NEW = 2, 12, 8
 
 
@@ -34,7 +34,7 @@ def prompt(vocab: int, seed: int = 3) -> torch.Tensor:
 def test_loaded_model_says_what_runs(tiny):
     spec = MODELS[tiny.name]
     assert tiny.backend == "hf"
-    assert tiny.kernel == ("hf-torch" if spec.family == "ssm" else "hf-sdpa")
+    assert tiny.kernel == {"ssm": "hf-torch", "hybrid": "hf-sdpa+torch"}.get(spec.family, "hf-sdpa")
     assert tiny.n_params == sum(p.numel() for p in tiny.module.parameters())
     assert tiny.n_params == pytest.approx(spec.params_nominal, rel=0.05)
     assert tiny.vocab_size == 512 and not tiny.module.training
@@ -98,10 +98,22 @@ def test_static_cache_equals_dynamic_cache(name: str):
     assert torch.equal(static, dynamic) and torch.equal(static_again, dynamic)
 
 
-def test_mamba_has_no_static_cache_to_choose():
-    model = load_model(tiny_ref("tiny-mamba"))
+@pytest.mark.parametrize("name", ["tiny-mamba", "tiny-falcon-h1"])
+def test_mamba_and_hybrids_have_no_static_cache_to_choose(name: str):
+    model = load_model(tiny_ref(name))
     with pytest.raises(ValueError, match="no static cache"):
         model.decoder(1, 16, cuda_graphs=False, static_cache=True)
+
+
+def test_a_hybrid_decodes_what_its_whole_forward_predicts():
+    """Falcon-H1's cache (keys and values beside Mamba's states) carries each step: every greedy token is
+    the argmax of the full forward pass over the prompt and the tokens before it."""
+    model = load_model(tiny_ref("tiny-falcon-h1"))
+    ids = prompt(model.vocab_size)
+    with torch.inference_mode():
+        tokens = model.decoder(BATCH, PROMPT + NEW, cuda_graphs=False).generate(ids, NEW)
+        logits = model.module(torch.cat([ids, tokens], dim=1)).logits
+    assert torch.equal(logits[:, PROMPT - 1:-1].argmax(-1), tokens)
 
 
 @pytest.mark.parametrize("name", TINY)

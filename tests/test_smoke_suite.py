@@ -12,7 +12,7 @@ from ssmbench.plan import Plan, build_plan
 from ssmbench.spec import load_suite
 
 SMOKE = REPO / "suites" / "smoke.yaml"
-TINY = ["tiny-gpt2", "tiny-pythia", "tiny-mamba"]
+TINY = ["tiny-gpt2", "tiny-pythia", "tiny-mamba", "tiny-falcon-h1"]
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def test_smoke_jobs(plan: Plan):
         "induction-tiny/mamba", "induction-tiny/mha-rope",
         "phonebook-tiny/tiny-gpt2", "phonebook-tiny/tiny-mamba",
     ]
-    assert [j.kind for j in plan.jobs] == ["throughput"] * 5 + ["memory"] * 3 + ["synthetic"] * 2 + ["phonebook"] * 2
-    assert plan.n_points == 3 * 4 + 2 * 1 + 3 * 4 + 2 * (1 + 3) + 2 * (2 * 2 * 2) == 50
+    assert [j.kind for j in plan.jobs] == ["throughput"] * 6 + ["memory"] * 4 + ["synthetic"] * 2 + ["phonebook"] * 2
+    assert plan.n_points == 4 * 4 + 2 * 1 + 4 * 4 + 2 * (1 + 3) + 2 * (2 * 2 * 2) == 58
 
 
 def test_smoke_runs_offline_on_random_weights_in_float32(plan: Plan):
@@ -42,7 +42,7 @@ def test_smoke_runs_offline_on_random_weights_in_float32(plan: Plan):
         assert job.model is not None and job.device == "cpu" and job.seed == 0
         assert (job.model.weights, job.model.dtype, job.model.device) == ("random", "float32", "cpu")
         assert job.skip_reason is None
-        if job.model.spec.family == "ssm":
+        if job.model.spec.family in ("ssm", "hybrid"):
             assert job.backend_note and "fused Mamba kernels unavailable (on CPU)" in job.backend_note
         else:
             assert job.backend_note is None
@@ -74,7 +74,7 @@ def test_smoke_dry_run_through_the_cli(tmp_path):
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert "smoke: 3 jobs, 12 points on cpu" in out
+    assert "smoke: 4 jobs, 16 points on cpu" in out
     for model in TINY:
         assert f"throughput-tiny/{model}" in out
     assert "throughput-full-size" not in out and "memory-tiny" not in out
@@ -88,5 +88,5 @@ def test_smoke_by_name_is_the_packaged_suite(tmp_path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["run", "smoke", "--dry-run", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert "smoke: 12 jobs, 50 points on cpu" in result.stdout
+    assert "smoke: 14 jobs, 58 points on cpu" in result.stdout
     assert not (tmp_path / "out").exists()

@@ -34,14 +34,15 @@ def test_zoo_config_builds_with_its_nominal_parameter_count(name: str):
 
 def test_zoo_families_and_sources():
     for spec in MODELS.values():
-        expected = "ssm" if spec.arch in ("mamba", "mamba2") else "rnn" if spec.arch == "rwkv" else "transformer"
+        expected = ("ssm" if spec.arch in ("mamba", "mamba2") else "rnn" if spec.arch == "rwkv" else
+                    "hybrid" if spec.arch == "falcon_h1" else "transformer")
         assert spec.family == expected
         if is_tiny(spec):
             assert spec.tokenizer == "bytes" and spec.hf_id is None
             assert spec.config["eos_token_id"] == 256 and spec.config["vocab_size"] > 256
         else:
             assert spec.hf_id or spec.mamba_ssm_id
-    assert {n for n, s in MODELS.items() if is_tiny(s)} == {"tiny-gpt2", "tiny-pythia", "tiny-mamba"}
+    assert {n for n, s in MODELS.items() if is_tiny(s)} == {"tiny-gpt2", "tiny-pythia", "tiny-mamba", "tiny-falcon-h1"}
     assert MODELS["mamba2-130m"].hf_id is None and MODELS["mamba2-130m"].mamba_ssm_id == "state-spaces/mamba2-130m"
 
 
@@ -99,6 +100,41 @@ def test_decode_state_traffic_doubles_for_ssms(name: str):
     size = spec.state_bytes_per_sequence(512, 2)
     traffic = spec.decode_state_traffic_bytes(512, 2)
     assert traffic == (2 * size if spec.family == "ssm" else size)
+
+
+def test_a_hybrid_carries_a_kv_cache_and_a_fixed_ssm_state():
+    # Falcon-H1-0.5B, each of 36 layers: keys and values of 2 KV heads x 64 per token, beside Mamba-2's
+    # 24 heads x 64 x 128 states and a convolution over (1536 + 2 x 128) channels x 4 taps
+    spec = MODELS["falcon-h1-0.5b"]
+    kv, ssm = 2 * 2 * 64, 24 * 64 * 128 + (1536 + 256) * 4
+    assert spec.state_elements_per_sequence(4096) == 36 * (kv * 4096 + ssm)
+    assert spec.decode_state_traffic_bytes(4096, 2) == 36 * (kv * 4096 + 2 * ssm) * 2  # SSM read and written back
+    assert spec.family == "hybrid" and spec.context_length == 4096 and spec.max_positions is None
+
+
+def cache_elements(cache: object) -> int:
+    """Every element of the tensors a transformers cache holds for one sequence (its per-layer objects'
+    tensors, in dicts too), whatever the cache's layout."""
+    total = 0
+    for layer in cache.layers:
+        for value in vars(layer).values():
+            for tensor in value.values() if isinstance(value, dict) else [value]:
+                if torch.is_tensor(tensor) and tensor.dim() >= 2:
+                    total += tensor.numel()
+    return total
+
+
+@pytest.mark.parametrize("length", [1, 50])
+def test_the_hybrid_state_is_what_transformers_caches(length: int):
+    from conftest import tiny_ref
+
+    from ssmbench.models import load_model
+
+    model = load_model(tiny_ref("tiny-falcon-h1"))
+    with torch.inference_mode():
+        out = model.module(torch.randint(0, 256, (1, length)), use_cache=True)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    assert cache_elements(cache) == MODELS["tiny-falcon-h1"].state_elements_per_sequence(length)
 
 
 def test_a_short_context_kv_cache_is_smaller_than_mamba_state_and_a_long_one_larger():

@@ -13,10 +13,18 @@ __all__ = ["Decoder", "LoadedModel", "choose_backend", "load_model"]
 def choose_backend(ref: ResolvedModel) -> tuple[str, str | None]:
     """(backend, note). Mamba goes to mamba_ssm's fused model when its kernels import on CUDA, else to
     transformers' implementation; the note says why whenever the fused path is not taken. Every other family
-    (Transformers, RWKV's recurrence) has transformers' implementation only."""
+    (Transformers, RWKV's recurrence, hybrids) has transformers' implementation only; a hybrid's Mamba mixer
+    calls the fused kernels from there when they import, and the note says when they do not."""
     if ref.spec.family != "ssm":
         if ref.backend == "mamba_ssm":
             raise JobError(f"model {ref.name!r}: backend mamba_ssm is for Mamba models only")
+        if ref.spec.family == "hybrid":
+            kernels = fused_mamba_kernels() if ref.device == "cuda" else None
+            why = "on CPU" if ref.device != "cuda" else None if kernels else kernels.reason
+            if why and ref.require_fused:
+                raise JobError(f"model {ref.name!r}: fused Mamba kernels required but unavailable: {why}")
+            return "hf", (f"{ref.name}: fused Mamba kernels unavailable ({why}); its Mamba mixer runs "
+                          "transformers' PyTorch path" if why else None)
         return "hf", None
     kernels = fused_mamba_kernels() if ref.device == "cuda" else None
     # A checkpoint of the suite's own exists in one format only: it decides the backend.
@@ -58,9 +66,9 @@ def load_model(ref: ResolvedModel) -> LoadedModel:
         from ssmbench.models.mamba_ssm import load_mamba_ssm
 
         return load_mamba_ssm(ref)
-    from ssmbench.models.hf import load_hf
+    from ssmbench.models.hf import load_hf, runs_mamba_in_torch
 
     model = load_hf(ref)
-    if ref.require_fused and ref.spec.family == "ssm" and model.kernel == "hf-torch":
+    if ref.require_fused and ref.spec.family in ("ssm", "hybrid") and runs_mamba_in_torch(model.kernel):
         raise JobError(f"model {ref.name!r}: fused Mamba kernels required but transformers runs its PyTorch path")
     return model

@@ -112,8 +112,7 @@ def silence_trust_checks() -> None:
     _drop("kernels._internals.hf_hub", _TRUST_CHECK)
 
 
-def silence_mamba_fallback(kernel: str) -> None:
-    """Drop transformers' Mamba fallback lines, once a model's kernel says the PyTorch path ran (hf-torch):
-    the path is stated by ssmbench, in the record and on screen, never hidden."""
-    if kernel == "hf-torch":
-        _drop("transformers.integrations.hub_kernels", _MAMBA_FALLBACK)
+def silence_mamba_fallback() -> None:
+    """Drop transformers' Mamba fallback lines, once a model's kernel says the PyTorch path ran (hf-torch, or
+    a hybrid's ...+torch): the path is stated by ssmbench, in the record and on screen, never hidden."""
+    _drop("transformers.integrations.hub_kernels", _MAMBA_FALLBACK)

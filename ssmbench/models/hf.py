@@ -78,20 +78,28 @@ def load_hf(ref: ResolvedModel) -> HFModel:
     n_params = sum(p.numel() for p in module.parameters())
     identity = checkpoint_identity(ref, "hf", getattr(module.config, "model_type", None))
     kernel = hf_kernel(ref, module)
-    if ref.spec.family == "ssm":
-        silence_mamba_fallback(kernel)
+    if runs_mamba_in_torch(kernel) and ref.spec.family in ("ssm", "hybrid"):
+        silence_mamba_fallback()
     return HFModel(ref=ref, module=module, kernel=kernel, backend="hf", n_params=n_params, **identity)
 
 
 def hf_kernel(ref: ResolvedModel, module: Any) -> str:
-    """Name the code path transformers will take for this model's sequence mixer."""
+    """Name the code path transformers will take for this model's sequence mixer (a hybrid's two mixers: its
+    attention's, then its Mamba's, joined with '+', e.g. hf-sdpa+mamba_ssm-kernels)."""
+    attention = f"hf-{module.config._attn_implementation}"
+    mamba = "hf-mamba_ssm-kernels" if ref.device == "cuda" and fused_mamba_kernels() else "hf-torch"
     if ref.spec.family == "transformer":
-        return f"hf-{module.config._attn_implementation}"
+        return attention
+    if ref.spec.family == "hybrid":
+        return f"{attention}+{mamba.removeprefix('hf-')}"
     if ref.spec.arch == "rwkv":
         return "hf-rwkv-wkv-cuda" if ref.device == "cuda" and rwkv_wkv_kernel_loaded() else "hf-torch"
-    if ref.device == "cuda" and fused_mamba_kernels():
-        return "hf-mamba_ssm-kernels"
-    return "hf-torch"
+    return mamba
+
+
+def runs_mamba_in_torch(kernel: str) -> bool:
+    """Whether a kernel label says transformers' Mamba (alone or in a hybrid) takes its PyTorch path."""
+    return kernel == "hf-torch" or kernel.endswith("+torch")
 
 
 def rwkv_wkv_kernel_loaded() -> bool:
@@ -120,6 +128,8 @@ class HFModel(LoadedModel):
                 raise ValueError("RWKV keeps a fixed-size recurrent state at fixed addresses; no static cache to "
                                  "choose")
             return RwkvDecoder(self, batch, max_len, cuda_graphs)
+        if self.ref.spec.family == "hybrid":
+            return HybridDecoder(self, batch, max_len, cuda_graphs, bool(static_cache))
         static = cuda_graphs if static_cache is None else static_cache
         return HFDecoder(self, batch, max_len, cuda_graphs, static)
 
@@ -226,3 +236,26 @@ class RwkvDecoder(Decoder):
 
     def _step(self) -> None:
         self._token.copy_(self.pick(self._forward(self._token[:, None])))
+
+
+class HybridDecoder(HFDecoder):
+    """A hybrid's cache holds attention's keys and values and Mamba's states, in a class that transformers
+    has changed across releases (a model-specific hybrid cache, then DynamicCache with per-layer types): the
+    model builds its own on the prompt pass and the decoder keeps what it returns. transformers has no
+    static form of it, so there is no graph-captured decoding either, and the error says so."""
+
+    def __init__(self, model: HFModel, batch: int, max_len: int, cuda_graphs: bool, static_cache: bool):
+        if static_cache or (cuda_graphs and model.ref.device == "cuda"):  # on the CPU the base refuses graphs
+            raise ValueError(f"{type(model.module).__name__} has no static cache in transformers (its Mamba state "
+                             "and KV cache live in one dynamic cache): hybrids decode eagerly only")
+        super().__init__(model, batch, max_len, cuda_graphs, static_cache)
+
+    def start(self) -> None:
+        self._cache = None
+
+    def _forward(self, input_ids: Any) -> Any:
+        passed = {self._cache_arg: self._cache} if self._cache is not None else {}
+        out = self.module(input_ids=input_ids, use_cache=True, logits_to_keep=1, **passed)
+        self._cache = next(getattr(out, name) for name in (*CACHE_ARGUMENTS, "past_key_values")
+                           if getattr(out, name, None) is not None)
+        return out.logits[:, -1]

@@ -21,12 +21,14 @@ from ssmbench.jobs import Strict, TaskBase
 # (transformers' training forward calls mamba_inner_fn) reads x_proj's too: there only in_proj's adapter is
 # called, and the runner's check says so (suites/finetune.yaml sets in_proj alone for that reason).
 # Transformers: the attention projections (GPT-2's c_attn and c_proj, which also names its MLP's output;
-# Pythia's query_key_value and attention dense).
+# Pythia's query_key_value and attention dense). Falcon-H1, a hybrid: both, its attention's four projections
+# and its Mamba-2 mixer's in_proj (its out_proj weight goes straight into the fused kernel on CUDA, as Mamba's).
 DEFAULT_TARGETS: dict[str, list[str]] = {
     "mamba": ["in_proj", "x_proj"],
     "mamba2": ["in_proj"],
     "gpt2": ["c_attn", "c_proj"],
     "gpt_neox": ["query_key_value", "dense"],
+    "falcon_h1": ["q_proj", "k_proj", "v_proj", "o_proj", "in_proj"],
 }
 
 
