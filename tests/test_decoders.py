@@ -105,6 +105,39 @@ def test_mamba_and_hybrids_have_no_static_cache_to_choose(name: str):
         model.decoder(1, 16, cuda_graphs=False, static_cache=True)
 
 
+def test_a_hybrid_refuses_graphed_decoding_as_impossible_not_misconfigured():
+    import dataclasses
+
+    from ssmbench.models.base import NoGraphDecoding
+
+    model = load_model(tiny_ref("tiny-falcon-h1"))
+    on_a_gpu = dataclasses.replace(model, ref=dataclasses.replace(model.ref, device="cuda"))
+    with pytest.raises(NoGraphDecoding, match="no static cache in transformers .* hybrids decode eagerly only"):
+        on_a_gpu.decoder(1, 16, cuda_graphs=True)
+
+
+def test_a_graphed_point_a_model_cannot_decode_is_skipped_with_the_reason(tmp_path: Path, monkeypatch):
+    """The throughput runner turns NoGraphDecoding into a skipped point (not an error); the run goes on."""
+    from typer.testing import CliRunner
+
+    from ssmbench.cli import app
+    from ssmbench.models.base import NoGraphDecoding
+    from ssmbench.models.hf import HFModel
+    from ssmbench.records import read_records
+
+    def refuse(self, *args, **kwargs):
+        raise NoGraphDecoding("no graphs for this one")
+
+    monkeypatch.setattr(HFModel, "decoder", refuse)
+    (tmp_path / "s.yaml").write_text("name: s\ndefaults: {device: cpu}\nmodels: [tiny-falcon-h1]\n"
+                                     "tasks: [{kind: throughput, batch_sizes: [1], prompt_lengths: [8], new_tokens: 2}]\n")
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "out" / "s").iterdir()
+    (record,) = read_records(run_dir / "records.jsonl")
+    assert (record.status, record.message) == ("skipped", "no graphs for this one")
+
+
 def test_a_hybrid_decodes_what_its_whole_forward_predicts():
     """Falcon-H1's cache (keys and values beside Mamba's states) carries each step: every greedy token is
     the argmax of the full forward pass over the prompt and the tokens before it."""

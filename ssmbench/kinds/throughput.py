@@ -25,10 +25,10 @@ from pydantic import Field, PositiveInt
 from ssmbench.env import device_label
 from ssmbench.errors import JobError
 from ssmbench.jobs import Point, TaskBase, point
-from ssmbench.kinds.base import Kind, ModelRunner
+from ssmbench.kinds.base import Kind, ModelRunner, SkipPoint
 from ssmbench.measure import dtype_bytes, free_memory, peak_bandwidth, seeded_tokens, timed_ms
 from ssmbench.models import choose_backend
-from ssmbench.models.base import Decoder
+from ssmbench.models.base import Decoder, NoGraphDecoding
 from ssmbench.records import Record, summarised
 from ssmbench.report.plots import Line, line_plot, model_colours, own_error_bars
 from ssmbench.zoo import ResolvedModel
@@ -103,7 +103,10 @@ class ThroughputRunner(ModelRunner[ThroughputTask]):
     def _time_decoder(self, pt: Point, ids: Any, warmup: int, fields: dict[str, Any]) -> list[Record]:
         task = self.task
         batch, new = ids.shape[0], task.new_tokens
-        decoder = self.model.decoder(batch, ids.shape[1] + new, pt.params["cuda_graphs"])
+        try:
+            decoder = self.model.decoder(batch, ids.shape[1] + new, pt.params["cuda_graphs"])
+        except NoGraphDecoding as exc:
+            raise SkipPoint(str(exc)) from None
         try:
             prefill_ms, decode_ms = self._repeat(decoder, ids, warmup)
         finally:

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     import torch
 
 
+class NoGraphDecoding(ValueError):
+    """The model cannot decode under CUDA graphs at all (not a setting to fix): a graphed point is skipped."""
+
+
 class Decoder(ABC):
     """Greedy generation for a fixed batch size and maximum length, reusable across repeats.
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ssmbench.errors import JobError
-from ssmbench.models.base import Decoder, LoadedModel
+from ssmbench.models.base import Decoder, LoadedModel, NoGraphDecoding
 from ssmbench.models.common import (
     build_config,
     check_local_checkpoint,
@@ -246,8 +246,8 @@ class HybridDecoder(HFDecoder):
 
     def __init__(self, model: HFModel, batch: int, max_len: int, cuda_graphs: bool, static_cache: bool):
         if static_cache or (cuda_graphs and model.ref.device == "cuda"):  # on the CPU the base refuses graphs
-            raise ValueError(f"{type(model.module).__name__} has no static cache in transformers (its Mamba state "
-                             "and KV cache live in one dynamic cache): hybrids decode eagerly only")
+            raise NoGraphDecoding(f"{type(model.module).__name__} has no static cache in transformers (its Mamba "
+                                  "state and KV cache live in one dynamic cache): hybrids decode eagerly only")
         super().__init__(model, batch, max_len, cuda_graphs, static_cache)
 
     def start(self) -> None:

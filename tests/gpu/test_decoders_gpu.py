@@ -81,3 +81,15 @@ def test_transformers_mamba_runs_on_the_fused_kernels() -> None:
     with torch.inference_mode():
         theirs = model.library_generate(prompt(model.vocab_size), NEW, cuda_graphs=False)
     assert torch.equal(ours, theirs)
+
+
+@pytest.mark.skipif(not fused_mamba_kernels(), reason="mamba_ssm kernels unavailable")
+def test_the_hybrid_decodes_on_the_fused_kernels_what_transformers_generates() -> None:
+    """Falcon-H1 (real widths, 4 layers): its Mamba-2 mixer on the fused kernels, the label says so, and
+    ssmbench's eager loop gives transformers.generate's tokens."""
+    model = load_model(cuda_ref("falcon-h1-0.5b"))
+    assert model.kernel == "hf-sdpa+mamba_ssm-kernels" and model.ref.spec.family == "hybrid"
+    ours = generate(model, graphs=False)
+    with torch.inference_mode():
+        theirs = model.library_generate(prompt(model.vocab_size), NEW, cuda_graphs=False)
+    assert torch.equal(ours, theirs)
