@@ -87,14 +87,12 @@ def hf_kernel(ref: ResolvedModel, module: Any) -> str:
     """Name the code path transformers will take for this model's sequence mixer (a hybrid's two mixers: its
     attention's, then its Mamba's, joined with '+', e.g. hf-sdpa+mamba_ssm-kernels)."""
     attention = f"hf-{module.config._attn_implementation}"
-    mamba = "hf-mamba_ssm-kernels" if ref.device == "cuda" and fused_mamba_kernels() else "hf-torch"
     if ref.spec.family == "transformer":
         return attention
-    if ref.spec.family == "hybrid":
-        return f"{attention}+{mamba.removeprefix('hf-')}"
     if ref.spec.arch == "rwkv":
         return "hf-rwkv-wkv-cuda" if ref.device == "cuda" and rwkv_wkv_kernel_loaded() else "hf-torch"
-    return mamba
+    mamba = "mamba_ssm-kernels" if ref.device == "cuda" and fused_mamba_kernels() else "torch"
+    return f"{attention}+{mamba}" if ref.spec.family == "hybrid" else f"hf-{mamba}"
 
 
 def runs_mamba_in_torch(kernel: str) -> bool:

@@ -131,10 +131,13 @@ def _error_bars(line: dict[str, Any]) -> dict[str, Any] | None:
     """plotly's error_y for a line of the spec, asymmetric as the PNG's; None where it has none."""
     if not line.get("err_above"):  # specs written before error bars were kept have none
         return None
-    def finite(values: list[float]) -> list[float | None]:
-        return [v if math.isfinite(v) else None for v in values]
-    return {"type": "data", "symmetric": False, "array": finite(line["err_above"]),
-            "arrayminus": finite(line["err_below"]), "visible": True, "thickness": 1}
+    return {"type": "data", "symmetric": False, "array": _nan_as_none(line["err_above"]),
+            "arrayminus": _nan_as_none(line["err_below"]), "visible": True, "thickness": 1}
+
+
+def _nan_as_none(values: list[float]) -> list[float | None]:
+    """A point without a bar: plotly draws none for null."""
+    return [v if math.isfinite(v) else None for v in values]
 
 
 def _figure(spec: dict[str, Any], name: str) -> str:
