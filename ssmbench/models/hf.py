@@ -254,6 +254,9 @@ class HybridDecoder(HFDecoder):
     def _forward(self, input_ids: Any) -> Any:
         passed = {self._cache_arg: self._cache} if self._cache is not None else {}
         out = self.module(input_ids=input_ids, use_cache=True, logits_to_keep=1, **passed)
-        self._cache = next(getattr(out, name) for name in (*CACHE_ARGUMENTS, "past_key_values")
-                           if getattr(out, name, None) is not None)
+        returned = (getattr(out, name, None) for name in (*CACHE_ARGUMENTS, "past_key_values"))
+        self._cache = next((cache for cache in returned if cache is not None), None)
+        if self._cache is None:  # transformers 4.x hybrids returned none unless handed their own cache class
+            raise RuntimeError(f"{type(self.module).__name__} returned no cache with use_cache=True; this "
+                               "transformers version needs its own hybrid cache class (transformers >= 5 builds one)")
         return out.logits[:, -1]
