@@ -269,7 +269,7 @@ def test_bad_paths_fail_validate_in_one_line(tmp_path: Path, checkpoint: Path, c
         "file": f"models[1].path: {target}: not a directory (a checkpoint is a directory holding config.json)",
         "empty": f"models[1].path: {target}: no config.json in this directory",
         "llama": f"models[1].path: {target}: model_type 'llama' of its config.json is not supported "
-                 "(supported: gpt2, gpt_neox, opt, gpt_neo, gptj, rwkv, mamba, mamba2)",
+                 "(supported: gpt2, gpt_neox, opt, gpt_neo, gptj, rwkv, mamba, mamba2, falcon_h1)",
         "mismatch": f"models[1].path: {target} holds a gpt2 checkpoint, but 'mamba-130m' is a mamba model",
     }[case]
     line = " ".join(err.split())  # rich wraps long lines
