@@ -109,3 +109,23 @@ def test_a_task_without_prompts_names_the_field():
         parse_suite(suite(prompts={}), source="g.yaml")
     with pytest.raises(UserError, match="translation: the prompt is empty"):
         parse_suite(suite(prompts={"translation": ""}), source="g.yaml")
+
+
+@pytest.mark.parametrize(("setting", "model_can", "expected"),
+                         [("auto", True, True), ("auto", False, False), (True, False, True), (False, True, False)])
+def test_auto_graphs_leave_out_a_model_that_cannot_decode_under_them(setting, model_can: bool, expected: bool):
+    """On CUDA `auto` replays graphs where the model can (the hybrid decodes eagerly and records so); an
+    explicit `true` is asked of every model, and one that cannot fails its point saying why."""
+    from ssmbench.kinds.generate.runner import GenerateRunner
+    from ssmbench.kinds.generate.task import GenerateTask
+
+    runner = GenerateRunner.__new__(GenerateRunner)
+    runner.job = SimpleNamespace(device="cuda")
+    runner.task = GenerateTask(kind="generate", cuda_graphs=setting)
+    runner.model = SimpleNamespace(graph_decoding=model_can)
+    assert runner.graphs() is expected
+
+
+def test_only_the_hybrid_cannot_decode_under_graphs():
+    assert not load_model(tiny_ref("tiny-falcon-h1")).graph_decoding
+    assert all(load_model(tiny_ref(name)).graph_decoding for name in ("tiny-gpt2", "tiny-pythia", "tiny-mamba"))

@@ -141,6 +141,11 @@ class LoadedModel(ABC):
     def vocab_size(self) -> int:
         return int(self.ref.spec.config["vocab_size"])
 
+    @property
+    def graph_decoding(self) -> bool:
+        """Whether its decoder can replay decode steps from a CUDA graph (a hybrid cannot: NoGraphDecoding)."""
+        return True
+
     @abstractmethod
     def decoder(self, batch: int, max_len: int, cuda_graphs: bool) -> Decoder:
         """A decoder for `batch` sequences of at most `max_len` tokens (prompt + new)."""

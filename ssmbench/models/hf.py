@@ -118,6 +118,10 @@ def cache_argument(module: Any) -> str:
 
 @dataclass
 class HFModel(LoadedModel):
+    @property
+    def graph_decoding(self) -> bool:
+        return self.ref.spec.family != "hybrid"  # HybridDecoder says why
+
     def decoder(self, batch: int, max_len: int, cuda_graphs: bool, static_cache: bool | None = None) -> Decoder:
         """`static_cache` defaults to `cuda_graphs`; tests set it alone to check the static path on CPU. RWKV's
         state is fixed in size and address already: there is no static cache to ask it for."""

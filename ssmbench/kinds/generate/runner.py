@@ -42,7 +42,7 @@ class GenerateRunner(TextRunner[GenerateTask]):
         ids = encode(self.tokenizer, text)
         self.check_context(len(ids))
         sampled = pt.params["mode"] == "sampled"
-        graphs = task.graphs_on(device) and not sampled
+        graphs = self.graphs() and not sampled
         decoder = self.model.decoder(1, len(ids) + task.max_new_tokens, graphs)
         prompt = torch.tensor([ids], dtype=torch.long, device=device)
         extra: dict[str, Any] = {"prompt": text, "prompt_tokens": len(ids),

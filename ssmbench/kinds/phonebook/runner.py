@@ -47,7 +47,7 @@ class PhonebookRunner(TextRunner[PhonebookTask]):
         lengths = [len(encode(self.tokenizer, q.prompt)) for q in queries]
         self.check_context(max(lengths))
         answers = generate_until(self.model, [q.prompt for q in queries], task.max_new_tokens, until="\n",
-                                 cuda_graphs=task.graphs_on(self.job.device), batch_size=task.batch_size,
+                                 cuda_graphs=self.graphs(), batch_size=task.batch_size,
                                  tokenizer=self.tokenizer)
         scores = [score_answer(a.text, q.answer) for a, q in zip(answers, queries, strict=True)]
         self._keep_examples(pt, queries, answers, scores)
@@ -62,7 +62,7 @@ class PhonebookRunner(TextRunner[PhonebookTask]):
         mean = statistics.fmean(values)
         stderr = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
         return self.record(pt, metric=metric, value=mean, stderr=stderr, unit=unit, higher_is_better=higher,
-                           cuda_graphs=self.task.graphs_on(self.job.device), extra=extra)
+                           cuda_graphs=self.graphs(), extra=extra)
 
     def _keep_examples(self, pt: Point, queries: list[Any], answers: list[Any], scores: list[Any]) -> None:
         if not self.task.examples:
