@@ -28,7 +28,7 @@ from ssmbench.zoo import MODELS
 
 # --- (1) ssmbench's figures are lm-eval's -----------------------------------------------------------------
 
-@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-mamba"])
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-mamba", "tiny-falcon-h1"])
 def test_figures_equal_lm_eval_simple_evaluate(task_dir: Path, model: str) -> None:
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -55,7 +55,7 @@ def test_figures_equal_lm_eval_simple_evaluate(task_dir: Path, model: str) -> No
     assert set(got) == {("fixture_lambada", "perplexity"), ("fixture_lambada", "acc"),
                         ("fixture_arc", "acc"), ("fixture_arc", "acc_norm")}
     assert all(r.slice["n_samples"] == LIMIT and r.extra["n_samples_total"] == 12 for r in records)
-    assert {r.kernel for r in records} == {"hf-sdpa" if model == "tiny-gpt2" else "hf-torch"}
+    assert {r.kernel for r in records} == {{"tiny-gpt2": "hf-sdpa", "tiny-mamba": "hf-torch"}.get(model, "hf-sdpa+torch")}
 
 
 # --- (2) which metric per task -----------------------------------------------------------------------------
