@@ -145,6 +145,21 @@ class Record(BaseModel):
         return self.slice.get("cuda_graphs", self.cuda_graphs)
 
     @property
+    def error_bar(self) -> tuple[float, float] | None:
+        """How far the figure's error bar reaches below and above its value: to the quartiles of its repeats
+        (the value is their median, so the two add up to the IQR), else one standard error of an estimate
+        (an accuracy over test examples); None for a single measurement."""
+        if self.value is None:
+            return None
+        if self.stats is not None and self.stats.n > 1:
+            quartiles = self.stats.quartiles()
+            if quartiles is not None:
+                return self.value - quartiles[0], quartiles[1] - self.value
+        if self.stderr is not None:
+            return self.stderr, self.stderr
+        return None
+
+    @property
     def point_id(self) -> tuple[str, str]:
         """The unit of recording and resuming: a job's sweep point. All records of a point share it."""
         return (self.job, self.point)

@@ -355,10 +355,11 @@ def _mamba2(hidden: int, layers: int, vocab: int = 50288) -> dict[str, Any]:
 
 def _falcon_h1(hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int, intermediate: int,
                mamba_heads: int, mamba_head_dim: int, d_state: int, vocab: int = 32784) -> dict[str, Any]:
-    """tiiuae/Falcon-H1-0.5B: the sizes of transformers' Falcon-H1 documentation table (depth 36, width 1024,
-    8 attention heads over 2 KV heads, 24 Mamba heads of 64, d_state 128), the rest as its published config
-    reads (vocabulary 32784, MLP 2048, rotary base 1e11, Mamba-2 chunks of 128 with no inner RMSNorm) and
-    its muP multipliers, which scale activations and so matter for generated text, not for cost."""
+    """A Falcon-H1 config of the given sizes (tiiuae/Falcon-H1-0.5B's, from transformers' Falcon-H1
+    documentation table: depth 36, width 1024, 8 attention heads over 2 KV heads, 24 Mamba heads of 64,
+    d_state 128), the rest as that checkpoint's published config reads (vocabulary 32784, rotary base 1e11,
+    Mamba-2 chunks of 128 with no inner RMSNorm) with its muP multipliers, which scale activations and so
+    matter for generated text, not for cost."""
     return {"model_type": "falcon_h1", "hidden_size": hidden, "num_hidden_layers": layers,
             "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
             "intermediate_size": intermediate, "vocab_size": vocab, "max_position_embeddings": 131072,
@@ -463,8 +464,7 @@ def _zoo() -> dict[str, ModelSpec]:
         ModelSpec("tiny-mamba", "mamba", {**_mamba(128, 8, vocab=512), **_TINY_SPECIAL}, 970_000, tokenizer=BYTES_TOKENIZER,
                   notes=tiny, tags=("tiny",)),
         ModelSpec("tiny-falcon-h1", "falcon_h1",
-                  {**_falcon_h1(128, 4, 4, 2, 32, 256, 8, 32, 16, vocab=512), **_TINY_SPECIAL, "pad_token_id": 0,
-                   "mamba_chunk_size": 64},
+                  {**_falcon_h1(128, 4, 4, 2, 32, 256, 8, 32, 16, vocab=512), **_TINY_SPECIAL, "mamba_chunk_size": 64},
                   1_140_000, tokenizer=BYTES_TOKENIZER, notes=tiny, tags=("tiny",)),
     ]
     return {s.name: s for s in specs}

@@ -30,7 +30,7 @@ from ssmbench.records import (
     upgrade,
 )
 from ssmbench.report import build_tables, header_lines, render, write_report
-from ssmbench.report.tables import error_bar, format_value, records_frame
+from ssmbench.report.tables import format_value, records_frame
 from ssmbench.rundir import RunDir
 
 # --- records.jsonl --------------------------------------------------------------------------------------
@@ -147,8 +147,8 @@ def test_error_bars_reach_the_repeats_quartiles_or_one_standard_error():
     repeated = rec(**summarised("decode_tok_s", [1.0, 2.0, 30.0], "tok/s", True))  # quartiles 1.5 and 16
     estimated = rec(point="batch=2", value=0.8, stderr=0.04)
     single = rec(point="batch=3", **summarised("decode_tok_s", [5.0], "tok/s", True))
-    assert error_bar(repeated) == pytest.approx((0.5, 14.0)) and error_bar(estimated) == (0.04, 0.04)
-    assert error_bar(single) is None and error_bar(rec(value=None)) is None
+    assert repeated.error_bar == pytest.approx((0.5, 14.0)) and estimated.error_bar == (0.04, 0.04)
+    assert single.error_bar is None and rec(value=None).error_bar is None
     frame = records_frame([repeated, estimated, single])
     assert list(frame["err_above"][:2]) == pytest.approx([14.0, 0.04]) and math.isnan(frame["err_below"][2])
 

@@ -169,8 +169,9 @@ class TextRunner(ModelRunner[TaskT]):
         """Whether greedy decoding replays CUDA graphs: `auto` means on CUDA where the model can (a hybrid
         decodes eagerly, and its records say cuda_graphs false); `true` is asked of every model."""
         asked = self.task.cuda_graphs  # type: ignore[attr-defined]
-        on = self.task.graphs_on(self.job.device)  # type: ignore[attr-defined]
-        return on and (asked is True or self.model.graph_decoding)
+        if asked == "auto":
+            return self.job.device == "cuda" and self.model.graph_decoding
+        return bool(asked)
 
     def check_context(self, prompt_tokens: int) -> None:
         """Skip (n/a) a point whose longest prompt and new tokens exceed the model's context."""

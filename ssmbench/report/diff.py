@@ -195,12 +195,10 @@ def _why_not_gated(r: Record) -> str | None:
 
 
 def figure_spread(r: Record) -> float | None:
-    """One run's spread of a figure, in its unit: half the IQR of repeats, else the standard error."""
-    if r.stats is not None and r.stats.n > 1:
-        quartiles = r.stats.quartiles()
-        if quartiles is not None:
-            return (quartiles[1] - quartiles[0]) / 2
-    return r.stderr
+    """One run's spread of a figure, in its unit: half the IQR of repeats, else the standard error (half
+    the length of its error bar in the plots)."""
+    bar = r.error_bar
+    return (bar[0] + bar[1]) / 2 if bar is not None else None
 
 
 def _noise_pct(base: Record, new: Record) -> float | None:

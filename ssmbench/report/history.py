@@ -190,10 +190,10 @@ def write_history(runs: list[RunInfo], figures: list[Figure], out: Path) -> dict
     rows = table_rows(runs, figures)
     runs_md = "\n".join(f"{i + 1}. {r.label} ({r.path})" for i, r in enumerate(runs))
     flagged = sum(1 for f in figures if f.changes)
+    summary = (f"{flagged} of {len(rows)} figures changed (asv's step detection: a persistent step beyond the "
+               f"noise, at least two runs long, {THRESHOLD:.0%} threshold)")
     body = pd.DataFrame(rows).to_markdown(index=False) if rows else "(no figure in two runs or more)"
-    md = (f"# History of {len(runs)} runs\n\n{runs_md}\n\n{flagged} of {len(rows)} figures changed (asv's step "
-          f"detection: a persistent step beyond the noise, at least two runs long, {THRESHOLD:.0%} threshold)\n\n"
-          f"{body}\n")
+    md = f"# History of {len(runs)} runs\n\n{runs_md}\n\n{summary}\n\n{body}\n"
     data = {"runs": [{"path": str(r.path), "time": r.time, "git": r.git} for r in runs],
             "figures": [{"figure": f.key, "unit": f.unit, "higher_is_better": f.higher_is_better, "values": f.values,
                          "spreads": f.spreads, "changes": [c.__dict__ | {"relative": c.relative} for c in f.changes]}
@@ -201,11 +201,11 @@ def write_history(runs: list[RunInfo], figures: list[Figure], out: Path) -> dict
     paths = {"md": out / "history.md", "json": out / "history.json", "html": out / "history.html"}
     paths["md"].write_text(md)
     paths["json"].write_text(json.dumps(data, indent=1))
-    paths["html"].write_text(_html(runs, figures, md), encoding="utf-8")
+    paths["html"].write_text(_html(runs, figures, summary), encoding="utf-8")
     return paths
 
 
-def _html(runs: list[RunInfo], figures: list[Figure], md_summary: str) -> str:
+def _html(runs: list[RunInfo], figures: list[Figure], summary: str) -> str:
     from plotly.offline import get_plotlyjs
 
     from ssmbench.report.html import REPORT, STYLE, WATCH
@@ -216,7 +216,7 @@ def _html(runs: list[RunInfo], figures: list[Figure], md_summary: str) -> str:
         if sum(v is not None for v in figure.values) < 2:
             continue
         plots.append(_figure_html(figure, labels))
-    intro = html.escape(md_summary.split("\n\n")[2]) if md_summary.count("\n\n") >= 2 else ""
+    intro = html.escape(summary)
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>ssmbench history</title>"
             f"<style>{STYLE}</style><script>{WATCH}</script><script>{get_plotlyjs()}</script></head><body>"
             f"<pre id='page-errors'></pre><h1>History of {len(runs)} runs</h1><p>{intro}</p>"

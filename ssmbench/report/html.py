@@ -136,8 +136,8 @@ def _error_bars(line: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _nan_as_none(values: list[float]) -> list[float | None]:
-    """A point without a bar: plotly draws none for null."""
-    return [v if math.isfinite(v) else None for v in values]
+    """A point without a bar (or with a negative length, as the PNG's): plotly draws none for null."""
+    return [v if math.isfinite(v) and v >= 0 else None for v in values]
 
 
 def _figure(spec: dict[str, Any], name: str) -> str:

@@ -69,8 +69,9 @@ def has_error_bars(line: Line) -> bool:
 
 
 def _finite(yerr: tuple[list[float], list[float]]) -> list[list[float]]:
-    """matplotlib draws no bar for a point whose error is 0, and refuses NaN: a missing bar becomes 0."""
-    return [[v if math.isfinite(v) else 0.0 for v in part] for part in yerr]
+    """matplotlib draws no bar for a point whose error is 0, and refuses NaN and negative lengths: a missing
+    bar becomes 0 (so does a value outside its own quartiles, which only a hand-edited record can hold)."""
+    return [[v if math.isfinite(v) and v > 0 else 0.0 for v in part] for part in yerr]
 
 
 SPEC_SUFFIX = ".plot.json"  # beside each PNG: the same figure as data, for the interactive HTML report

@@ -48,21 +48,6 @@ def tidy_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[cols[:4] + slices + cols[4:]].rename(columns={c: c.removeprefix("slice.") for c in slices})
 
 
-def error_bar(r: Record) -> tuple[float, float] | None:
-    """How far a plotted figure's error bar reaches below and above its value: to the quartiles of its
-    repeats (the value is their median), else one standard error of an estimate (an accuracy over test
-    examples); None for a single measurement."""
-    if r.value is None:
-        return None
-    if r.stats is not None and r.stats.n > 1:
-        quartiles = r.stats.quartiles()
-        if quartiles is not None:
-            return max(r.value - quartiles[0], 0.0), max(quartiles[1] - r.value, 0.0)
-    if r.stderr is not None:
-        return r.stderr, r.stderr
-    return None
-
-
 def records_frame(records: list[Record]) -> pd.DataFrame:
     """One row per record; slice fields become columns prefixed `slice.`, `extra` stays a dict."""
     rows = []
@@ -73,7 +58,7 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
         if r.stats is not None:
             row.update(std=r.stats.std, n=r.stats.n, p10=r.stats.p10, p90=r.stats.p90,
                        iqr_rel=r.stats.relative_iqr if r.stats.n > 1 else None)
-        row["err_below"], row["err_above"] = error_bar(r) or (math.nan, math.nan)
+        row["err_below"], row["err_above"] = r.error_bar or (math.nan, math.nan)
         row["params"] = r.extra.get("params")
         row["extra"] = r.extra  # whole, for views that need more than the parameter count
         rows.append(row)

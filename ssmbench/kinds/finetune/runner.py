@@ -118,12 +118,12 @@ class FinetuneRunner(ModelRunner[FinetuneTask]):
                 base = peft_model(ids).logits
             bypassed = []
             for target in self._targets():
-                b_weights = [(name, m.lora_B["default"].weight) for name, m in peft_model.named_modules()
+                b_weights = [m.lora_B["default"].weight for name, m in peft_model.named_modules()
                              if hasattr(m, "lora_B") and "default" in m.lora_B and name.split(".")[-1] == target]
-                for _, weight in b_weights:
+                for weight in b_weights:
                     weight.normal_(0, 0.02)
                 changed = bool(b_weights) and not torch.equal(peft_model(ids).logits, base)
-                for _, weight in b_weights:
+                for weight in b_weights:
                     weight.zero_()  # peft's own initialisation: B = 0, the adapted model starts as the base
                 if not changed:
                     bypassed.append(target)

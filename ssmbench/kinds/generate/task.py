@@ -45,7 +45,7 @@ class GenerateTask(TaskBase):
     until: str | None = "\n"
     sampling: Sampling | None = None
     repeats: Annotated[int, Field(ge=1)] = 3  # timed greedy generations per prompt (the text is the same each time)
-    cuda_graphs: Literal["auto"] | bool = "auto"  # greedy decode steps from a CUDA graph (auto: on CUDA)
+    cuda_graphs: Literal["auto"] | bool = "auto"  # greedy decode steps from a CUDA graph (auto: on CUDA, where the model can)
 
     @field_validator("prompts")
     @classmethod
@@ -56,9 +56,6 @@ class GenerateTask(TaskBase):
             if not text:
                 raise ValueError(f"{name}: the prompt is empty")
         return prompts
-
-    def graphs_on(self, device: str) -> bool:
-        return device == "cuda" if self.cuda_graphs == "auto" else bool(self.cuda_graphs)
 
     def modes(self) -> list[tuple[str, int | None]]:
         """(mode, sampling seed) of each continuation: greedy, then one per sampling seed."""

@@ -25,9 +25,6 @@ class PhonebookTask(TaskBase):
     queries: PositiveInt = 20  # prompts per point
     max_new_tokens: PositiveInt = 16  # the number is 4-6 tokens and a newline for GPT-2 and GPT-NeoX
     batch_size: PositiveInt = 8  # prompts of equal token length decoded together (never padded)
-    # decode steps from a CUDA graph, as the throughput kind does (auto: on CUDA)
+    # decode steps from a CUDA graph, as the throughput kind does (auto: on CUDA, where the model can)
     cuda_graphs: Literal["auto"] | bool = "auto"
-
-    def graphs_on(self, device: str) -> bool:
-        return device == "cuda" if self.cuda_graphs == "auto" else bool(self.cuda_graphs)
     examples: Annotated[int, Field(ge=0)] = 2  # prompts and answers per point kept in the job's artifacts

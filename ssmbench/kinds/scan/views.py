@@ -29,12 +29,13 @@ def scan_tables(task: str, frame: pd.DataFrame) -> list[Table]:
             for (mode, d_inner), group in frame.groupby(["slice.pass", "slice.d_inner"], sort=False)]
 
 
-def medians(group: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Sequence length x implementation: the median of `metric` over the points that ran."""
+def medians(group: pd.DataFrame, metric: str, column: str = "value") -> pd.DataFrame:
+    """Sequence length x implementation: the median of `metric` over the points that ran (or another column
+    of their records, e.g. an end of its error bar)."""
     ok = group[(group["status"] == "ok") & (group["metric"] == metric)]
     if ok.empty:
         return pd.DataFrame()
-    table = ok.pivot_table(index="slice.seq_len", columns="slice.impl", values="value", aggfunc="first")
+    table = ok.pivot_table(index="slice.seq_len", columns="slice.impl", values=column, aggfunc="first")
     return table.sort_index()
 
 
@@ -159,20 +160,13 @@ def plot_scan(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
         ms = medians(group, "ms")
         if ms.empty:
             continue
-        paths.append(_plot(ms, _error_bars(group, "ms"), out / f"{task}_ms_{mode}_d{int(d_inner)}.png",
-                           f"{task}: {mode}, D={int(d_inner)}"))
+        bars = {end: medians(group, "ms", end) for end in ("err_below", "err_above")}
+        paths.append(_plot(ms, bars, out / f"{task}_ms_{mode}_d{int(d_inner)}.png", f"{task}: {mode}, D={int(d_inner)}"))
     return paths
 
 
-def _error_bars(group: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
-    """Like medians: sequence length x implementation, for each end of the error bars (err_below, err_above)."""
-    ok = group[(group["status"] == "ok") & (group["metric"] == metric)]
-    return {end: ok.pivot_table(index="slice.seq_len", columns="slice.impl", values=end, aggfunc="first",
-                                dropna=False).sort_index()
-            for end in ("err_below", "err_above")}
-
-
 def _plot(ms: pd.DataFrame, bars: dict[str, pd.DataFrame], path: Path, title: str) -> Path:
+    """`bars`: each end of the error bars (err_below, err_above) as medians lays out the values."""
     series = []
     for impl in [i for i in SHORT if i in ms]:
         lengths = list(ms[impl].dropna().index)
