@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 RUN = REPO / "results" / "reference" / "h100" / "synthetic_paper" / "20261206-141114"
@@ -69,3 +71,80 @@ def test_the_zoology_script_refuses_what_it_cannot_run(tmp_path):
                                  str(tmp_path / "o.json"), *extra], capture_output=True, text=True, timeout=120,
                                 cwd=REPO, env=os.environ | {"HF_HUB_OFFLINE": "1"})
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def _lease_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lease", REPO / "scripts" / "lease.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_packed_run_comes_back_whole_in_parts_the_device_can_return(tmp_path, monkeypatch):
+    lease = _lease_script()
+    run = tmp_path / "gpu" / "results" / "suite-x" / "20261207-010101"
+    (run / "artifacts" / "job").mkdir(parents=True)
+    (run / "records.jsonl").write_text('{"metric": "accuracy"}\n')
+    (run / "run.lock").write_text("")
+    state = os.urandom(5000)  # incompressible, so that it needs several parts
+    (run / "artifacts" / "job" / "train_state.pt").write_bytes(state)
+    monkeypatch.setattr(lease, "PART_BYTES", 2000)
+    parts = lease.pack(run, tmp_path / "gpu", tmp_path / "out")
+    assert len(parts) == 3 and all(p.stat().st_size <= 2000 for p in parts)
+    back = lease.unpack(tmp_path / "out", tmp_path / "here")
+    assert back == tmp_path / "here" / "results" / "suite-x" / "20261207-010101"
+    assert (back / "artifacts" / "job" / "train_state.pt").read_bytes() == state
+    assert (back / "records.jsonl").read_text() == '{"metric": "accuracy"}\n'
+    assert not (back / "run.lock").exists()  # the lock is the GPU machine's process's, not the run's
+    monkeypatch.setattr(lease, "MAX_PARTS", 2)
+    with pytest.raises(ValueError, match="more than 2 parts"):
+        lease.pack(run, tmp_path / "gpu", tmp_path / "out2")
+    (tmp_path / "out" / parts[1].name).unlink()
+    with pytest.raises(FileNotFoundError, match="missing run.tar.gz.01"):
+        lease.unpack(tmp_path / "out", tmp_path / "again")
+
+
+SLOW_SUITE = """\
+name: lease-test
+defaults: {device: cpu, seed: 0}
+tasks:
+  - kind: synthetic
+    name: induction
+    task: induction_heads
+    architectures:
+      mamba: {mixer: mamba, d_model: 8}
+    vocab_size: 8
+    train: {steps: 10000000, batch_size: 4, seq_len: 32, lr: 1.0e-3, eval_every: 1000000, eval_samples: 8,
+            checkpoint_every_s: 1000}
+    eval_lengths: [32]
+    eval_samples: 8
+"""
+
+
+def test_the_lease_stops_a_long_training_with_its_state_saved_and_packs_it(tmp_path):
+    """SIGTERM at the limit: ssmbench saves the training state, the lease says so and packs the run, and the
+    unpacked copy continues with --resume (the resume is stopped too: ten million steps do not fit a test)."""
+    (tmp_path / "suite.yaml").write_text(SLOW_SUITE)
+    script = str(REPO / "scripts" / "lease.py")
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, script, "run", "suite.yaml", "--seconds", "25", "--pack", "out"],
+                            capture_output=True, text=True, timeout=200, cwd=tmp_path, env=env)
+    assert result.returncode == 3, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "not finished. Continue with: python scripts/lease.py resume results/lease-test/" in result.stdout
+    here = tmp_path / "here"
+    here.mkdir()
+    unpacked = subprocess.run([sys.executable, script, "unpack", str(tmp_path / "out")], capture_output=True,
+                              text=True, timeout=60, cwd=here, env=env)
+    assert unpacked.returncode == 0, unpacked.stderr
+    run = here / unpacked.stdout.splitlines()[0]
+    (state,) = run.rglob("train_state.pt")
+    import torch
+
+    saved = torch.load(state, weights_only=True)
+    assert saved["progress"]["step"] > 0
+    resumed = subprocess.run([sys.executable, script, "resume", str(run.relative_to(here)), "--seconds", "25"],
+                             capture_output=True, text=True, timeout=200, cwd=here, env=env)
+    assert resumed.returncode == 3, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert torch.load(state, weights_only=True)["progress"]["step"] > saved["progress"]["step"]
