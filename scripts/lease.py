@@ -35,6 +35,9 @@ MAX_PARTS = 7            # and at most 8 files: the parts and the manifest
 ARCHIVE = "run.tar.gz"
 MANIFEST = "run.manifest"
 STOPPED_AT_LIMIT = 3
+# Not packed: the lock belongs to the GPU machine's process, and a checkpoint's previous generation (the
+# fallback for a damaged one) or half-written temporary would double what the trip carries.
+LEFT_BEHIND = ("run.lock", ".prev", ".tmp")
 
 
 def run_directories(out: Path) -> set[Path]:
@@ -65,7 +68,7 @@ def pack(run_dir: Path, root: Path, dest: Path) -> list[Path]:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(run_dir, arcname=str(run_dir.resolve().relative_to(root.resolve())),
-                filter=lambda m: None if m.name.endswith("run.lock") else m)
+                filter=lambda m: None if m.name.endswith(LEFT_BEHIND) else m)
     data = buffer.getvalue()
     parts = [data[i:i + PART_BYTES] for i in range(0, len(data), PART_BYTES)] or [b""]
     if len(parts) > MAX_PARTS:

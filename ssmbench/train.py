@@ -86,6 +86,9 @@ class TrainSettings:
     # seconds, with a last evaluation: Table 1 "within 10 minutes of training". None: steps alone decide.
     # A wall-clock limit, so a run in a pack (sharing the device) gets less done in it than one alone.
     budget_s: float | None = None
+    # A run whose mean training loss between two evaluations is not finite, or above this bound, has
+    # diverged: it stops at that evaluation and says so. Non-finite always counts; None: no bound besides.
+    max_loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,18 @@ class TrainResult:
     resumed_at: list[int] = field(default_factory=list)  # the steps a checkpoint was resumed from
     collapsed: bool = False  # stopped with the loss at chance for collapse_evals evaluations in a row
     out_of_time: bool = False  # stopped when its training time reached budget_s
+    diverged_at: int | None = None  # the step of the evaluation that found the loss non-finite or past max_loss
+    diverged_loss: float | None = None  # the mean training loss it found there (nan, inf or a number)
+    set_aside: list[str] = field(default_factory=list)  # a line per damaged checkpoint set aside on resuming
 
     @property
-    def final(self) -> LogPoint:
-        return self.curve[-1]
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
+
+    @property
+    def final(self) -> LogPoint | None:
+        """The last evaluation; None for a run that diverged before its first."""
+        return self.curve[-1] if self.curve else None
 
     @property
     def steps_per_s(self) -> float:
@@ -131,6 +142,12 @@ class EvalResult:
 
 class CheckpointMismatch(ValueError):
     """A checkpoint written with other settings than the run resuming it: continuing would mix two runs."""
+
+
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint or weights file that cannot be loaded safely: truncated, overwritten, not a tensors-only
+    torch file. The message names the file and the cause in one line, never torch's own advice (which
+    suggests `weights_only=False`: loading a file that way can run code from it)."""
 
 
 def autocast(device: str, dtype: str | None, cache: bool = True) -> contextlib.AbstractContextManager[None]:
@@ -327,13 +344,17 @@ class _Progress:
     chance_streak: int = 0  # evaluations in a row with the training loss at chance
     collapsed: bool = False
     out_of_time: bool = False  # stopped at the settings' budget_s
+    diverged_at: int | None = None
+    diverged_loss: float | None = None
     curve: list[LogPoint] = field(default_factory=list)
     resumed_at: list[int] = field(default_factory=list)
+    set_aside: list[str] = field(default_factory=list)
 
     @property
     def stopped(self) -> bool:
-        """Ended before its last step: early stop, collapse or time budget (a resumed run stays ended)."""
-        return self.stopped_early or self.collapsed or self.out_of_time
+        """Ended before its last step: early stop, collapse, divergence or time budget (a resumed run stays
+        ended)."""
+        return self.stopped_early or self.collapsed or self.out_of_time or self.diverged_at is not None
 
 
 class Trainer:
@@ -400,9 +421,8 @@ class Trainer:
         with self.on_stream():
             self.optimizer = make_optimizer(self.module.parameters(), self.settings)
             self.schedule = make_schedule(self.optimizer, self.settings)
-            if self.checkpoint is not None and self.checkpoint.is_file():
-                self.progress = load_checkpoint(self.checkpoint, self.module, self.optimizer, self.schedule,
-                                                self.stream, self.settings, self.device)
+            if self.checkpoint is not None:
+                self.progress = self._resume(self.checkpoint)
             if self.done:
                 return
             self.loss_sum = torch.full((), self.progress.loss_sum, device=self.device)
@@ -411,6 +431,37 @@ class Trainer:
                 self.graphed = GraphedStep(self.module, self.optimizer, self.settings, self.draw, self.stream,
                                            self.loss_sum)
         self.sitting_start = self.last_save = time.perf_counter()
+
+    def _resume(self, checkpoint: Path) -> _Progress:
+        """The progress to continue from: the newest saved state that loads (the checkpoint, else the one
+        before it). A damaged or mismatched one is set aside (renamed, never deleted) with a line saying
+        which file and why, and the next is tried; with none left, the run starts from step 0 as it was
+        built. The lines stay in the progress, so the records say what happened."""
+        import torch
+
+        built = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        stream_state, notes = self.stream.get_state(), []
+        for path in (checkpoint, previous_checkpoint(checkpoint)):
+            if not path.is_file():
+                continue
+            try:
+                progress = load_checkpoint(path, self.module, self.optimizer, self.schedule, self.stream,
+                                           self.settings, self.device)
+            except (UnreadableCheckpoint, CheckpointMismatch) as exc:
+                notes.append(f"{exc}; set aside as {set_aside(path).name}")
+                with torch.no_grad():  # a load that failed half way leaves nothing of itself behind
+                    self.module.load_state_dict(built)
+                self.stream.set_state(stream_state)
+                self.optimizer = make_optimizer(self.module.parameters(), self.settings)
+                self.schedule = make_schedule(self.optimizer, self.settings)
+                continue
+            if notes:
+                notes.append(f"resumed from {path.name} at step {progress.step:,}")
+            progress.set_aside += notes
+            return progress
+        if notes:
+            notes.append("trained from step 0")
+        return _Progress(set_aside=notes)
 
     def step(self) -> None:
         """One training step, issued without waiting for the device; then the evaluation and the checkpoint
@@ -465,10 +516,15 @@ class Trainer:
         return _result(self.progress)
 
     def _log(self) -> None:
+        """The evaluation that is due: the loss read back (the one host sync in `eval_every` steps), the
+        divergence check on it, then validation."""
         p = self.progress
-        loss_sum = float(self.loss_sum)
+        loss = float(self.loss_sum) / (p.step - p.last_log_step)
         self.loss_sum.zero_()
-        log = _log_point(self.module, self.validation, self.settings, self.device, p, loss_sum, self.elapsed())
+        if diverged(loss, self.settings.max_loss):  # weights past saving: no validation, no more steps
+            p.diverged_at, p.diverged_loss = p.step, loss
+            return
+        log = _log_point(self.module, self.validation, self.settings, self.device, p, loss, self.elapsed())
         self.module.train()  # evaluation left it in eval mode (set here, not every step: it walks every module)
         self.on_log(log)
 
@@ -531,13 +587,13 @@ def train_pack(trainers: Iterable[Trainer], width: int) -> Iterator[tuple[Traine
 
 
 def _log_point(module: torch.nn.Module, validation: Mapping[int, Sequence[Batch]], settings: TrainSettings,
-               device: str, progress: _Progress, loss_sum: float, elapsed_s: float) -> LogPoint:
-    """Evaluate on every validation set, append the log point to the curve, and update the early stop and
-    the collapse watch."""
+               device: str, progress: _Progress, loss: float, elapsed_s: float) -> LogPoint:
+    """Evaluate on every validation set, append the log point (with `loss`, the mean training loss since the
+    last one) to the curve, and update the early stop and the collapse watch."""
     results = {length: evaluate(module, batches, device, settings.autocast) for length, batches in validation.items()}
     at_train = results[settings.seq_len]
     steps = progress.step - progress.last_log_step
-    log = LogPoint(step=progress.step, loss=loss_sum / steps, accuracy=at_train.accuracy,
+    log = LogPoint(step=progress.step, loss=loss, accuracy=at_train.accuracy,
                    example_accuracy=at_train.example_accuracy, elapsed_s=elapsed_s,
                    steps_per_s=steps / max(elapsed_s - progress.last_log_s, 1e-9),
                    by_length={length: r.accuracy for length, r in results.items()})
@@ -554,6 +610,12 @@ def _log_point(module: torch.nn.Module, validation: Mapping[int, Sequence[Batch]
     return log
 
 
+def diverged(loss: float, max_loss: float | None) -> bool:
+    """Whether a mean training loss says the run has diverged: not finite (a NaN or inf in any step since
+    the last check makes the sum so), or above the settings' bound."""
+    return not math.isfinite(loss) or (max_loss is not None and loss > max_loss)
+
+
 def at_chance(loss: float, chance_loss: float) -> bool:
     """Whether a training loss says the model has learned nothing: within 1% of the loss of a uniform
     guess over the answers (ln of their number), or above it. A model that has begun to learn is well
@@ -564,7 +626,9 @@ def at_chance(loss: float, chance_loss: float) -> bool:
 def _result(progress: _Progress) -> TrainResult:
     return TrainResult(steps=progress.step, stopped_early=progress.stopped_early, train_s=progress.train_s,
                        curve=list(progress.curve), resumed_at=list(progress.resumed_at),
-                       collapsed=progress.collapsed, out_of_time=progress.out_of_time)
+                       collapsed=progress.collapsed, out_of_time=progress.out_of_time,
+                       diverged_at=progress.diverged_at, diverged_loss=progress.diverged_loss,
+                       set_aside=list(progress.set_aside))
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------
@@ -573,8 +637,8 @@ def _result(progress: _Progress) -> TrainResult:
 def save_checkpoint(path: Path | None, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     schedule: torch.optim.lr_scheduler.LambdaLR, stream: torch.Generator,
                     settings: TrainSettings, progress: _Progress) -> None:
-    """The whole training state, written to a temporary file and renamed, so a crash mid-write leaves
-    the previous checkpoint whole."""
+    """The whole training state, written atomically (save_atomically); the state it replaces is kept as
+    the previous checkpoint, the last good state to fall back on if this one is ever damaged."""
     import torch
 
     if path is None:
@@ -586,38 +650,100 @@ def save_checkpoint(path: Path | None, module: torch.nn.Module, optimizer: torch
     state = {"format": CHECKPOINT_FORMAT, "settings": dataclasses.asdict(settings),
              "progress": dataclasses.asdict(progress), "module": module.state_dict(),
              "optimizer": optimizer_state, "schedule": schedule.state_dict(), "stream": stream.get_state()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    save_atomically(state, path, keep_previous=True)
 
 
 def load_checkpoint(path: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     schedule: torch.optim.lr_scheduler.LambdaLR, stream: torch.Generator,
                     settings: TrainSettings, device: str) -> _Progress:
-    """Put the state saved at `path` back in place; returns the loop's progress, this resumption noted."""
-    import torch
-
-    state = torch.load(path, map_location=device, weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointMismatch(f"{path}: checkpoint format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+    """Put the state saved at `path` back in place; returns the loop's progress, this resumption noted.
+    UnreadableCheckpoint or CheckpointMismatch (one line each, naming the file) when it cannot be used."""
+    state = load_safely(path, device)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointMismatch(f"{path}: checkpoint format {found!r}, expected {CHECKPOINT_FORMAT}")
     saved, now = state["settings"], dataclasses.asdict(settings)
     changed = sorted(k for k in now.keys() - OPERATIONAL_SETTINGS if saved.get(k) != now[k])
     if changed:
         what = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-        raise CheckpointMismatch(f"{path}: written with other training settings ({what}); delete it to train "
-                                 "from scratch, or resume with the settings it was written with")
-    module.load_state_dict(state["module"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    stream.set_state(state["stream"].cpu())
-    fields = state["progress"]
-    curve = [LogPoint(**(log | {"by_length": {int(k): v for k, v in log["by_length"].items()}}))
-             for log in fields.pop("curve")]
-    progress = _Progress(**fields, curve=curve)
+        raise CheckpointMismatch(f"{path}: written with other training settings ({what})")
+    try:
+        module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        stream.set_state(state["stream"].cpu())
+        fields = dict(state["progress"])
+        curve = [LogPoint(**(log | {"by_length": {int(k): v for k, v in log["by_length"].items()}}))
+                 for log in fields.pop("curve")]
+        progress = _Progress(**fields, curve=curve)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        cause = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CheckpointMismatch(f"{path}: does not fit this run ({cause})") from None
     if progress.step < settings.steps and not progress.stopped:
         progress.resumed_at.append(progress.step)
     return progress
+
+
+def previous_checkpoint(path: Path) -> Path:
+    """Where save_checkpoint keeps the state before the newest."""
+    return path.with_name(path.name + ".prev")
+
+
+def save_atomically(obj: Any, path: Path, keep_previous: bool = False) -> None:
+    """torch.save `obj` to `path` so that no crash, kill or full disk leaves a half-written file there: the
+    bytes go to a temporary file, are flushed to the disk (fsync), and the file is renamed over `path` (an
+    atomic step). With `keep_previous`, the file it replaces becomes `previous_checkpoint(path)`."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if keep_previous and path.is_file():
+        os.replace(path, previous_checkpoint(path))
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the renames themselves reach the disk
+    finally:
+        os.close(directory)
+
+
+def load_safely(path: Path, device: str) -> Any:
+    """torch.load with `weights_only=True`, always: tensors and plain containers, never code. A file that
+    cannot be loaded so raises UnreadableCheckpoint naming it and the cause in words of ours."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        cause = "not a tensors-only torch file (overwritten, or written by something else)"
+    except EOFError:
+        cause = "truncated (it ends before its data does)"
+    except OSError as exc:
+        cause = f"unreadable ({exc.strerror or type(exc).__name__}; truncated or damaged)"
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        cause = ("truncated or damaged (its zip archive cannot be read)" if "zip archive" in first or "PytorchStreamReader" in first
+                 else f"cannot be loaded ({type(exc).__name__})")
+    except Exception as exc:  # noqa: BLE001 - any other way a damaged file fails to load
+        cause = f"cannot be loaded ({type(exc).__name__})"
+    raise UnreadableCheckpoint(f"{path}: {cause}")
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file out of the way (never delete it: it may be all that is left of a run) to
+    `<name>.bad`, or `<name>.bad2`, ... when that is taken; returns the new path."""
+    n, target = 1, path.with_name(path.name + ".bad")
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.bad{n}")
+    os.replace(path, target)
+    return target
 
 
 class _HeldSignals:

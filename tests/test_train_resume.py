@@ -18,7 +18,7 @@ import yaml
 from ssmbench.data.synthetic import fixed_batches, make_batch, seeded_generator
 from ssmbench.models.builder import SmallModelConfig, build_model
 from ssmbench.records import read_records
-from ssmbench.train import CheckpointMismatch, TrainSettings, train
+from ssmbench.train import TrainSettings, train
 
 SETTINGS = TrainSettings(steps=40, batch_size=8, seq_len=16, lr=3e-3, eval_every=10, autocast=None)
 
@@ -84,13 +84,21 @@ def test_a_finished_checkpoint_returns_the_same_result_without_training(tmp_path
     assert again.steps == 40 and again.resumed_at == [] and [c.loss for c in again.curve] == [c.loss for c in first.curve]
 
 
-def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path):
+def test_a_checkpoint_of_other_settings_is_set_aside_and_the_run_starts_afresh(tmp_path: Path):
+    """Continuing it would mix two runs: the file is kept under another name, the run says so and trains
+    from step 0, exactly as a run that never saw the file."""
     checkpoint = tmp_path / "state.pt"
     with pytest.raises(KeyboardInterrupt):
         run(checkpoint=checkpoint, stop_at=3)
     other = TrainSettings(**(SETTINGS.__dict__ | {"lr": 1e-3}))
-    with pytest.raises(CheckpointMismatch, match=r"lr 0.003 -> 0.001"):
-        run(settings=other, checkpoint=checkpoint)
+    fresh, expected = run(settings=other)
+    module, result = run(settings=other, checkpoint=checkpoint)
+    assert result.resumed_at == [] and result.steps == 40
+    assert len(result.set_aside) == 2 and "lr 0.003 -> 0.001" in result.set_aside[0]
+    assert result.set_aside[0].endswith("set aside as state.pt.bad") and result.set_aside[1] == "trained from step 0"
+    assert (tmp_path / "state.pt.bad").is_file()
+    for (name, a), b in zip(fresh.state_dict().items(), module.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_early_stop_waits_until_every_validation_length_holds_for_patience_evaluations():

@@ -44,7 +44,7 @@ def test_fused_mamba_trains_and_runs_at_2_to_the_20(tmp_path: Path):
 
 
 def _graphs_run(graphs: bool, checkpoint: Path | None = None, stop_at: int | None = None, steps: int = 60,
-                schedule: str = "constant", warmup_steps: int = 0):
+                schedule: str = "constant", warmup_steps: int = 0, **more):
     import os
     import signal
 
@@ -54,8 +54,8 @@ def _graphs_run(graphs: bool, checkpoint: Path | None = None, stop_at: int | Non
 
     model = build_model(SmallModelConfig(mixer="mamba", d_model=64), device="cuda", seed=0)
     held = {64: [make_batch("induction_heads", 64, 64, generator=seeded_generator(1, "cuda"), device="cuda")]}
-    settings = TrainSettings(steps=steps, batch_size=32, seq_len=64, lr=1e-3, eval_every=20, cuda_graphs=graphs,
-                             schedule=schedule, warmup_steps=warmup_steps)
+    fields = {"steps": steps, "batch_size": 32, "seq_len": 64, "lr": 1e-3, "eval_every": 20} | more
+    settings = TrainSettings(**fields, cuda_graphs=graphs, schedule=schedule, warmup_steps=warmup_steps)
 
     def on_step(step: int) -> None:
         if step == stop_at:
@@ -100,6 +100,14 @@ def test_a_graphed_run_resumes_from_its_checkpoint_as_if_never_stopped(tmp_path:
     resumed = _graphs_run(True, checkpoint, steps=80)[1]
     assert resumed.resumed_at == [30]
     assert [log.loss for log in resumed.curve] == pytest.approx([log.loss for log in straight.curve], rel=2e-2)
+
+
+def test_a_graphed_run_that_diverges_stops_at_the_next_evaluation():
+    """The loss sum the graph keeps on the device turns NaN or inf with the first bad step; the evaluation
+    that reads it stops the run: no host sync was added to the replayed steps."""
+    _, result = _graphs_run(True, steps=200, lr=1e6, grad_clip=None)
+    assert result.diverged and result.diverged_at == 20 and result.steps == 20 and result.curve == []
+    assert not (result.diverged_loss < 1e30)  # nan or inf
 
 
 def test_the_trainer_benchmark_times_all_three_loops_on_one_model(tmp_path: Path):

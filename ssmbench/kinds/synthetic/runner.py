@@ -51,12 +51,15 @@ from ssmbench.records import Record
 from ssmbench.zoo import ResolvedModel
 
 if TYPE_CHECKING:
+    import torch
+
     from ssmbench.data.synthetic import Batch
     from ssmbench.models.builder import BuiltModel
     from ssmbench.train import EvalResult, LogPoint, Trainer, TrainResult, TrainSettings
 
 CANNOT_RUN = "cannot run:"  # a skipped point's message prefix when the architecture cannot hold the length
 COLLAPSED = "collapsed at chance"  # a train record's outcome (and message prefix) when the run never left chance
+DIVERGED = "diverged"  # a train record's outcome starts so when the loss went non-finite or past train.max_loss
 OUT_OF_TIME = "stopped at its time budget"  # a train record's outcome when train.budget_s ended it
 CHECKPOINT = "model.pt"  # the trained weights (they load into mamba_ssm's MambaLMHeadModel for a Mamba model)
 TRAIN_STATE = "train_state.pt"  # the whole training state, written as training goes: what a resume continues
@@ -78,8 +81,6 @@ class SyntheticRunner(Runner[SyntheticTask]):
 
     def setup(self) -> None:
         """Build the model from its config; load the trained weights when an earlier attempt saved them."""
-        import torch
-
         from ssmbench.models.builder import build_model
 
         arch, device = self.arch, self.job.device
@@ -89,11 +90,49 @@ class SyntheticRunner(Runner[SyntheticTask]):
         except (ImportError, RuntimeError) as exc:  # e.g. fused kernels missing on CUDA: never a silent swap
             raise JobError(f"{self.job.id}: cannot build {arch.mixer}: {exc}") from None
         self.trained = False
-        checkpoint = self.context.artifacts / CHECKPOINT
-        if checkpoint.is_file():
-            saved = torch.load(checkpoint, map_location=device, weights_only=True)
-            self.model.module.load_state_dict(saved)
+        self.diverged = self._diverged_earlier()
+        if (self.context.artifacts / CHECKPOINT).is_file():
+            self.model.module.load_state_dict(self._trained_weights())
             self.trained = True
+
+    def _trained_weights(self) -> dict[str, torch.Tensor]:
+        """The weights an earlier attempt saved (model.pt). A damaged model.pt is set aside with one line
+        saying why, and rebuilt from the finished training state (train_state.pt holds the same weights);
+        a job with neither gets a one-line error naming both files."""
+        from ssmbench.train import UnreadableCheckpoint, load_safely, save_atomically, set_aside
+
+        weights, device = self.context.artifacts / CHECKPOINT, self.job.device
+        try:
+            return load_safely(weights, device)
+        except UnreadableCheckpoint as exc:
+            note = f"{exc}; set aside as {set_aside(weights).name}"
+        state_path = self.context.artifacts / TRAIN_STATE
+        try:
+            state = load_safely(state_path, device) if state_path.is_file() else None
+        except UnreadableCheckpoint as exc:
+            raise JobError(f"{self.job.id}: {note}, and {exc}: train this job again in a new run") from None
+        if not isinstance(state, dict) or "module" not in state:
+            raise JobError(f"{self.job.id}: {note}, and there is no training state to rebuild it from: "
+                           "train this job again in a new run")
+        save_atomically(state["module"], weights)
+        console.note(f"{self.job.id}: {note}; rebuilt from {TRAIN_STATE} (step {state['progress']['step']:,})")
+        return state["module"]
+
+    def _diverged_earlier(self) -> str | None:
+        """A finished training's outcome when it diverged (read from its train_state.pt), so that the tests
+        of a resumed run are skipped as they would have been in one sitting."""
+        from ssmbench.train import UnreadableCheckpoint, load_safely
+
+        state_path = self.context.artifacts / TRAIN_STATE
+        if (self.context.artifacts / CHECKPOINT).is_file() or not state_path.is_file():
+            return None
+        try:
+            progress = load_safely(state_path, "cpu").get("progress", {})
+        except (UnreadableCheckpoint, AttributeError):
+            return None  # the train point sets it aside and says so
+        if progress.get("diverged_at") is None:
+            return None
+        return diverged_outcome(progress["diverged_at"], progress["diverged_loss"])
 
     def measure(self, pt: Point) -> list[Record]:
         if pt.params["phase"] == "train":
@@ -141,16 +180,17 @@ class SyntheticRunner(Runner[SyntheticTask]):
     def training_records(self, point: Point, trainer: Trainer, outcome: TrainResult | Exception) -> list[Record]:
         """Save the trained weights and make the train point's records; a failed run's exception is raised
         (a checkpoint of other settings as the job's error, one line)."""
-        import torch
-
-        from ssmbench.train import CheckpointMismatch
+        from ssmbench.train import CheckpointMismatch, save_atomically
 
         if isinstance(outcome, CheckpointMismatch):
             raise JobError(f"{self.job.id}: {outcome}")
         if isinstance(outcome, Exception):
             raise outcome
-        torch.save(self.model.module.state_dict(), self.context.artifact(CHECKPOINT))
-        self.trained = True
+        if outcome.diverged:  # its weights are not a model to test: the eval points say so instead
+            self.diverged = diverged_outcome(outcome.diverged_at, outcome.diverged_loss)
+        else:
+            save_atomically(self.model.module.state_dict(), self.context.artifact(CHECKPOINT))
+            self.trained = True
         return self._train_records(point, trainer, outcome)
 
     def _train(self, pt: Point) -> list[Record]:
@@ -205,17 +245,19 @@ class SyntheticRunner(Runner[SyntheticTask]):
                             "resumed_at_steps": result.resumed_at,
                             "train_examples": settings.examples or "fresh every step", **how}}
         tokens = settings.batch_size * settings.seq_len
-        final = result.final
-        validation = sum(final.by_length.values()) / len(final.by_length)
         figures = [("train_steps", result.steps, "steps", None), ("train_s", result.train_s, "s", False),
                    ("steps_per_s", result.steps_per_s, "steps/s", True),
-                   ("train_tok_s", result.steps_per_s * tokens, "tok/s", True),
-                   ("final_loss", final.loss, "nats", False),
-                   ("train_accuracy", final.accuracy, "fraction", True),
-                   ("validation_accuracy", validation, "fraction", True)]
+                   ("train_tok_s", result.steps_per_s * tokens, "tok/s", True)]
+        final = None if result.diverged else result.final  # a diverged run's last evaluation is not its result
+        if final is not None:
+            validation = sum(final.by_length.values()) / len(final.by_length)
+            figures += [("final_loss", final.loss, "nats", False),
+                        ("train_accuracy", final.accuracy, "fraction", True),
+                        ("validation_accuracy", validation, "fraction", True)]
         records = [self.record(pt, metric=m, value=v, unit=u, higher_is_better=h, **common) for m, v, u, h in figures]
-        records[-1] = records[-1].model_copy(update={"extra": records[-1].extra | {
-            "by_length": {str(k): v for k, v in final.by_length.items()}}})
+        if final is not None:
+            records[-1] = records[-1].model_copy(update={"extra": records[-1].extra | {
+                "by_length": {str(k): v for k, v in final.by_length.items()}}})
         for log in result.curve:
             step_slice = {**pt.params, "step": log.step}
             # The curve is a diagnostic, not a figure to judge: no direction, so `ssmbench diff` leaves it be.
@@ -231,6 +273,17 @@ class SyntheticRunner(Runner[SyntheticTask]):
         (a collapsed model's shrinks towards 0, flattening its logits)."""
         settings = trainer.settings
         how: dict[str, Any] = {"outcome": outcome(result)}
+        if result.set_aside:
+            how["checkpoints_set_aside"] = result.set_aside
+            for line in result.set_aside:
+                console.note(f"{self.job.id}: {line}")
+        if result.diverged:
+            bound = f" (above train.max_loss {settings.max_loss:g})" if settings.max_loss is not None and \
+                math.isfinite(result.diverged_loss) else ""
+            how["message"] = (f"{how['outcome']}{bound}: the mean training loss since step "
+                              f"{result.curve[-1].step if result.curve else 0:,}, read at the evaluation of step "
+                              f"{result.diverged_at:,}; stopped there, its tests skipped")
+            console.note(f"{self.job.id}: {how['message']}")
         if result.collapsed:
             first = result.curve[-settings.collapse_evals].step if settings.collapse_evals else result.steps
             how["message"] = (f"{COLLAPSED}: training loss within 1% of chance (ln {math.exp(settings.chance_loss):.0f} = "
@@ -258,6 +311,8 @@ class SyntheticRunner(Runner[SyntheticTask]):
         from ssmbench.train import evaluate
 
         self._check_runs(length)
+        if self.diverged:
+            raise SkipPoint(f"not tested: training {self.diverged}")
         if not self.trained:
             raise JobError(f"{self.job.id}: no trained model to test (the train point did not finish)")
         n, digest = self.task.samples_at(length), hashlib.sha256()
@@ -311,8 +366,15 @@ class SyntheticRunner(Runner[SyntheticTask]):
                           vocab_size=self.task.vocab_size, **self.task.task_params)
 
 
+def diverged_outcome(step: int, loss: float) -> str:
+    """A diverged run's outcome, as its records and tables say it: "diverged at step 2,000 (loss nan)"."""
+    return f"{DIVERGED} at step {step:,} (loss {loss:.4g})"
+
+
 def outcome(result: TrainResult) -> str:
     """How a training run ended, as the tables count it."""
+    if result.diverged:
+        return diverged_outcome(result.diverged_at, result.diverged_loss)
     if result.collapsed:
         return COLLAPSED
     if result.out_of_time:

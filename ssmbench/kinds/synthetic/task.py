@@ -16,7 +16,8 @@ stream) and a list of learning rates (`lr: [1.0e-4, 1.0e-3]`, in `train` or per 
 each; the tables report the learning rate whose validation accuracy is best, as zoology reports the best of
 its sweep. Every job is tested on the same fixed examples at each length (`eval_seed`), drawn on the CPU,
 so seeds and runs differ only in what they trained. `pack: K` trains up to K of the jobs at once on one
-device; `train.collapse_evals` names a run that never left chance.
+device; `train.collapse_evals` names a run that never left chance, and every run that diverges (a NaN or
+inf loss, or one above `train.max_loss`) is stopped at the next evaluation and named so.
 """
 
 from __future__ import annotations
@@ -198,6 +199,10 @@ class Train(Strict):
     # A run whose training loss sits at chance (within 1% of ln(answer values) or above) at this many
     # evaluations in a row has collapsed: it stops, and its records say "collapsed at chance". None: never.
     collapse_evals: PositiveInt | None = None
+    # A run whose mean training loss between two evaluations is not finite, or above this bound, has diverged:
+    # it stops at that evaluation, its records say "diverged at step N (loss ...)", and its tests are skipped.
+    # A NaN or inf loss always counts; None: no bound besides.
+    max_loss: PositiveFloat | None = None
     # Replay the whole training step from a CUDA graph (auto: on CUDA; a scheduled LR is a device tensor).
     cuda_graphs: Literal["auto"] | bool = "auto"
 
