@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 CANNOT_RUN = "cannot run:"  # a skipped point's message prefix when the architecture cannot hold the length
 COLLAPSED = "collapsed at chance"  # a train record's outcome (and message prefix) when the run never left chance
 DIVERGED = "diverged"  # a train record's outcome starts so when the loss went non-finite or past train.max_loss
+NOT_TESTED = "not tested:"  # a skipped test point's message prefix when its model's training diverged
 OUT_OF_TIME = "stopped at its time budget"  # a train record's outcome when train.budget_s ended it
 CHECKPOINT = "model.pt"  # the trained weights (they load into mamba_ssm's MambaLMHeadModel for a Mamba model)
 TRAIN_STATE = "train_state.pt"  # the whole training state, written as training goes: what a resume continues
@@ -312,7 +313,7 @@ class SyntheticRunner(Runner[SyntheticTask]):
 
         self._check_runs(length)
         if self.diverged:
-            raise SkipPoint(f"not tested: training {self.diverged}")
+            raise SkipPoint(f"{NOT_TESTED} training {self.diverged}")
         if not self.trained:
             raise JobError(f"{self.job.id}: no trained model to test (the train point did not finish)")
         n, digest = self.task.samples_at(length), hashlib.sha256()
