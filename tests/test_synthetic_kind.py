@@ -254,20 +254,21 @@ def test_a_seed_sweep_reads_as_median_range_and_seeds_that_hold_and_each_seed_sa
 
 
 def test_the_length_plot_bars_the_median_with_the_seeds_quartiles(tmp_path: Path):
-    """Each seed is a thin line of its own; the bold median's error bars reach its seeds' quartiles."""
+    """Each seed is a thin line of its own; the bold median's error bars reach its seeds' quartiles (seeds
+    that agree: no two neighbours more than half the axis apart; tests/test_seed_plots.py has split ones)."""
     import json
 
     from ssmbench.kinds.synthetic.views import plot_synthetic
     from ssmbench.report.tables import records_frame
 
-    by_seed = {0: (1.0, 1.0), 1: (1.0, 0.61), 2: (1.0, 0.995), 3: (0.07, 0.062), 4: (0.5, 0.06)}
+    by_seed = {0: (1.0, 1.0), 1: (1.0, 0.55), 2: (1.0, 0.995), 3: (0.07, 0.062), 4: (0.5, 0.06)}
     records = [seeded("mamba", n, values[i], s) for s, values in by_seed.items() for i, n in enumerate((256, 2**20))]
     (plot,) = [p for p in plot_synthetic("ih", records_frame(records), tmp_path) if p.name == "ih_accuracy_by_length.png"]
     lines = {line["label"]: line for line in json.loads((tmp_path / "ih_accuracy_by_length.plot.json").read_text())["lines"]}
     median = lines["mamba median"]
-    # 2^8: 7, 50, 100, 100, 100 -> median 100, quartiles 50 and 100; 2^20: 6, 6.2, 61, 99.5, 100 -> 61, 6.2, 99.5
-    assert median["x"] == [256, 2**20] and median["y"] == pytest.approx([100, 61])
-    assert median["err_below"] == pytest.approx([50, 54.8]) and median["err_above"] == pytest.approx([0, 38.5])
+    # 2^8: 7, 50, 100, 100, 100 -> median 100, quartiles 50 and 100; 2^20: 6, 6.2, 55, 99.5, 100 -> 55, 6.2, 99.5
+    assert median["x"] == [256, 2**20] and median["y"] == pytest.approx([100, 55])
+    assert median["err_below"] == pytest.approx([50, 48.8]) and median["err_above"] == pytest.approx([0, 44.5])
     assert lines["mamba seed 3"]["y"] == pytest.approx([7, 6.2]) and lines["mamba seed 3"]["err_above"] is None
 
 

@@ -6,6 +6,7 @@ The plots themselves belong to their kinds (each Kind's `plotter`) and are drawn
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -14,7 +15,9 @@ import pandas as pd
 
 class Line(NamedTuple):
     """One line of a plot. `yerr` (below, above): each point's distance to the ends of its error bar, NaN
-    where the point has none; a plain (label, xs, ys, style[, options]) tuple is a Line without error bars."""
+    where the point has none; a plain (label, xs, ys, style[, options]) tuple is a Line without error bars.
+    A Line with `texts` is a row of notes, not a line: each text printed just above its point (how many
+    seeds hold at each length, say), in the colour of its options or style."""
 
     label: str
     xs: list[Any]
@@ -22,6 +25,7 @@ class Line(NamedTuple):
     style: str
     options: dict[str, Any] = {}  # matplotlib's, e.g. a colour that a style string cannot name
     yerr: tuple[list[float], list[float]] | None = None
+    texts: list[str] | None = None
 
 
 def _pyplot():
@@ -36,18 +40,12 @@ def _pyplot():
 def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tuple[Any, ...]], log: bool = True,
               marker_x: tuple[float, str] | None = None, log2_x: bool = False) -> Path:
     """One PNG: a line per Line (or plain tuple), with its error bars where it has them, log-log by default
-    (`log2_x`: only x, base 2), optionally a labelled vertical line."""
+    (`log2_x`: only x, base 2), optionally a labelled vertical line. A long title wraps (TITLE_CHARS a line)
+    rather than running off the figure."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    drawn = []
-    for entry in series:
-        line = Line(*entry)
-        if has_error_bars(line):
-            drawn_line = ax.errorbar(line.xs, line.ys, yerr=_finite(line.yerr), fmt=line.style, marker="o",
-                                     capsize=3, label=line.label, **line.options).lines[0]
-        else:
-            (drawn_line,) = ax.plot(line.xs, line.ys, line.style, marker="o", label=line.label, **line.options)
-        drawn.append((drawn_line, line))
+    lines = [Line(*entry) for entry in series]
+    drawn = [_draw(ax, line) for line in lines]
     write_spec(path, title, xlabel, ylabel, drawn, log, log2_x, marker_x)
     if marker_x is not None:
         ax.axvline(marker_x[0], color="grey", linestyle=":", label=marker_x[1])
@@ -55,13 +53,44 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tup
         ax.set_xscale("log", base=2)
     if log:
         ax.set_yscale("log")
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if any(line.texts for line in lines):
+        ax.margins(y=0.12)  # room above the top points for their notes
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.set_title(wrap_title(title), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8 if len(series) <= 10 else 6, ncol=1 if len(series) <= 12 else 2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+TITLE_CHARS = 72  # a title's line, in characters: what a 6.4-inch PNG or a 580-pixel page plot holds
+
+
+def wrap_title(title: str, width: int = TITLE_CHARS, newline: str = "\n") -> str:
+    """A long title broken into lines at spaces (`newline`: '<br>' for plotly), never cut."""
+    return newline.join(textwrap.wrap(title, width)) or title
+
+
+def _draw(ax: Any, line: Line) -> dict[str, Any]:
+    """Draw one Line on the axes and return its entry of the plot's spec (write_spec)."""
+    from matplotlib.colors import to_hex
+
+    if line.texts is not None:
+        colour = line.options.get("color", line.style.rstrip("-:.")) or "C0"
+        ax.plot(line.xs, line.ys, linestyle="none", marker="none", label=line.label)  # the legend's entry
+        for x, y, text in zip(line.xs, line.ys, line.texts, strict=True):
+            ax.annotate(text, (x, y), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=6.5, color=colour)
+        return _spec_line(line, line.xs, line.ys, to_hex(colour), "solid", 0.0)
+    if has_error_bars(line):
+        drawn = ax.errorbar(line.xs, line.ys, yerr=_finite(line.yerr), fmt=line.style, marker="o", capsize=3,
+                            label=line.label, **line.options).lines[0]
+    else:
+        (drawn,) = ax.plot(line.xs, line.ys, line.style, marker="o", label=line.label, **line.options)
+    return _spec_line(line, drawn.get_xdata(), drawn.get_ydata(), to_hex(drawn.get_color()),
+                      DASHES.get(drawn.get_linestyle(), "solid"), float(drawn.get_linewidth()))
 
 
 def has_error_bars(line: Line) -> bool:
@@ -78,26 +107,28 @@ SPEC_SUFFIX = ".plot.json"  # beside each PNG: the same figure as data, for the 
 DASHES = {"-": "solid", "--": "dash", ":": "dot", "-.": "dashdot"}
 
 
-def write_spec(path: Path, title: str, xlabel: str, ylabel: str, lines: list[tuple[Any, Line]], log: bool,
+def write_spec(path: Path, title: str, xlabel: str, ylabel: str, lines: list[dict[str, Any]], log: bool,
                log2_x: bool, marker_x: tuple[float, str] | None) -> Path:
-    """The plot as data (`<name>.plot.json`): each line's label, points and error bars as given, its colour,
-    dash and width as matplotlib drew them, and the axes' scales, so the HTML report redraws the very figure
-    with plotly."""
+    """The plot as data (`<name>.plot.json`): each line's label, points, error bars and notes as given, its colour, dash and width as matplotlib drew them, and the axes' scales, so the HTML report
+    redraws the very figure with plotly."""
     import json
 
-    from matplotlib.colors import to_hex
-
     spec = {"title": title, "xlabel": xlabel, "ylabel": ylabel, "log_x": log or log2_x, "log_y": log,
-            "marker_x": list(marker_x) if marker_x is not None else None,
-            "lines": [{"label": str(given.label), "x": [float(v) for v in line.get_xdata()],
-                       "y": [float(v) for v in line.get_ydata()], "color": to_hex(line.get_color()),
-                       "dash": DASHES.get(line.get_linestyle(), "solid"), "width": float(line.get_linewidth()),
-                       "err_below": [float(v) for v in given.yerr[0]] if given.yerr else None,
-                       "err_above": [float(v) for v in given.yerr[1]] if given.yerr else None}
-                      for line, given in lines]}
+            "marker_x": list(marker_x) if marker_x is not None else None, "lines": lines}
     out = path.with_name(path.stem + SPEC_SUFFIX)
     out.write_text(json.dumps(spec, allow_nan=True))
     return out
+
+
+def _spec_line(given: Line, xs: Any, ys: Any, colour: str, dash: str, width: float) -> dict[str, Any]:
+    """One line's entry of the spec; `texts` only where the Line is a row of notes."""
+    entry = {"label": str(given.label), "x": [float(v) for v in xs], "y": [float(v) for v in ys], "color": colour,
+             "dash": dash, "width": width,
+             "err_below": [float(v) for v in given.yerr[0]] if given.yerr else None,
+             "err_above": [float(v) for v in given.yerr[1]] if given.yerr else None}
+    if given.texts is not None:
+        entry["texts"] = list(given.texts)
+    return entry
 
 
 def own_error_bars(rows: pd.DataFrame, scale: float = 1.0) -> tuple[list[float], list[float]]:
@@ -145,3 +176,15 @@ def seed_shades(seeds: dict[str, list[int]]) -> dict[tuple[str, int], tuple[floa
         for j, seed in enumerate(model_seeds):
             colours[model, seed] = cmap(0.45 + 0.5 * j / max(len(model_seeds) - 1, 1))
     return colours
+
+
+SPLIT = 0.5  # seeds whose values part by more than this share of the axis have split into groups
+
+
+def seeds_split(values: list[float], span: float) -> bool:
+    """Whether the seeds' values at one point have split into groups: sorted, two neighbours lie more than
+    SPLIT of the axis (`span`: 100 for an accuracy in %) apart. Three seeds at 100% and five at chance have
+    split (no seed lies between them); seeds spread from 6% to 100% with some between have not. Of split
+    seeds a median and its quartile bar describe neither group, and the bar spans the gap between them."""
+    ordered = sorted(values)
+    return any(high - low > SPLIT * span for low, high in zip(ordered, ordered[1:], strict=False))

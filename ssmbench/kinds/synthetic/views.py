@@ -23,7 +23,8 @@ training recorded), counted per model in its notes. Induction heads' training la
 under the table. Where a model swept learning rates, every table shows the learning rate whose median
 validation accuracy (at the end of training, over the validation lengths) is best, as zoology reports the
 best of its sweep, and a sweep table lists them all. Plots draw each seed as its own line, in shades of its
-model's colour, with the median bold.
+model's colour, with the median bold while the seeds agree; where they split (some at 100%, some at chance)
+no median is drawn, but k/n above each length (see _spread_line).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import pandas as pd
 from ssmbench.kinds.synthetic.runner import CANNOT_RUN, COLLAPSED
 from ssmbench.models.mixers import GRID
 from ssmbench.reference import OOM, PERFECT, SyntheticReference, synthetic_references
-from ssmbench.report.plots import Line, line_plot, median_line, model_colours, seed_shades
+from ssmbench.report.plots import Line, line_plot, median_line, model_colours, seed_shades, seeds_split
 from ssmbench.report.tables import Table, failure_notes, format_value, param_count
 
 PASS, FAIL, NOT_RUN = "✓", "✗", "—"
@@ -532,63 +533,104 @@ def _at_training_length(group: pd.DataFrame) -> str:
 
 
 def plot_synthetic(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
-    """Accuracy by test length and the training curves. With several seeds, every seed is a line of its
-    own, in its model's family of shades, labelled with its seed; the median over seeds is drawn bold on
-    the length plot."""
+    """Accuracy by test length, by model width, and the training curves. With several seeds, every seed is
+    a line of its own, in its model's family of shades, labelled with its seed; over them each model's
+    seeds are summed up as _spread_line says: the median, bold with bars to the quartiles, while the seeds
+    agree, and where they split, no median but k/n (how many hold 99%) above each length."""
     frame = best_of_sweep(frame).assign(_seed=_seeds(frame))
-    colour = model_colours(frame)
-    paths = []
     evals = _evals(frame)
     ok = evals[(evals["status"] == "ok") & (evals["metric"] == "accuracy")]
-    several = ok.groupby("model")["_seed"].nunique().max() > 1 if len(ok) else False
     shades = seed_shades({model: sorted(int(x) for x in g["_seed"].dropna().unique())
                           for model, g in frame.groupby("model", sort=False)})
-    if ok["slice.seq_len"].nunique() > 1:
+    paths = [_length_plot(task, frame, ok, shades, out), _width_plot(task, frame, ok, out)]
+    return [p for p in paths if p is not None] + _curve_plots(task, frame, shades, out)
+
+
+def _length_plot(task: str, frame: pd.DataFrame, ok: pd.DataFrame, shades: dict, out: Path) -> Path | None:
+    """Accuracy against test length (log2 axis): each seed's line, and each model's seeds summed up."""
+    if ok["slice.seq_len"].nunique() < 2:
+        return None
+    several = ok.groupby("model")["_seed"].nunique().max() > 1
+    colour = model_colours(frame)
+    series, summaries = [], []
+    for model, g in ok.groupby("model", sort=False):
+        if several:
+            for seed, per_seed in g.groupby("_seed", sort=False):
+                points = (100 * per_seed.set_index("slice.seq_len")["value"]).sort_index()
+                series.append((f"{model} seed {int(seed)}", list(points.index), list(points), "-",
+                               {"color": shades[model, int(seed)], "linewidth": 0.9, "markersize": 3}))
+        summaries.append(_spread_line(model, g, "slice.seq_len", colour[model], several))
+    agree = "bold: the median, bars: quartiles over seeds" if several else "bars: ± 1 standard error"
+    title = f"{task}: accuracy by test length ({'each seed; ' if several else ''}{_caption(summaries, agree)})"
+    series += summaries
+    marker = (_train_len(frame), f"training length {_train_len(frame)}") if _train_len(frame) else None
+    return line_plot(out / f"{task}_accuracy_by_length.png", title, "test length L (log2)", "accuracy (%)", series,
+                     log=False, marker_x=marker, log2_x=True)
+
+
+def _width_plot(task: str, frame: pd.DataFrame, ok: pd.DataFrame, out: Path) -> Path | None:
+    """zoology's Figure 2: accuracy at the training length against d_model, a line per mixer."""
+    sizes, train_len = _sizes(frame), _train_len(frame)
+    if train_len is None or not any(len(widths) > 1 for widths in sizes.values()):
+        return None
+    at_train = ok[ok["slice.seq_len"] == train_len]
+    series = []
+    for i, (mixer, widths) in enumerate(sizes.items()):
+        rows = [at_train[at_train["model"] == models[0]].assign(_width=w) for w, models in widths.items()]
+        rows = pd.concat(rows) if rows else at_train.iloc[:0]  # widths with no result yet add no rows
+        if len(rows):
+            series.append(_spread_line(mixer, rows, "_width", f"C{i % 10}", several=False))
+    if not series:
+        return None
+    agree = "bars: quartiles over seeds; one seed: ± 1 standard error"
+    return line_plot(out / f"{task}_accuracy_by_width.png",
+                     f"{task}: accuracy at L = {train_len} by model width (best LR) ({_caption(series, agree)})",
+                     "model dimension d_model (log2)", "accuracy (%)", series, log=False, log2_x=True)
+
+
+def _spread_line(label: str, rows: pd.DataFrame, x: str, colour: str, several: bool) -> Line:
+    """One model's accuracy records (its seeds at each `x`) as one Line. While the seeds agree: the median,
+    with bars to the seeds' quartiles (one seed: its standard error), bold beside seed lines (`several`).
+    Where the seeds split at any x (report.plots.seeds_split: neighbours more than half the axis apart, such
+    as 3 seeds at 100% and 5 at chance): no median and no bar, which would describe neither group and span
+    the gap between them, but a row of notes above the top seed at each x: k/n, how many of the n seeds
+    hold HOLDS there (the length table's ≥ 99% row). The seeds' own lines show the two groups."""
+    by_x = {at: list(100 * g["value"].astype(float)) for at, g in rows.sort_values(x).groupby(x, sort=False)}
+    if not any(seeds_split(values, span=100) for values in by_x.values()):
+        xs, ys, bars = median_line(rows, x, scale=100)
+        return Line(f"{label} median" if several else label, xs, ys, colour + "-",
+                    {"linewidth": 2.4} if several else {}, yerr=bars)
+    held = [f"{sum(v >= 100 * HOLDS for v in values)}/{len(values)}" for values in by_x.values()]
+    return Line(f"{label}: k/n seeds ≥ {HOLDS:.0%}", list(by_x),
+                [max(values) for values in by_x.values()], colour + "-", {"color": colour}, texts=held)
+
+
+def _caption(summaries: list[Line], agree: str) -> str:
+    """What a plot's _spread_lines show: `agree`'s median and bars, the split seeds' k/n, or both."""
+    kinds = {line.texts is not None for line in summaries}
+    split = f"seeds split, so no median: k/n seeds hold ≥ {HOLDS:.0%}"
+    return "; ".join(text for flag, text in ((False, agree), (True, split)) if flag in kinds)
+
+
+def _curve_plots(task: str, frame: pd.DataFrame, shades: dict, out: Path) -> list[Path]:
+    """Training loss and held-out accuracy against step, a line per model (per seed with several jobs)."""
+    if "slice.step" not in frame:
+        return []
+    colour = model_colours(frame)
+    curve = frame[frame["slice.step"].notna() & (frame["status"] == "ok")]
+    several_jobs = curve.groupby("model")["job"].nunique().max() > 1 if len(curve) else False
+    paths = []
+    for metric, label in (("loss", "training loss (nats)"), ("accuracy", "held-out accuracy (%)")):
+        part = curve[curve["metric"] == metric]
+        scale = 100 if metric == "accuracy" else 1
         series = []
-        for model, g in ok.groupby("model", sort=False):
-            if several:
-                for seed, per_seed in g.groupby("_seed", sort=False):
-                    points = (100 * per_seed.set_index("slice.seq_len")["value"]).sort_index()
-                    series.append((f"{model} seed {int(seed)}", list(points.index), list(points), "-",
-                                   {"color": shades[model, int(seed)], "linewidth": 0.9, "markersize": 3}))
-            lengths, median, bars = median_line(g, "slice.seq_len", scale=100)
-            series.append(Line(f"{model} median" if several else model, lengths, median, colour[model] + "-",
-                               {"linewidth": 2.4} if several else {}, yerr=bars))
-        title = f"{task}: accuracy by test length" + (" (each seed; bold: the median, bars: quartiles over seeds)"
-                                                       if several else " (bars: ± 1 standard error)")
-        marker = (_train_len(frame), f"training length {_train_len(frame)}") if _train_len(frame) else None
-        paths.append(line_plot(out / f"{task}_accuracy_by_length.png", title, "test length L (log2)",
-                               "accuracy (%)", series, log=False, marker_x=marker, log2_x=True))
-    sizes = _sizes(frame)
-    train_len = _train_len(frame)
-    if train_len is not None and any(len(widths) > 1 for widths in sizes.values()):
-        at_train = ok[ok["slice.seq_len"] == train_len]
-        series = []
-        for mixer, widths in sizes.items():
-            rows = [at_train[at_train["model"] == models[0]].assign(_width=w) for w, models in widths.items()]
-            rows = pd.concat(rows) if rows else at_train.iloc[:0]  # widths with no result yet add no rows
-            if len(rows):
-                widths_run, accuracy, bars = median_line(rows, "_width", scale=100)
-                series.append(Line(mixer, widths_run, accuracy, "-", yerr=bars))
+        for (model, seed), g in part.groupby(["model", "_seed"], sort=False):
+            style = ("-", {"color": shades[model, int(seed)], "markersize": 2}) if several_jobs else (colour[model] + "-", {})
+            series.append((f"{model} seed {int(seed)}" if several_jobs else model, list(g["slice.step"]),
+                           list(scale * g["value"]), *style))
         if series:
-            paths.append(line_plot(out / f"{task}_accuracy_by_width.png",
-                                   f"{task}: accuracy at L = {train_len} by model width (best LR)"
-                                   " (bars: quartiles over seeds; one seed: ± 1 standard error)",
-                                   "model dimension d_model (log2)", "accuracy (%)", series, log=False, log2_x=True))
-    if "slice.step" in frame:
-        curve = frame[frame["slice.step"].notna() & (frame["status"] == "ok")]
-        several_jobs = curve.groupby("model")["job"].nunique().max() > 1 if len(curve) else False
-        for metric, label in (("loss", "training loss (nats)"), ("accuracy", "held-out accuracy (%)")):
-            part = curve[curve["metric"] == metric]
-            scale = 100 if metric == "accuracy" else 1
-            series = []
-            for (model, seed), g in part.groupby(["model", "_seed"], sort=False):
-                style = ("-", {"color": shades[model, int(seed)], "markersize": 2}) if several_jobs else (colour[model] + "-", {})
-                series.append((f"{model} seed {int(seed)}" if several_jobs else model, list(g["slice.step"]),
-                               list(scale * g["value"]), *style))
-            if series:
-                paths.append(line_plot(out / f"{task}_training_{metric}.png", f"{task}: {label} during training",
-                                       "step", label, series, log=False))
+            paths.append(line_plot(out / f"{task}_training_{metric}.png", f"{task}: {label} during training",
+                                   "step", label, series, log=False))
     return paths
 
 
