@@ -7,9 +7,14 @@ from (`<name>.plot.json`, report.plots.write_spec): hover for values, zoom, togg
 section says how its figures were obtained (kernels, CUDA graphs, weights, dtype, device) above its tables,
 and the page's header the GPU, driver, versions and git commit of the run.
 
+Plots sit in a grid of fixed cells (PLOT_WIDTH x PLOT_HEIGHT, each figure drawn at that size), so none
+overlaps another or leaves a hole; a title wraps rather than runs out of its plot, and sits below the strip
+where plotly's toolbar (the modebar) appears, never under it.
+
 The page watches itself: script errors and console errors are kept and written into `#page-errors` when the
-page has loaded, and `<body data-plots="N">` counts the plots plotly drew, so a headless browser can check
-what a reader would see (tests/test_html_report.py).
+page has loaded, `<body data-plots="N">` counts the plots plotly drew, and `data-layout` holds, per plot,
+where its cell, drawing, title and modebar lie on the page, so a headless browser can check what a reader
+would see, layout included (tests/test_html_report.py).
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from typing import Any
 
 import pandas as pd
 
-from ssmbench.report.plots import SPEC_SUFFIX
+from ssmbench.report.plots import SPEC_SUFFIX, wrap_title
 from ssmbench.report.tables import Table, how_obtained
 
 HTML_NAME = "report.html"
+PLOT_WIDTH, PLOT_HEIGHT = 580, 440  # one grid cell, in CSS pixels: two a row on the page's 1200
+MODEBAR = 30  # the strip at a plot's top where plotly shows its toolbar, in pixels: titles start below it
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
@@ -35,8 +42,11 @@ table.data { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
 table.data th, table.data td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; }
 table.data th { background: #f3f3f3; } table.data td:first-child { text-align: left; }
 ul.notes { font-size: 0.8rem; color: #555; } .provenance { font-size: 0.85rem; color: #335; }
-.plots { display: flex; flex-wrap: wrap; gap: 1rem; } .plot { width: 580px; height: 420px; }
-#page-errors:empty { display: none; } #page-errors { color: #a00; }
+#page-errors:empty { display: none; } #page-errors { color: #a00; } [hidden] { display: none !important; }
+""" + f"""
+.plots {{ display: grid; grid-template-columns: repeat(auto-fill, {PLOT_WIDTH}px); grid-auto-rows: {PLOT_HEIGHT}px;
+  gap: 16px; }}
+.plot {{ width: {PLOT_WIDTH}px; height: {PLOT_HEIGHT}px; overflow: hidden; }}
 """
 
 # First in <head>: keep every script error and console.error, whatever runs after.
@@ -47,12 +57,22 @@ window.addEventListener('error', function (e) { window.__errors.push(String(e.me
   window.__errors.push(Array.prototype.join.call(arguments, ' ')); original.apply(console, arguments); }; })();
 """
 
-# Last in <body>: say what the page holds, for a reader's browser and a test's.
+# Last in <body>: say what the page holds, for a reader's browser and a test's: the plots drawn, the
+# errors, and once the page has loaded, each shown plot's boxes [left, top, width, height] on the page.
 REPORT = """
 document.body.dataset.plots = document.querySelectorAll('.js-plotly-plot .main-svg').length > 0 ?
   String(document.querySelectorAll('.js-plotly-plot').length) : '0';
 document.getElementById('page-errors').textContent = window.__errors.join('\\n');
 document.body.dataset.errors = String(window.__errors.length);
+window.addEventListener('load', function () { setTimeout(function () {
+  function box(el) { if (!el) return null; var r = el.getBoundingClientRect();
+    return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]; }
+  var shown = Array.prototype.filter.call(document.querySelectorAll('.plot'), function (c) { return c.offsetParent; });
+  var grids = Array.prototype.slice.call(document.querySelectorAll('.plots'));
+  document.body.dataset.layout = JSON.stringify(shown.map(function (c) { return {
+    id: c.id, grid: grids.indexOf(c.parentElement), cell: box(c), svg: box(c.querySelector('.main-svg')),
+    title: box(c.querySelector('.gtitle')), modebar: box(c.querySelector('.modebar'))}; }));
+}, 0); });
 """
 
 
@@ -127,6 +147,30 @@ def _plots(paths: list[Path], specs: dict[Path, dict[str, Any]]) -> str:
     return "<div class='plots'>" + "".join(_figure(specs[p], p.name.removesuffix(SPEC_SUFFIX)) for p in paths) + "</div>"
 
 
+def plot_cell(figure: Any, title: str, name: str, key: str = "", title_size: int = 13) -> str:
+    """One figure in its grid cell (`<div class='plot' id='fig-NAME'>`, an anchor; `data-key`: what the
+    history page's filter matches), drawn at the cell's size with its title placed (place_title)."""
+    place_title(figure, title, title_size)
+    figure.update_layout(width=PLOT_WIDTH, height=PLOT_HEIGHT, autosize=False)
+    drawn = figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}",
+                           default_width=f"{PLOT_WIDTH}px", default_height=f"{PLOT_HEIGHT}px",
+                           config={"responsive": False, "displaylogo": False})
+    data_key = f" data-key='{html.escape(key, quote=True)}'" if key else ""
+    return f"<div class='plot' id='fig-{name}'{data_key}>{drawn}</div>"
+
+
+def place_title(figure: Any, title: str, size: int = 13) -> None:
+    """The title wrapped to the plot's width, set just above the plotting area, and the top margin grown
+    (plotly's automargin) to hold its lines and, above them, the modebar's strip. Left to itself plotly
+    centres a title in a fixed top margin, where the modebar covers it, and never wraps one, so a long
+    title ran under the toolbar and off the plot."""
+    chars = int(PLOT_WIDTH / (0.6 * size))  # a character is about 0.6 of the font's size wide
+    figure.update_layout(title={"text": wrap_title(title, chars, newline="<br>"), "font": {"size": size},
+                                "x": 0.01, "xanchor": "left", "xref": "container", "y": 1, "yanchor": "bottom",
+                                "yref": "paper", "automargin": True, "pad": {"t": MODEBAR, "b": 8}},
+                         margin={"t": MODEBAR})
+
+
 def _error_bars(line: dict[str, Any]) -> dict[str, Any] | None:
     """plotly's error_y for a line of the spec, asymmetric as the PNG's; None where it has none."""
     if not line.get("err_above"):  # specs written before error bars were kept have none
@@ -140,23 +184,33 @@ def _nan_as_none(values: list[float]) -> list[float | None]:
     return [v if math.isfinite(v) and v >= 0 else None for v in values]
 
 
+def _trace(line: dict[str, Any]) -> Any:
+    """A line of the spec as plotly draws it: a line with markers and its error bars, or, for a row of
+    notes (`texts`, as the PNG prints k/n over split seeds), just the notes above their points."""
+    import plotly.graph_objects as go
+
+    if "texts" in line:
+        return go.Scatter(x=line["x"], y=line["y"], name=line["label"], mode="text", text=line["texts"],
+                          textposition="top center", textfont={"size": 8, "color": line["color"]},
+                          hovertemplate="%{text}<extra>" + html.escape(line["label"]) + "</extra>")
+    return go.Scatter(x=line["x"], y=line["y"], name=line["label"], mode="lines+markers",
+                      line={"color": line["color"], "dash": line["dash"], "width": line["width"]},
+                      error_y=_error_bars(line))
+
+
 def _figure(spec: dict[str, Any], name: str) -> str:
     """One interactive plot: the PNG's lines, colours and axes, with the units of its labels."""
     import plotly.graph_objects as go
 
-    figure = go.Figure()
-    for line in spec["lines"]:
-        figure.add_trace(go.Scatter(x=line["x"], y=line["y"], name=line["label"], mode="lines+markers",
-                                    line={"color": line["color"], "dash": line["dash"], "width": line["width"]},
-                                    error_y=_error_bars(line)))
+    figure = go.Figure([_trace(line) for line in spec["lines"]])
     if spec.get("marker_x"):
         x, label = spec["marker_x"]
         position = math.log10(x) if spec["log_x"] and x > 0 else x  # shapes on a log axis are placed in log10
-        figure.add_vline(x=position, line_dash="dot", line_color="grey", annotation_text=label)
-    figure.update_layout(title=spec["title"], xaxis_title=spec["xlabel"], yaxis_title=spec["ylabel"],
-                         margin={"l": 50, "r": 10, "t": 50, "b": 40}, legend={"font": {"size": 9}})
+        figure.add_vline(x=position, line_dash="dot", line_color="grey", name=label, showlegend=True)  # as the PNG
+    figure.update_layout(xaxis_title=spec["xlabel"], yaxis_title=spec["ylabel"],
+                         margin={"l": 50, "r": 10, "b": 40}, legend={"font": {"size": 9}})
     if spec["log_x"]:
         figure.update_xaxes(type="log")
     if spec["log_y"]:
         figure.update_yaxes(type="log")
-    return f"<div class='plot'>{figure.to_html(full_html=False, include_plotlyjs=False, div_id=f'plot-{name}')}</div>"
+    return plot_cell(figure, spec["title"], name)
