@@ -1,21 +1,27 @@
 """`ssmbench history`: figures over many runs, ordered by when each ran, with asv's step detection. Built on
 synthetic histories of sixteen nightly runs whose figures hold a step, a slow drift, one bad night, and
 pure noise: the step and the drift are found with the commits around them, the outlier and the noise are
-not. The page is checked in headless Chromium like the run report."""
+not. The page is checked in headless Chromium like the run report, on those nights and on the two committed
+nightly runs (88 figures): a table of every figure, the changed first, linked to its plot; the plots in an
+even grid under a heading per task, titles clear of the toolbar; a filter that hides what does not match."""
 
 from __future__ import annotations
 
+import html
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from test_cli import invoke
-from test_html_report import browse
+from test_html_report import browse, layout_problems, page_layout, screenshot
 
 from ssmbench.records import Record, RecordWriter, summarised
 
 NIGHTS = 16
+COMMITTED = [REPO / "results/reference/h100/nightly", REPO / "results/reference/h100/nightly_second"]
 
 
 def histories() -> dict[str, list[float]]:
@@ -83,6 +89,56 @@ def test_the_page_draws_a_plot_per_figure_without_errors(history_run):
     assert "https://" not in page.split("<script>")[0]
     dom = browse(out / "history.html", "--dump-dom")
     assert 'data-plots="4"' in dom and 'data-errors="0"' in dom
+
+
+def figure_rows(page: str) -> list[tuple[str, str, bool]]:
+    """The figure table's rows: (figure, the anchor it links to, hidden) in the order the page lists them."""
+    return [(html.unescape(key), anchor, bool(hidden)) for key, hidden, anchor in
+            re.findall(r"<tr data-key=[\"']([^\"']*)[\"']( hidden=\"\")?><td><a href=[\"']#([^\"']*)[\"']", page)]
+
+
+def test_the_table_lists_the_changed_figures_first_each_linked_to_its_plot(history_run):
+    _, out = history_run
+    page = (out / "history.html").read_text()
+    rows = figure_rows(page)
+    assert [key.split(" · ")[1] for key, _, _ in rows] == ["drift", "step", "outlier", "noise"]  # -26%, -20%
+    assert all(f"id='{anchor}'" in page for _, anchor, _ in rows)
+    table = page[page.index("<table class='data' id='figures'>"):].split("</table>")[0].split("</tr>")
+    assert "(worse)" in table[1] and "between c09abcdef1 and c10abcdef1" in table[2]
+
+
+@pytest.fixture(scope="module")
+def committed_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The history of the two committed nightly runs (results/reference/h100), written into a tmp folder."""
+    out = tmp_path_factory.mktemp("committed")
+    result = invoke("history", *COMMITTED, "--out", out)
+    assert result.exit_code == 0 and "2 runs, 88 figures" in result.stdout, result.output
+    return out / "history.html"
+
+
+def test_the_committed_history_tiles_88_plots_by_task_with_titles_clear_of_the_toolbar(committed_history: Path):
+    dom, plots = page_layout(committed_history)
+    assert 'data-plots="88"' in dom and 'data-errors="0"' in dom and len(plots) == 88
+    assert layout_problems(plots, across_grids=True) == []
+    assert len({p["cell"][0] for p in plots}) == 2  # two columns at 1300 px, the left as full as the right
+    figures = json.loads(committed_history.with_name("history.json").read_text())["figures"]
+    tasks = re.findall(r"<section class=\"task\"><h2>([^<]*)</h2>", dom)
+    assert sorted(tasks) == sorted({f["figure"].split(" · ")[0] for f in figures}), tasks  # a heading each
+    screenshot(committed_history, "history.png", 6000)
+
+
+def test_the_filter_hides_the_rows_and_plots_that_do_not_match(committed_history: Path, tmp_path: Path):
+    """Typing 'memory 8192' keeps the memory figures at prompt_len=8192, in the table and the grid alike,
+    and the grid closes up around them."""
+    typed = tmp_path / "typed.html"
+    typed.write_text(committed_history.read_text().replace(
+        "</body>", "<script>filterFigures('memory 8192');</script></body>"))
+    dom, plots = page_layout(typed)
+    shown = [key for key, _, hidden in figure_rows(dom) if not hidden]
+    assert shown and len(shown) < 88 and all(key.startswith("memory ·") and "8192" in key for key in shown)
+    assert len(plots) == len(shown) and layout_problems(plots, across_grids=True) == []
+    assert re.findall(r"<section class=\"task\"><h2>([^<]*)</h2>", dom) == ["memory"]  # other tasks hidden
+    assert f">{len(shown)} shown<" in dom
 
 
 def test_one_run_is_not_a_history(nights: Path, tmp_path: Path):

@@ -15,8 +15,12 @@ is often fitted by asv as one noisy level: where no step is found, a least-squar
 value by more than 5% over the runs, at least four standard errors from flat, is flagged as a drift.
 
 Written into DIR: history.md (a table: each figure, its runs, first and last value, and the change found
-with the commit range it appeared in), history.json, and history.html (one interactive plot per figure,
-error bars, the steps marked; self-contained like the run report).
+with the commit range it appeared in), history.json, and history.html (self-contained like the run report).
+The page reads top down: a table of every figure (its last value, its change over the runs, the steps
+found), the changed ones first, each linked to its plot; then one interactive plot per figure (error bars,
+the steps marked) in an even grid, grouped under a heading per task; and a filter box that hides the rows
+and plots whose figure does not hold every word typed, so the one regression among 88 figures is the first
+row, and a task or a model is a few letters away.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class Change:
 @dataclass
 class Figure:
     key: str  # task · model · metric [slice]
+    task: str
     unit: str
     higher_is_better: bool
     values: list[float | None] = field(default_factory=list)  # per run, None where the run lacks it
@@ -105,7 +110,7 @@ def collect(runs: list[RunDir]) -> tuple[list[RunInfo], list[Figure]]:
             if record.status != "ok" or record.value is None or record.higher_is_better is None:
                 continue
             figure = figures.setdefault(record.identity, Figure(
-                _label(record), record.unit or "", record.higher_is_better,
+                _label(record), record.task, record.unit or "", record.higher_is_better,
                 values=[None] * len(ordered), spreads=[None] * len(ordered)))
             figure.values[index], figure.spreads[index] = record.value, figure_spread(record)
     for figure in figures.values():
@@ -171,15 +176,23 @@ def _drift(values: list[float | None], higher_is_better: bool) -> list[Change]:
 def table_rows(runs: list[RunInfo], figures: list[Figure]) -> list[dict[str, str]]:
     rows = []
     for figure in figures:
-        present = [(i, v) for i, v in enumerate(figure.values) if v is not None]
-        if len(present) < 2:
+        ends = _ends(figure)
+        if ends is None:
             continue
-        (_, first), (_, last) = present[0], present[-1]
-        found = "; ".join(f"{c.kind} by {abs(c.relative):.1%} ({format_value(c.old)} -> {format_value(c.new)}) between "
-                          f"{runs[c.before].git[:10]} and {runs[c.after].git[:10]}" for c in figure.changes)
-        rows.append({"figure": figure.key, "unit": figure.unit, "runs": str(len(present)), "first": format_value(first),
-                     "last": format_value(last), "steps": found or "—"})
+        rows.append({"figure": figure.key, "unit": figure.unit, "runs": str(ends[0]), "first": format_value(ends[1]),
+                     "last": format_value(ends[2]), "steps": _steps_found(runs, figure)})
     return rows
+
+
+def _ends(figure: Figure) -> tuple[int, float, float] | None:
+    """How many runs hold the figure, its first and its last value; None where fewer than two hold it."""
+    present = [v for v in figure.values if v is not None]
+    return (len(present), present[0], present[-1]) if len(present) >= 2 else None
+
+
+def _steps_found(runs: list[RunInfo], figure: Figure) -> str:
+    return "; ".join(f"{c.kind} by {abs(c.relative):.1%} ({format_value(c.old)} -> {format_value(c.new)}) between "
+                     f"{runs[c.before].git[:10]} and {runs[c.after].git[:10]}" for c in figure.changes) or "—"
 
 
 def write_history(runs: list[RunInfo], figures: list[Figure], out: Path) -> dict[str, Path]:
@@ -205,26 +218,85 @@ def write_history(runs: list[RunInfo], figures: list[Figure], out: Path) -> dict
     return paths
 
 
+# The page's filter: a row or plot stays while its figure (data-key) holds every word typed; a task's
+# section goes with its last plot. Plain JavaScript, nothing fetched.
+FILTER = """
+function filterFigures(text) {
+  var words = text.toLowerCase().split(/\\s+/).filter(Boolean), shown = 0;
+  document.querySelectorAll('[data-key]').forEach(function (el) {
+    var key = el.dataset.key.toLowerCase();
+    el.hidden = !words.every(function (word) { return key.indexOf(word) !== -1; });
+    if (!el.hidden && el.tagName === 'TR') shown += 1;
+  });
+  document.querySelectorAll('section.task').forEach(function (section) {
+    section.hidden = !section.querySelector('.plot:not([hidden])');
+  });
+  document.getElementById('shown').textContent = shown + ' shown';
+}
+"""
+
+
 def _html(runs: list[RunInfo], figures: list[Figure], summary: str) -> str:
+    """The page: the figure table (changed first, each row linked to its plot), the filter, and the plots
+    in a grid per task."""
     from plotly.offline import get_plotlyjs
 
     from ssmbench.report.html import REPORT, STYLE, WATCH
 
+    shown = sorted((f for f in figures if _ends(f) is not None), key=_reading_order)
+    named = [(f, f"{i}-" + "".join(ch if ch.isalnum() else "-" for ch in f.key)[:60]) for i, f in enumerate(shown)]
     labels = [r.label for r in runs]
-    plots = []
-    for figure in figures:
-        if sum(v is not None for v in figure.values) < 2:
-            continue
-        plots.append(_figure_html(figure, labels))
-    intro = html.escape(summary)
+    sections = []
+    for task in dict.fromkeys(f.task for f in shown):
+        cells = "".join(_figure_html(f, labels, name) for f, name in named if f.task == task)
+        sections.append(f"<section class='task'><h2>{html.escape(task)}</h2><div class='plots'>{cells}</div></section>")
+    filter_box = ("<p><input id='filter' type='search' size='50' oninput='filterFigures(this.value)' "
+                  "placeholder='filter: words of a task, model, metric or slice'> <span id='shown'></span></p>")
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>ssmbench history</title>"
-            f"<style>{STYLE}</style><script>{WATCH}</script><script>{get_plotlyjs()}</script></head><body>"
-            f"<pre id='page-errors'></pre><h1>History of {len(runs)} runs</h1><p>{intro}</p>"
-            f"<div class='plots'>{''.join(plots)}</div><script>{REPORT}</script></body></html>")
+            f"<style>{STYLE}</style><script>{WATCH}</script><script>{get_plotlyjs()}</script>"
+            f"<script>{FILTER}</script></head><body><pre id='page-errors'></pre><h1>History of {len(runs)} runs</h1>"
+            f"<p>{html.escape(summary)}</p>{filter_box}{_figure_table(runs, named)}{''.join(sections)}"
+            f"<script>{REPORT}</script></body></html>")
 
 
-def _figure_html(figure: Figure, labels: list[str]) -> str:
+def _reading_order(figure: Figure) -> tuple[bool, float, str]:
+    """Figures with a step or drift found first, then by how far the last value moved from the first."""
+    _, first, last = _ends(figure) or (0, 0.0, 0.0)
+    return not figure.changes, -abs(_relative(first, last)), figure.key
+
+
+def _relative(first: float, last: float) -> float:
+    return (last - first) / abs(first) if first else (0.0 if last == first else math.inf)
+
+
+def _figure_table(runs: list[RunInfo], named: list[tuple[Figure, str]]) -> str:
+    """A row per figure: a link to its plot (fig-NAME), its last value, its change from the first run, and
+    the steps found."""
+    rows = []
+    for figure, name in named:
+        _, first, last = _ends(figure) or (0, 0.0, 0.0)
+        key = html.escape(figure.key, quote=True)
+        rows.append(f"<tr data-key='{key}'><td><a href='#fig-{name}'>{html.escape(figure.key)}</a></td>"
+                    f"<td>{html.escape(format_value(last))} {html.escape(figure.unit)}</td>"
+                    f"<td>{_change(figure, first, last)}</td><td>{html.escape(_steps_found(runs, figure))}</td></tr>")
+    head = "<tr><th>figure</th><th>last value</th><th>change (first to last run)</th><th>steps found</th></tr>"
+    return f"<table class='data' id='figures'>{head}{''.join(rows)}</table>"
+
+
+def _change(figure: Figure, first: float, last: float) -> str:
+    """The move from the first run to the last, signed, named worse or better (as the metric reads) where it
+    exceeds THRESHOLD: a hint for the reader, not a finding (the steps column holds those)."""
+    relative = _relative(first, last)
+    if abs(relative) < THRESHOLD:
+        return f"{relative:+.1%}"
+    return f"{relative:+.1%} ({'better' if (relative > 0) == figure.higher_is_better else 'worse'})"
+
+
+def _figure_html(figure: Figure, labels: list[str], name: str) -> str:
+    """One figure's plot over the runs, in its grid cell (`name`: its anchor, fig-NAME, which the table links)."""
     import plotly.graph_objects as go
+
+    from ssmbench.report.html import plot_cell
 
     xs = [label for label, v in zip(labels, figure.values, strict=True) if v is not None]
     ys = [v for v in figure.values if v is not None]
@@ -236,10 +308,9 @@ def _figure_html(figure: Figure, labels: list[str]) -> str:
         chart.add_vline(x=change.after - 0.5, line_dash="dash", line_color=colour,
                         annotation_text=f"{change.kind} {abs(change.relative):.0%}")
     better = "higher is better" if figure.higher_is_better else "lower is better"
-    chart.update_layout(title={"text": figure.key, "font": {"size": 11}}, yaxis_title=f"{figure.unit} ({better})",
-                        xaxis={"type": "category"}, showlegend=False, margin={"l": 60, "r": 10, "t": 40, "b": 80})
-    div_id = "h-" + "".join(ch if ch.isalnum() else "-" for ch in figure.key)[:80]
-    return f"<div class='plot'>{chart.to_html(full_html=False, include_plotlyjs=False, div_id=div_id)}</div>"
+    chart.update_layout(yaxis_title=f"{figure.unit} ({better})", xaxis={"type": "category"}, showlegend=False,
+                        margin={"l": 60, "r": 10, "b": 60})
+    return plot_cell(chart, figure.key.removeprefix(f"{figure.task} · "), name, figure.key, title_size=11)
 
 
 def history(paths: list[Path], out: Path) -> tuple[list[RunInfo], list[dict[str, str]], dict[str, Path]]:
