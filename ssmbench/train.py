@@ -317,6 +317,8 @@ class GraphedStep:
         """Put the scheduler's new learning rate where the graph reads it. Recent torch schedulers fill a
         tensor LR in place; older ones replace it with a float, which is copied into the tensor and the
         tensor put back (a graph that kept reading a stale tensor would train at a constant LR unseen)."""
+        if not self.lr_tensors:  # a constant LR is held by the captured kernels themselves
+            return
         for group, tensor in zip(self.optimizer.param_groups, self.lr_tensors, strict=True):
             if group["lr"] is not tensor:
                 tensor.fill_(float(group["lr"]))

@@ -213,3 +213,16 @@ def test_a_time_budget_stops_the_run_with_a_last_evaluation_and_says_so(tmp_path
     assert result.final.step == result.steps and result.train_s >= 0.5
     _, again = run(budget, checkpoint=checkpoint)
     assert again.steps == result.steps and again.out_of_time and again.resumed_at == []
+
+
+def test_a_graphed_step_at_a_constant_lr_has_no_schedule_to_follow():
+    """A constant LR is a number the captured kernels hold: there is no LR tensor to refill, and following
+    the schedule must leave the float alone (it once failed every graphed run on the GPU: zip(strict=True)
+    of one param group against no tensors)."""
+    from types import SimpleNamespace
+
+    from ssmbench.train import GraphedStep
+
+    optimizer = torch.optim.Adam(fresh_model().parameters(), lr=1e-3)
+    GraphedStep.follow_schedule(SimpleNamespace(optimizer=optimizer, lr_tensors=[]))
+    assert optimizer.param_groups[0]["lr"] == 1e-3
