@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ssmbench.kinds.synthetic.runner import CANNOT_RUN, COLLAPSED
+from ssmbench.kinds.synthetic.runner import CANNOT_RUN, COLLAPSED, DIVERGED, NOT_TESTED, OUT_OF_TIME
 from ssmbench.models.mixers import GRID
 from ssmbench.reference import OOM, PERFECT, SyntheticReference, synthetic_references
 from ssmbench.report.plots import Line, line_plot, median_line, model_colours, seed_shades, seeds_split
@@ -47,8 +47,10 @@ GRID_ARCHS, GRID_LAYERS = ("no gate", "H3", "Mamba"), ("S4", "Hyena", "S6")  # T
 
 
 def synthetic_tables(task: str, frame: pd.DataFrame) -> list[Table]:
+    """The task's tables: the training table lists every run (each learning rate of a sweep, diverged ones
+    too); the others show each model at its best learning rate."""
     sweep = lr_sweep_table(task, frame)
-    frame = best_of_sweep(frame)
+    every_run, frame = frame, best_of_sweep(frame)
     tables = [length_table(task, frame)]
     if _seeds(frame).nunique() > 1:
         tables.append(seeds_table(task, frame))
@@ -60,8 +62,8 @@ def synthetic_tables(task: str, frame: pd.DataFrame) -> list[Table]:
     capacity = capacity_table(task, frame)
     if capacity is not None:
         tables.append(capacity)
-    if (frame["slice.phase"] == "train").any():
-        tables.append(training_table(task, frame))
+    if (every_run["slice.phase"] == "train").any():
+        tables.append(training_table(task, every_run))
     return tables
 
 
@@ -75,6 +77,8 @@ def _cell(row: dict) -> str:
         return f"{FAIL} (OOM)"
     if row["status"] == "skipped":
         message = str(row["message"] or "")
+        if message.startswith(NOT_TESTED):
+            return f"{FAIL} ({DIVERGED})"
         return f"{FAIL} (positions)" if message.startswith(CANNOT_RUN) else NOT_RUN
     if row["status"] != "ok":
         return "ERR"
@@ -293,7 +297,7 @@ def seeds_table(task: str, frame: pd.DataFrame) -> Table:
                      "outcome": _seed_outcome(by_length, train_len, outcomes.get((model, int(seed))))})
     summary = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        counts = Counter(r["outcome"] for r in rows if r["model"] == model)
+        counts = Counter(_outcome_kind(r["outcome"]) for r in rows if r["model"] == model)
         total = sum(counts.values())
         parts = [f"{counts[o]} {o}" for o in SEED_OUTCOMES if counts[o] and o != HOLDS_ALL]
         summary.append(f"{model}: {counts[HOLDS_ALL]} of {total} seeds hold {HOLDS:.0%} at every test length"
@@ -303,12 +307,15 @@ def seeds_table(task: str, frame: pd.DataFrame) -> Table:
 
 
 HOLDS_ALL = f"holds ≥ {HOLDS:.0%} everywhere"
-SEED_OUTCOMES = (HOLDS_ALL, "did not extrapolate", "did not learn", COLLAPSED)
+SEED_OUTCOMES = (HOLDS_ALL, "did not extrapolate", "did not learn", OUT_OF_TIME, COLLAPSED, DIVERGED)
 
 
 def _seed_outcome(by_length: dict[int, dict], train_len: int | None, trained: str | None) -> str:
-    """One seed's verdict: collapsed at chance where its training said so; else whether it holds HOLDS at
-    every test length, at the training length only (did not extrapolate), or not even there."""
+    """One seed's verdict. Where its training says it diverged or collapsed at chance, that; else whether
+    it holds HOLDS at every test length, at the training length only (did not extrapolate), or not even
+    there: did not learn, or stopped at its time budget when that is how its training ended."""
+    if trained is not None and trained.startswith(DIVERGED):
+        return trained  # "diverged at step N (loss nan)": counted as DIVERGED
     if trained == COLLAPSED:
         return COLLAPSED
     if all(r["status"] == "ok" and r["value"] >= HOLDS for r in by_length.values()):
@@ -316,7 +323,12 @@ def _seed_outcome(by_length: dict[int, dict], train_len: int | None, trained: st
     at_train = by_length.get(train_len) if train_len is not None else None
     if at_train is not None and at_train["status"] == "ok" and at_train["value"] >= HOLDS:
         return "did not extrapolate"
-    return "did not learn"
+    return OUT_OF_TIME if trained == OUT_OF_TIME else "did not learn"
+
+
+def _outcome_kind(outcome: str) -> str:
+    """The kind an outcome is counted as: a diverged run's outcome names its step and loss."""
+    return DIVERGED if outcome.startswith(DIVERGED) else outcome
 
 
 def _training_outcomes(frame: pd.DataFrame) -> dict[tuple[str, int], str]:
@@ -340,16 +352,42 @@ def _validation_scores(frame: pd.DataFrame) -> pd.DataFrame:
                          "score": scores["value"]})
 
 
+def _diverged_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """task, model, lr, seed, outcome of each training run that diverged (its train records say so)."""
+    train = frame[(frame["metric"] == "train_steps") & (frame["status"] == "ok")]
+    outcomes = train["extra"].map(lambda e: e.get("outcome", "") if isinstance(e, dict) else "")
+    runs = train[outcomes.str.startswith(DIVERGED)]
+    lrs = runs["slice.lr"] if "slice.lr" in runs else pd.Series(index=runs.index, dtype=float)
+    return pd.DataFrame({"task": runs["task"], "model": runs["model"], "lr": lrs, "seed": _seeds(runs),
+                         "outcome": outcomes[runs.index]})
+
+
 def best_learning_rates(frame: pd.DataFrame) -> dict[tuple[str, str], float]:
     """(task, model) -> the learning rate of its sweep with the best median validation accuracy over seeds
-    (the smaller learning rate on a tie); models that did not sweep are absent."""
+    (the smaller learning rate on a tie); models that did not sweep are absent. A learning rate at which
+    any seed diverged is never the best: a rate that sometimes blows up is not one to report or reuse
+    (with every rate diverged, the model has no best and the tables show all of its rates)."""
     scores = _validation_scores(frame).dropna(subset=["lr"])
+    diverged = _diverged_runs(frame).dropna(subset=["lr"])
+    swept = pd.concat([scores[["task", "model", "lr"]], diverged[["task", "model", "lr"]]])
     best = {}
-    for key, group in scores.groupby(["task", "model"], sort=False):
-        medians = group.groupby("lr")["score"].median()
-        if len(medians) > 1:
+    for key, group in swept.groupby(["task", "model"], sort=False):
+        if group["lr"].nunique() < 2:
+            continue
+        unsafe = set(diverged[(diverged["task"] == key[0]) & (diverged["model"] == key[1])]["lr"])
+        mine = scores[(scores["task"] == key[0]) & (scores["model"] == key[1]) & ~scores["lr"].isin(unsafe)]
+        medians = mine.groupby("lr")["score"].median()
+        if len(medians):
             best[key] = float(max(sorted(medians.index), key=lambda lr: medians[lr]))
     return best
+
+
+def swept_models(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    """(task, model) of every model that trained at two or more learning rates, diverged runs included."""
+    runs = pd.concat([_validation_scores(frame)[["task", "model", "lr"]],
+                      _diverged_runs(frame)[["task", "model", "lr"]]]).dropna(subset=["lr"])
+    counts = runs.groupby(["task", "model"])["lr"].nunique()
+    return {key for key, n in counts.items() if n > 1}
 
 
 def best_of_sweep(frame: pd.DataFrame) -> pd.DataFrame:
@@ -364,24 +402,39 @@ def best_of_sweep(frame: pd.DataFrame) -> pd.DataFrame:
 
 def lr_sweep_table(task: str, frame: pd.DataFrame) -> Table | None:
     """A row per model and learning rate of a sweep: the validation accuracy at the end of training
-    (median and range over seeds), the steps trained, and which learning rate the other tables show."""
-    best = best_learning_rates(frame)
-    if not best:
+    (median and range over seeds), the steps trained, and which learning rate the other tables show. A
+    run that diverged has no accuracy: its cell says "diverged" (with k of n seeds where only some did)."""
+    swept = swept_models(frame)
+    if not swept:
         return None
-    scores = _validation_scores(frame)
+    best = best_learning_rates(frame)
+    scores, diverged = _validation_scores(frame), _diverged_runs(frame)
     steps = frame[(frame["metric"] == "train_steps") & (frame["status"] == "ok")]
+    runs = pd.concat([scores[["task", "model", "lr"]], diverged[["task", "model", "lr"]]]).drop_duplicates()
     rows = []
-    swept = [(t, m) in best for t, m in zip(scores["task"], scores["model"], strict=True)]
-    for (task_name, model, lr), group in scores[swept].groupby(["task", "model", "lr"], sort=False):
-        cell, _ = _across_seeds([{"status": "ok", "value": v} for v in group["score"]])
+    for task_name, model, lr in runs.itertuples(index=False):
+        if (task_name, model) not in swept:
+            continue
+        ok = scores[(scores["task"] == task_name) & (scores["model"] == model) & (scores["lr"] == lr)]["score"]
+        lost = diverged[(diverged["task"] == task_name) & (diverged["model"] == model) & (diverged["lr"] == lr)]
         trained = steps[(steps["model"] == model) & (steps["slice.lr"] == lr)]["value"]
-        rows.append({"model": model, "lr": f"{lr:g}", "validation acc (%)": cell,
-                     "steps": format_value(statistics.median(trained)) if len(trained) else "",
-                     "reported": "best" if lr == best[task_name, model] else ""})
+        rows.append({"model": model, "lr": f"{lr:g}", "validation acc (%)": _sweep_cell(list(ok), len(lost)),
+                     "steps": f"{statistics.median(trained):,.0f}" if len(trained) else "",
+                     "reported": "best" if best.get((task_name, model)) == lr else ""})
     notes = ["Validation accuracy (%) at the end of training, the mean over the validation lengths; median over "
              "seeds, range in brackets. The other tables show each model at its best learning rate (zoology "
-             "reports the best of its sweep the same way)"]
+             "reports the best of its sweep the same way)",
+             "diverged: the training loss went non-finite (or past train.max_loss) and the run stopped; a "
+             "learning rate at which any seed diverged is never reported as the best"]
     return Table(f"{task}: learning-rate sweep", pd.DataFrame(rows), notes, task)
+
+
+def _sweep_cell(scores: list[float], diverged: int) -> str:
+    """One learning rate's cell: the seeds' median accuracy and range, and how many of them diverged."""
+    if not scores:
+        return DIVERGED
+    cell, _ = _across_seeds([{"status": "ok", "value": v} for v in scores])
+    return cell + (f"; {diverged} of {diverged + len(scores)} seeds {DIVERGED}" if diverged else "")
 
 
 def training_table(task: str, frame: pd.DataFrame) -> Table:
@@ -408,9 +461,21 @@ def training_table(task: str, frame: pd.DataFrame) -> Table:
                                                    else format_value(value))
         extra = ok["extra"].get("train_steps")
         if isinstance(extra, dict) and "outcome" in extra:
-            row["ended"] = extra["outcome"]  # trained every step, stopped early, at its time budget, collapsed
+            row["ended"] = extra["outcome"]  # trained every step, stopped early, at its time budget, collapsed, diverged
         rows.append(row)
-    return Table(f"{task}: training", pd.DataFrame(rows), failure_notes(train), task)
+    return Table(f"{task}: training", pd.DataFrame(rows), _ended_notes(rows) + failure_notes(train), task)
+
+
+def _ended_notes(rows: list[dict]) -> list[str]:
+    """A note per model that trained several runs: how many ended each way (diverged, collapsed, ...)."""
+    notes = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        counts = Counter(_outcome_kind(r["ended"]) for r in rows if r["model"] == model and r.get("ended"))
+        if sum(counts.values()) > 1:
+            ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            notes.append(f"{model}, how its {sum(counts.values())} runs ended: "
+                         + ", ".join(f"{n} {kind}" for kind, n in ordered))
+    return notes
 
 
 def copying_grid(task: str, frame: pd.DataFrame) -> Table | None:
