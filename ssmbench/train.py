@@ -727,7 +727,7 @@ def load_safely(path: Path, device: str) -> Any:
     except EOFError:
         cause = "truncated (it ends before its data does)"
     except OSError as exc:
-        cause = f"unreadable ({exc.strerror or type(exc).__name__}; truncated or damaged)"
+        cause = f"truncated or damaged (reading it failed: {exc.strerror or type(exc).__name__})"
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
         cause = ("truncated or damaged (its zip archive cannot be read)" if "zip archive" in first or "PytorchStreamReader" in first

@@ -123,8 +123,8 @@ def damage_file(path: Path, how: str) -> None:
     data = path.read_bytes()
     if how == "truncate":
         path.write_bytes(data[: len(data) // 2])
-    elif how == "junk":
-        path.write_bytes(os.urandom(len(data)))
+    elif how == "junk":  # overwritten by something else: text, the same every time
+        path.write_bytes(b"not a checkpoint\n" * (len(data) // 17))
     else:  # a pickle that runs code when loaded without weights_only
         import pickle
 
@@ -251,3 +251,27 @@ def test_a_resume_sets_damaged_checkpoints_aside_and_finishes_the_run(tmp_path: 
         assert f"{state}: " in output
         assert state.with_name("train_state.pt.bad").is_file()
     assert all(r.status == "ok" for r in records if r.slice.get("phase") == "eval")
+
+
+def test_a_damaged_model_file_is_rebuilt_from_the_finished_training_state(tmp_path: Path):
+    """The test points of a resumed run read model.pt: a damaged one is set aside with one line and rebuilt
+    from train_state.pt (the same weights), and the tests score what they scored the first time."""
+    import json
+
+    suite = SWEEP | {"tasks": [SWEEP["tasks"][0] | {"pack": 1, "train": SWEEP["tasks"][0]["train"] | {
+        "lr": 3e-3, "grad_clip": 1.0}}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(suite))
+    assert ssmbench("run", str(tmp_path / "s.yaml"), "--out", str(tmp_path)).returncode == 0
+    (run_dir,) = (tmp_path / "faults").iterdir()
+    records = run_dir / "records.jsonl"
+    lines = records.read_text().splitlines()
+    first = {r.point: r.value for r in read_records(records) if r.metric == "accuracy" and r.slice.get("phase") == "eval"}
+    records.write_text("".join(line + "\n" for line in lines if json.loads(line)["slice"].get("phase") != "eval"))
+    (weights,) = run_dir.rglob("model.pt")
+    damage_file(weights, "truncate")
+    result = ssmbench("run", "--resume", str(run_dir))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    again = {r.point: r.value for r in read_records(records) if r.metric == "accuracy" and r.slice.get("phase") == "eval"}
+    assert again == first and len(first) == 2
+    assert "model.pt: truncated or damaged" in (result.stdout + result.stderr).replace("\n", ""), result.stderr
+    assert weights.with_name("model.pt.bad").is_file() and load_safely(weights, "cpu")
