@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name)
         sub.add_argument("target", help=target)
         sub.add_argument("--seconds", type=float, required=True, help="SIGTERM after this many seconds")
-        sub.add_argument("--grace", type=float, default=60.0, help="SIGKILL this long after SIGTERM")
+        sub.add_argument("--grace", type=float, default=120.0,
+                         help="SIGKILL this long after SIGTERM (room for a pack member's tests in progress)")
         sub.add_argument("--pack", help="write the packed run directory here (the device's $OUT)")
         if name == "run":
             sub.add_argument("--tasks", help="comma-separated task names")
