@@ -554,7 +554,9 @@ def train_pack(trainers: Iterable[Trainer], width: int) -> Iterator[tuple[Traine
     On CUDA, give each Trainer a stream of its own (`own_stream`): a step is then one graph replay (or a
     few launches) issued on that stream, and the device runs the runs' kernels side by side. On the CPU
     the runs simply take turns. SIGINT and SIGTERM are held until the round of steps in progress is over;
-    then every run writes its checkpoint and the signal is raised.
+    then every run writes its checkpoint and the signal is raised. While the caller has a finished run in
+    hand (testing it, which can take minutes at 2^20), the others' states are saved first and a signal acts
+    at once: nothing waits on the caller's work, and nothing trained is lost.
     """
     pending = iter(trainers)
     active: list[Trainer] = []
@@ -564,10 +566,10 @@ def train_pack(trainers: Iterable[Trainer], width: int) -> Iterator[tuple[Traine
                 try:
                     trainer.start()
                 except Exception as exc:  # noqa: BLE001 - this run's outcome, not the pack's
-                    yield trainer, exc
+                    yield from _hand_over(held, active, (trainer, exc))
                     continue
                 if trainer.done:
-                    yield trainer, trainer.finish()
+                    yield from _hand_over(held, active, (trainer, trainer.finish()))
                 else:
                     active.append(trainer)
             if not active:
@@ -577,15 +579,29 @@ def train_pack(trainers: Iterable[Trainer], width: int) -> Iterator[tuple[Traine
                     trainer.step()
                 except Exception as exc:  # noqa: BLE001
                     active.remove(trainer)
-                    yield trainer, exc
+                    yield from _hand_over(held, active, (trainer, exc))
                     continue
                 if trainer.done:
                     active.remove(trainer)
-                    yield trainer, trainer.finish()
+                    yield from _hand_over(held, active, (trainer, trainer.finish()))
             if held.signal is not None:
                 for trainer in active:
                     trainer.save()
                 held.raise_if_any()
+
+
+def _hand_over(held: _HeldSignals, active: list[Trainer], outcome: tuple[Trainer, TrainResult | Exception]
+               ) -> Iterator[tuple[Trainer, TrainResult | Exception]]:
+    """Yield one run's outcome to train_pack's caller with every still-active run saved and signals acted on
+    at once (held again when the caller hands control back)."""
+    for trainer in active:
+        trainer.save()
+    held.holding = False
+    try:
+        held.raise_if_any()  # one that came during the steps before
+        yield outcome
+    finally:
+        held.holding = True
 
 
 def _log_point(module: torch.nn.Module, validation: Mapping[int, Sequence[Batch]], settings: TrainSettings,
@@ -749,13 +765,17 @@ def set_aside(path: Path) -> Path:
 
 
 class _HeldSignals:
-    """SIGINT and SIGTERM caught and kept until the loop is between steps (see held_signals)."""
+    """SIGINT and SIGTERM caught and kept until the loop is between steps (see held_signals); while
+    `holding` is off (the loop has handed a finished run to its caller), acted on at once."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.holding = True
 
     def hold(self, signum: int, frame: Any) -> None:
         self.signal = signum
+        if not self.holding:
+            self.raise_if_any()
 
     def raise_if_any(self) -> None:
         """The held signal, raised as the process would have raised it: Ctrl-C, or SIGTERM as Terminated."""

@@ -275,3 +275,23 @@ def test_a_damaged_model_file_is_rebuilt_from_the_finished_training_state(tmp_pa
     assert again == first and len(first) == 2
     assert "model.pt: truncated or damaged" in (result.stdout + result.stderr).replace("\n", ""), result.stderr
     assert weights.with_name("model.pt.bad").is_file() and load_safely(weights, "cpu")
+
+
+def test_a_signal_while_the_caller_tests_a_finished_run_acts_at_once_with_the_others_saved(tmp_path: Path):
+    """A pack hands each finished run to its caller (which tests it, for minutes at 2^20); a SIGTERM then
+    must not wait for those tests: it is raised at once, and the runs still training were saved first."""
+    from ssmbench.errors import Terminated
+
+    short = TrainSettings(**(SETTINGS.__dict__ | {"steps": 10}))
+    first, other = trainer(short, seed=1), trainer(seed=2, checkpoint=tmp_path / "other.pt")
+    pack = train_pack([first, other], width=2)
+    finished, result = next(pack)
+    assert finished is first and result.steps == 10
+    saved = torch.load(tmp_path / "other.pt", weights_only=True)["progress"]["step"]
+    assert saved == other.progress.step == 9  # it steps after the first in each round
+    with pytest.raises(Terminated):
+        os.kill(os.getpid(), signal.SIGTERM)  # the caller's work is interrupted here, not after it
+        time.sleep(5)
+        pytest.fail("the signal waited for the caller")
+    pack.close()
+    assert signal.getsignal(signal.SIGTERM) is not None
