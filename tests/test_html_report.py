@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 import re
 import shutil
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from test_cli import GRID_SUITE, invoke, write
+
+from ssmbench.report.html import powers_of_two
 
 ARTIFACTS = REPO / "test-artifacts"
 PAPER_RUN = REPO / "results/reference/h100/synthetic_paper/20261207-013845"  # induction heads: 3 of 8 seeds hold
@@ -170,6 +173,40 @@ def test_the_paper_run_page_lays_out_its_plots_with_titles_clear_of_the_toolbar(
     assert dom.count('class="yerror"') == 0  # the seeds split: no bar on the page either
     assert dom.count(">3/8<") >= 15  # k/n above each of the 15 lengths, as in the PNG
     screenshot(paper_run / "report.html", "report-synthetic-paper.png", 2600)
+
+
+def test_the_training_length_marker_stands_at_its_tick_and_the_log2_axis_ticks_powers_of_two(paper_run: Path):
+    """Issue 36: the dotted training-length line stood at L = 2.4 (log10 of 256, as plotly wants for an
+    annotation, taken as a length by a shape) and the axis said log2 but ticked 100, 10k, 1M. As the page is
+    drawn: the line's pixel x is that of the axis's tick for 256, and every tick is a power of two labelled
+    2^k, as on the PNG."""
+    spec = json.loads((paper_run / "induction-heads-early_accuracy_by_length.plot.json").read_text())
+    assert spec["marker_x"] == [256, "training length 256"]
+    dom, plots = page_layout(paper_run / "report.html")
+    (plot,) = [p for p in plots if p["id"] == "fig-induction-heads-early_accuracy_by_length"]
+    ticks = plot["xticks"]
+    assert len(ticks) >= 5, ticks
+    for tick in ticks:
+        power = round(math.log2(tick["value"]))
+        assert tick["value"] == pytest.approx(2**power) and tick["label"] == f"2<sup>{power}</sup>", tick
+    (at_256,) = [t for t in ticks if t["label"] == "2<sup>8</sup>"]
+    (marker,) = plot["vlines"]
+    assert marker == pytest.approx(at_256["x"], abs=1.0), (marker, ticks)
+    assert ticks[0]["x"] < marker < ticks[-1]["x"]  # inside the axis, not at its end
+    assert 'data-unformatted="training length 256"' in dom  # named in the legend, as on the PNG
+
+
+@pytest.mark.parametrize(("xs", "anchor", "powers"), [
+    ([32, 64, 128, 1024], 32, [5, 6, 7, 8, 9, 10]),  # up to MAX_TICKS: every power
+    ([64, 2**20], 256, [6, 8, 10, 12, 14, 16, 18, 20]),  # 15 powers: every second, the training length's among them
+    ([32, 2**20], 128, [5, 7, 9, 11, 13, 15, 17, 19]),  # counted from the training length, not the axis's start
+    ([100, 300], 200, [6, 7, 8, 9]),  # a training length that is no power of two: counted from the axis's start
+    ([48, 96], None, [5, 6, 7]),  # the powers around the values
+])
+def test_a_log_axis_ticks_powers_of_two_labelled_2_to_the_k(xs: list[float], anchor: float | None, powers: list[int]):
+    ticks = powers_of_two(xs, anchor)
+    assert ticks["tickvals"] == [2.0**k for k in powers]
+    assert ticks["ticktext"] == [f"2<sup>{k}</sup>" for k in powers]
 
 
 def test_the_layout_check_finds_holes_and_overlaps(paper_run: Path, tmp_path: Path):

@@ -57,3 +57,19 @@ def test_a_row_of_notes_is_kept_for_the_page_and_long_titles_wrap(tmp_path: Path
     assert notes["texts"] == ["3/8", "1/8"] and notes["width"] == 0.0 and notes["err_above"] is None
     wrapped = wrap_title(title).split("\n")
     assert len(wrapped) == 2 and " ".join(wrapped) == title and all(len(part) <= 72 for part in wrapped)
+
+
+def test_a_title_of_wide_letters_stays_inside_the_png(tmp_path: Path):
+    """Issue 36: a title was clipped on both sides, 72 characters of wide letters being wider than the
+    figure. Measured against the figure's edges, it wraps further: no ink touches the PNG's left or right
+    edge, while the title is drawn (ink across most of the top band)."""
+    import matplotlib.image
+
+    title = "WWWWWWWW MMMMMMMMM WWWWWWWWW MMMMMMMMMMM WWWWWWWWWW MMMMMMMMM WWWWWWWWW MMMMM"
+    assert len(wrap_title(title).split("\n")) == 2  # wrapped by characters, each line still wider than the figure
+    line_plot(tmp_path / "p.png", title, "x", "y", [Line("a", [32, 64], [1.0, 2.0], "C0-")])
+    pixels = matplotlib.image.imread(tmp_path / "p.png")[..., :3].min(axis=2)  # 1.0: white
+    assert pixels[:, 0].min() == 1.0 and pixels[:, -1].min() == 1.0
+    top = pixels[: pixels.shape[0] // 8]
+    inked = (top < 0.5).any(axis=0).nonzero()[0]
+    assert inked.max() - inked.min() > 0.6 * pixels.shape[1]

@@ -13,8 +13,8 @@ where plotly's toolbar (the modebar) appears, never under it.
 
 The page watches itself: script errors and console errors are kept and written into `#page-errors` when the
 page has loaded, `<body data-plots="N">` counts the plots plotly drew, and `data-layout` holds, per plot,
-where its cell, drawing, title and modebar lie on the page, so a headless browser can check what a reader
-would see, layout included (tests/test_html_report.py).
+where its cell, drawing, title and modebar lie on the page, its x ticks and its vertical lines (the training
+length), so a headless browser can check what a reader would see, layout included (tests/test_html_report.py).
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ window.addEventListener('error', function (e) { window.__errors.push(String(e.me
 """
 
 # Last in <body>: say what the page holds, for a reader's browser and a test's: the plots drawn, the
-# errors, and once the page has loaded, each shown plot's boxes [left, top, width, height] on the page.
+# errors, and once the page has loaded, each shown plot's boxes [left, top, width, height] on the page,
+# its x axis's ticks (label, value, where the label is anchored) and the page x of each vertical line drawn.
 REPORT = """
 document.body.dataset.plots = document.querySelectorAll('.js-plotly-plot .main-svg').length > 0 ?
   String(document.querySelectorAll('.js-plotly-plot').length) : '0';
@@ -69,9 +70,16 @@ window.addEventListener('load', function () { setTimeout(function () {
     return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]; }
   var shown = Array.prototype.filter.call(document.querySelectorAll('.plot'), function (c) { return c.offsetParent; });
   var grids = Array.prototype.slice.call(document.querySelectorAll('.plots'));
+  function across(el) { var r = el.getBoundingClientRect(); return r.left + r.width / 2 + window.scrollX; }
+  function xticks(c) { var plot = c.querySelector('.js-plotly-plot'), axis = plot && plot._fullLayout.xaxis;
+    return Array.prototype.map.call(c.querySelectorAll('.xtick text'), function (t) {
+      var at = t.parentNode.__data__.x;
+      return {label: t.getAttribute('data-unformatted'), value: axis.type === 'log' ? Math.pow(10, at) : at,
+              x: t.getScreenCTM().e + window.scrollX}; }); }
   document.body.dataset.layout = JSON.stringify(shown.map(function (c) { return {
     id: c.id, grid: grids.indexOf(c.parentElement), cell: box(c), svg: box(c.querySelector('.main-svg')),
-    title: box(c.querySelector('.gtitle')), modebar: box(c.querySelector('.modebar'))}; }));
+    title: box(c.querySelector('.gtitle')), modebar: box(c.querySelector('.modebar')), xticks: xticks(c),
+    vlines: Array.prototype.map.call(c.querySelectorAll('.shapelayer path'), across)}; }));
 }, 0); });
 """
 
@@ -198,19 +206,37 @@ def _trace(line: dict[str, Any]) -> Any:
                       error_y=_error_bars(line))
 
 
+MAX_TICKS = 8  # labels an x axis holds beside the legend: '2^20' is about 25 pixels wide
+
+
+def powers_of_two(xs: list[float], anchor: float | None = None) -> dict[str, Any]:
+    """A log x axis ticked as the PNG's (matplotlib, log base 2): at powers of two, labelled 2^k, over the
+    values `xs`; every second (third, ...) power where more than MAX_TICKS would crowd the axis, counted
+    from `anchor` (the training length) where it is a power of two, so that it has a tick of its own. Left
+    to itself plotly ticks a log axis by decades, 2 5 10 2 5 100, on an axis labelled log2."""
+    exponents = [math.log2(x) for x in xs if 0 < x < math.inf]
+    if not exponents:
+        return {}
+    low, high = math.floor(min(exponents)), math.ceil(max(exponents))
+    step = math.ceil((high - low + 1) / MAX_TICKS)
+    start = int(math.log2(anchor)) if anchor and math.log2(anchor).is_integer() else low
+    powers = [k for k in range(low, high + 1) if (k - start) % step == 0]
+    return {"tickmode": "array", "tickvals": [2.0**k for k in powers], "ticktext": [f"2<sup>{k}</sup>" for k in powers]}
+
+
 def _figure(spec: dict[str, Any], name: str) -> str:
     """One interactive plot: the PNG's lines, colours and axes, with the units of its labels."""
     import plotly.graph_objects as go
 
     figure = go.Figure([_trace(line) for line in spec["lines"]])
-    if spec.get("marker_x"):
-        x, label = spec["marker_x"]
-        position = math.log10(x) if spec["log_x"] and x > 0 else x  # shapes on a log axis are placed in log10
-        figure.add_vline(x=position, line_dash="dot", line_color="grey", name=label, showlegend=True)  # as the PNG
+    marker = spec.get("marker_x")
+    if marker:  # a shape's x is in data units on a log axis too (an annotation's would be its log10)
+        figure.add_vline(x=marker[0], line_dash="dot", line_color="grey", name=marker[1], showlegend=True)  # as the PNG
     figure.update_layout(xaxis_title=spec["xlabel"], yaxis_title=spec["ylabel"],
                          margin={"l": 50, "r": 10, "b": 40}, legend={"font": {"size": 9}})
     if spec["log_x"]:
-        figure.update_xaxes(type="log")
+        xs = [x for line in spec["lines"] for x in line["x"]] + ([marker[0]] if marker else [])
+        figure.update_xaxes(type="log", **powers_of_two(xs, marker[0] if marker else None))
     if spec["log_y"]:
         figure.update_yaxes(type="log")
     return plot_cell(figure, spec["title"], name)

@@ -40,8 +40,9 @@ def _pyplot():
 def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tuple[Any, ...]], log: bool = True,
               marker_x: tuple[float, str] | None = None, log2_x: bool = False) -> Path:
     """One PNG: a line per Line (or plain tuple), with its error bars where it has them, log-log by default
-    (`log2_x`: only x, base 2), optionally a labelled vertical line. A long title wraps (TITLE_CHARS a line)
-    rather than running off the figure."""
+    (`log2_x`: only x, base 2), optionally a labelled vertical line. A long title wraps (TITLE_CHARS a line,
+    fewer where its letters are wide: matplotlib measures each line against the figure's edges) rather than
+    running off the figure on either side."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     lines = [Line(*entry) for entry in series]
@@ -56,7 +57,7 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tup
     if any(line.texts for line in lines):
         ax.margins(y=0.12)  # room above the top points for their notes
     ax.set(xlabel=xlabel, ylabel=ylabel)
-    ax.set_title(wrap_title(title), fontsize=10)
+    ax.set_title(wrap_title(title), fontsize=10, wrap=True)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8 if len(series) <= 10 else 6, ncol=1 if len(series) <= 12 else 2)
     fig.tight_layout()
