@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from test_cli import GRID_SUITE, invoke, write
+from test_memory_plots import cpu_run
+from test_records_report import run_dir_with
 
 from ssmbench.report.html import powers_of_two
 
@@ -207,6 +209,19 @@ def test_a_log_axis_ticks_powers_of_two_labelled_2_to_the_k(xs: list[float], anc
     ticks = powers_of_two(xs, anchor)
     assert ticks["tickvals"] == [2.0**k for k in powers]
     assert ticks["ticktext"] == [f"2<sup>{k}</sup>" for k in powers]
+
+
+def test_a_bar_plot_is_drawn_as_bars_with_the_pngs_values(tmp_path: Path):
+    """A memory run of one prompt length and one batch draws a bar per model (issue 36); the page draws the
+    same bars with the values printed over them on the PNG (1.12 where plotly's own rounding says 1.13)."""
+    run_dir = run_dir_with(tmp_path, cpu_run())
+    report = invoke("report", run_dir, "--html")
+    assert report.exit_code == 0, report.output
+    dom, plots = page_layout(run_dir / "report.html")
+    assert 'data-errors="0"' in dom and 'data-plots="1"' in dom and layout_problems(plots) == []
+    printed = re.findall(r'class="bartext[^"]*"[^>]*>([^<]*)<', dom)
+    assert printed == ["3.73", "15.3", "1.12", "0.625"]
+    assert [t["label"] for t in plots[0]["xticks"]] == ["tiny-gpt2", "tiny-mamba"]
 
 
 def test_the_layout_check_finds_holes_and_overlaps(paper_run: Path, tmp_path: Path):

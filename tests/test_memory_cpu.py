@@ -8,6 +8,7 @@ scatter by about 0.15 MiB either way (allocations that depend on how the work fa
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -193,6 +194,31 @@ def test_a_model_that_cannot_load_fails_its_points_with_the_loaders_message(tmp_
         errors.append(raised.value)
     assert "no-such-checkpoint" in str(errors[0])
     assert errors[1] is errors[0]  # the second point did not start a process to fail the same way
+
+
+# --- the report draws the work ----------------------------------------------------------------------------
+
+
+def test_a_cpu_run_of_one_prompt_length_draws_each_models_work_as_a_bar(tmp_path: Path):
+    """Issue 36: with one prompt length the run drew no plot; with two, it drew each model's peak RSS, which
+    ~360 MiB of interpreter and libraries (alike for both models) dwarfs. Now: a bar per model of its
+    work_rss_mib, beside its analytic state, read from the run's own records."""
+    suite = tmp_path / "mem.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "mem", "defaults": {"device": "cpu", "seed": 0}, "models": ["tiny-gpt2", "tiny-mamba"],
+        "tasks": [{"kind": "memory", "batch_sizes": [2], "prompt_lengths": [32], "new_tokens": 4}]}))
+    result = CliRunner().invoke(app, ["run", str(suite), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "out" / "mem").iterdir()
+    records = read_records(run_dir / "records.jsonl")
+    value = {(r.model, r.metric): r.value for r in records}
+    spec = json.loads((run_dir / "memory_memory_batch2_prompt32.plot.json").read_text())
+    assert (run_dir / "memory_memory_batch2_prompt32.png").stat().st_size > 0 and spec["bars"]
+    work, state = spec["lines"]
+    assert work["x"] == ["tiny-gpt2", "tiny-mamba"]
+    assert work["y"] == [value["tiny-gpt2", "work_rss_mib"], value["tiny-mamba", "work_rss_mib"]]
+    assert state["y"] == [value["tiny-gpt2", "state_mib"], value["tiny-mamba", "state_mib"]]
+    assert all(y < value[model, "peak_rss_mib"] / 5 for model, y in zip(work["x"], work["y"], strict=True))
 
 
 # --- what ran before does not matter -----------------------------------------------------------------------

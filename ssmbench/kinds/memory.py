@@ -54,7 +54,7 @@ from ssmbench.measure import (
 )
 from ssmbench.models.common import torch_dtype
 from ssmbench.records import Record
-from ssmbench.report.plots import line_plot, model_colours
+from ssmbench.report.plots import Line, bar_plot, line_plot, model_colours
 from ssmbench.zoo import ResolvedModel
 
 if TYPE_CHECKING:
@@ -291,30 +291,60 @@ def training_step_peak(model: LoadedModel, ids: Any, autocast_dtype: str) -> Pea
     return probe
 
 
+# What the memory plot draws of each point: the first of these metrics the run holds, and its legend's name.
+# On CUDA the decode steps' peak, where the families differ (KV cache vs fixed state; older runs lack it). On
+# the CPU the work's RSS, the peak less what the process held after load and warm-up: its peak RSS counts the
+# interpreter, torch and transformers (about 360 MiB, alike for every model), which hides the difference the
+# task measures. Older CPU runs, without work_rss_mib, fall back to their peaks.
+PLOTTED = {"decode_peak_alloc_mib": "decode peak (allocated)", "peak_alloc_mib": "peak (allocated)",
+           "work_rss_mib": "work RSS (peak less baseline)", "decode_peak_rss_mib": "decode peak RSS",
+           "peak_rss_mib": "peak RSS"}
+STATE = "analytic state"
+
+
 def plot_memory(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
-    """Peak memory of the decode steps vs prompt length, a line per model (a figure per batch size), the
-    analytic state size dotted beside it."""
+    """Each model's memory (PLOTTED) beside its analytic state, along what the task varied: against prompt
+    length, a figure per batch size; with one prompt length, against batch size; with one of each, a bar
+    per model, so that a run of one prompt length draws its figure too."""
     ok = frame[frame["status"] == "ok"]
-    # The decode-only peak is where the families differ (KV cache vs fixed state); older runs lack it.
-    present = set(ok["metric"])
-    measured = next((m for m in ("decode_peak_alloc_mib", "peak_alloc_mib", "decode_peak_rss_mib", "peak_rss_mib")
-                     if m in present), "peak_rss_mib")
-    lines = ((measured, "-", measured.removesuffix("_mib").replace("_", " ")), ("state_mib", ":", "analytic state"))
-    colour = model_colours(frame)
-    paths = []
-    for batch, by_batch in ok.groupby("slice.batch"):
-        series = []
-        for model, g in by_batch.groupby("model", sort=False):
-            for metric, style, suffix in lines:
-                m = g[g["metric"] == metric].sort_values("slice.prompt_len")
-                if not m.empty:
-                    series.append((f"{model} {suffix}", list(m["slice.prompt_len"]), list(m["value"]),
-                                   colour[model] + style))
-        if series and by_batch["slice.prompt_len"].nunique() > 1:
-            paths.append(line_plot(out / f"{task}_memory_batch{int(batch)}.png",
-                                    f"{task}: memory vs prompt length, batch {int(batch)}",
-                                    "prompt length (tokens)", "MiB", series))
-    return paths
+    measured = next((m for m in PLOTTED if (ok["metric"] == m).any()), None)
+    if measured is None:
+        return []
+    ok = ok[ok["metric"].isin([measured, "state_mib"])]
+    length = "sequence length" if "slice.mode" in ok and (ok["slice.mode"] == "training").any() else "prompt length"
+    lengths, batches = sorted(ok["slice.prompt_len"].unique()), sorted(ok["slice.batch"].unique())
+    if len(lengths) > 1:
+        return [_memory_lines(out / f"{task}_memory_batch{int(b)}.png", f"{task}: memory vs {length}, batch {int(b)}",
+                              g, measured, "slice.prompt_len", f"{length} (tokens)")
+                for b, g in ok.groupby("slice.batch")]
+    at = f"{length} {int(lengths[0])}"
+    if len(batches) > 1:
+        return [_memory_lines(out / f"{task}_memory_prompt{int(lengths[0])}.png",
+                              f"{task}: memory vs batch size, {at}", ok, measured, "slice.batch", "batch size")]
+    models = list(dict.fromkeys(ok["model"]))
+    series = [Line(label, models, [_value(ok, model, metric) for model in models], colour)
+              for metric, label, colour in ((measured, PLOTTED[measured], "C0"), ("state_mib", STATE, "C7"))
+              if (ok["metric"] == metric).any()]
+    return [bar_plot(out / f"{task}_memory_batch{int(batches[0])}_prompt{int(lengths[0])}.png",
+                     f"{task}: memory at batch {int(batches[0])}, {at}", "model", "MiB", models, series)]
+
+
+def _memory_lines(path: Path, title: str, ok: pd.DataFrame, measured: str, x: str, xlabel: str) -> Path:
+    """A line per model of its memory against `x`, its analytic state dotted beside it (log-log)."""
+    colour = model_colours(ok)
+    series = []
+    for model, g in ok.groupby("model", sort=False):
+        for metric, style, suffix in ((measured, "-", PLOTTED[measured]), ("state_mib", ":", STATE)):
+            m = g[g["metric"] == metric].sort_values(x)
+            if not m.empty:
+                series.append((f"{model} {suffix}", list(m[x]), list(m["value"]), colour[model] + style))
+    return line_plot(path, title, xlabel, "MiB", series)
+
+
+def _value(ok: pd.DataFrame, model: str, metric: str) -> float:
+    """One model's value of `metric` at the one point measured; NaN where it has none (its point failed)."""
+    values = ok.loc[(ok["model"] == model) & (ok["metric"] == metric), "value"]
+    return float(values.iloc[0]) if len(values) else float("nan")
 
 
 KIND = Kind(

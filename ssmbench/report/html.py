@@ -206,6 +206,15 @@ def _trace(line: dict[str, Any]) -> Any:
                       error_y=_error_bars(line))
 
 
+def _bar(line: dict[str, Any]) -> Any:
+    """A series of a bar plot's spec (report.plots.bar_plot): a bar per group, its value printed over it as
+    on the PNG."""
+    import plotly.graph_objects as go
+
+    return go.Bar(x=line["x"], y=line["y"], name=line["label"], marker_color=line["color"], text=line["texts"],
+                  textposition="outside", error_y=_error_bars(line))
+
+
 MAX_TICKS = 8  # labels an x axis holds beside the legend: '2^20' is about 25 pixels wide
 
 
@@ -228,7 +237,7 @@ def _figure(spec: dict[str, Any], name: str) -> str:
     """One interactive plot: the PNG's lines, colours and axes, with the units of its labels."""
     import plotly.graph_objects as go
 
-    figure = go.Figure([_trace(line) for line in spec["lines"]])
+    figure = go.Figure([_bar(line) if spec.get("bars") else _trace(line) for line in spec["lines"]])
     marker = spec.get("marker_x")
     if marker:  # a shape's x is in data units on a log axis too (an annotation's would be its log10)
         figure.add_vline(x=marker[0], line_dash="dot", line_color="grey", name=marker[1], showlegend=True)  # as the PNG

@@ -40,14 +40,13 @@ def _pyplot():
 def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tuple[Any, ...]], log: bool = True,
               marker_x: tuple[float, str] | None = None, log2_x: bool = False) -> Path:
     """One PNG: a line per Line (or plain tuple), with its error bars where it has them, log-log by default
-    (`log2_x`: only x, base 2), optionally a labelled vertical line. A long title wraps (TITLE_CHARS a line,
-    fewer where its letters are wide: matplotlib measures each line against the figure's edges) rather than
-    running off the figure on either side."""
+    (`log2_x`: only x, base 2), optionally a labelled vertical line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     lines = [Line(*entry) for entry in series]
     drawn = [_draw(ax, line) for line in lines]
-    write_spec(path, title, xlabel, ylabel, drawn, log, log2_x, marker_x)
+    write_spec(path, {"title": title, "xlabel": xlabel, "ylabel": ylabel, "log_x": log or log2_x, "log_y": log,
+                      "marker_x": list(marker_x) if marker_x is not None else None, "lines": drawn})
     if marker_x is not None:
         ax.axvline(marker_x[0], color="grey", linestyle=":", label=marker_x[1])
     if log or log2_x:
@@ -56,13 +55,44 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: list[tup
         ax.set_yscale("log")
     if any(line.texts for line in lines):
         ax.margins(y=0.12)  # room above the top points for their notes
+    return _save(fig, ax, path, title, xlabel, ylabel, len(series))
+
+
+def bar_plot(path: Path, title: str, xlabel: str, ylabel: str, groups: list[str], series: list[Line]) -> Path:
+    """One PNG of grouped bars, for figures with nothing to run along (one length, one batch: a line plot
+    would hold one point per line): a group per name of `groups` (a model, say), in each a bar per Line
+    (its ys, one per group, NaN where it has none; its style, a colour; its error bars where it has them),
+    each bar's value printed over it. Its spec says `bars`, so the HTML page draws bars too."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    width = 0.8 / len(series)
+    entries = []
+    for i, line in enumerate(series):
+        offset = (i - (len(series) - 1) / 2) * width
+        bars = ax.bar([g + offset for g in range(len(groups))], line.ys, width, label=line.label, color=line.style,
+                      yerr=_finite(line.yerr) if has_error_bars(line) else None, capsize=3, **line.options)
+        texts = [f"{v:.3g}" if math.isfinite(v) else "" for v in line.ys]
+        ax.bar_label(bars, labels=texts, fontsize=7)
+        colour = _hex(bars.patches[0].get_facecolor()) if bars.patches else "#000000"
+        entries.append(_spec_line(line, [], line.ys, colour, "solid", 0.0) | {"x": list(groups), "texts": texts})
+    write_spec(path, {"title": title, "xlabel": xlabel, "ylabel": ylabel, "log_x": False, "log_y": False,
+                      "marker_x": None, "bars": True, "lines": entries})
+    ax.set_xticks(range(len(groups)), groups)
+    ax.margins(y=0.1)  # room above the tallest bar for its value
+    return _save(fig, ax, path, title, xlabel, ylabel, len(series))
+
+
+def _save(fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str, n_series: int) -> Path:
+    """Label, title, grid and legend a drawn figure, then write its PNG. A long title wraps (TITLE_CHARS a
+    line, fewer where its letters are wide: matplotlib measures each line against the figure's edges)
+    rather than running off the figure on either side."""
     ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.set_title(wrap_title(title), fontsize=10, wrap=True)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8 if len(series) <= 10 else 6, ncol=1 if len(series) <= 12 else 2)
+    ax.legend(fontsize=8 if n_series <= 10 else 6, ncol=1 if n_series <= 12 else 2)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -76,22 +106,27 @@ def wrap_title(title: str, width: int = TITLE_CHARS, newline: str = "\n") -> str
 
 def _draw(ax: Any, line: Line) -> dict[str, Any]:
     """Draw one Line on the axes and return its entry of the plot's spec (write_spec)."""
-    from matplotlib.colors import to_hex
-
     if line.texts is not None:
         colour = line.options.get("color", line.style.rstrip("-:.")) or "C0"
         ax.plot(line.xs, line.ys, linestyle="none", marker="none", label=line.label)  # the legend's entry
         for x, y, text in zip(line.xs, line.ys, line.texts, strict=True):
             ax.annotate(text, (x, y), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
                         fontsize=6.5, color=colour)
-        return _spec_line(line, line.xs, line.ys, to_hex(colour), "solid", 0.0)
+        return _spec_line(line, line.xs, line.ys, _hex(colour), "solid", 0.0)
     if has_error_bars(line):
         drawn = ax.errorbar(line.xs, line.ys, yerr=_finite(line.yerr), fmt=line.style, marker="o", capsize=3,
                             label=line.label, **line.options).lines[0]
     else:
         (drawn,) = ax.plot(line.xs, line.ys, line.style, marker="o", label=line.label, **line.options)
-    return _spec_line(line, drawn.get_xdata(), drawn.get_ydata(), to_hex(drawn.get_color()),
+    return _spec_line(line, drawn.get_xdata(), drawn.get_ydata(), _hex(drawn.get_color()),
                       DASHES.get(drawn.get_linestyle(), "solid"), float(drawn.get_linewidth()))
+
+
+def _hex(colour: Any) -> str:
+    """A matplotlib colour ('C1', an RGBA tuple) as '#rrggbb', as the page's plotly takes it."""
+    from matplotlib.colors import to_hex
+
+    return to_hex(colour)
 
 
 def has_error_bars(line: Line) -> bool:
@@ -108,14 +143,13 @@ SPEC_SUFFIX = ".plot.json"  # beside each PNG: the same figure as data, for the 
 DASHES = {"-": "solid", "--": "dash", ":": "dot", "-.": "dashdot"}
 
 
-def write_spec(path: Path, title: str, xlabel: str, ylabel: str, lines: list[dict[str, Any]], log: bool,
-               log2_x: bool, marker_x: tuple[float, str] | None) -> Path:
-    """The plot as data (`<name>.plot.json`): each line's label, points, error bars and notes as given, its colour, dash and width as matplotlib drew them, and the axes' scales, so the HTML report
-    redraws the very figure with plotly."""
+def write_spec(path: Path, spec: dict[str, Any]) -> Path:
+    """The plot as data (`<name>.plot.json`) so the HTML report redraws the very figure with plotly: its
+    title, axis labels and scales (`log_x`, `log_y`), the vertical line (`marker_x`: x and label), `bars`
+    where it is a bar plot, and each line's label, points, error bars and notes as given, its colour, dash
+    and width as matplotlib drew them."""
     import json
 
-    spec = {"title": title, "xlabel": xlabel, "ylabel": ylabel, "log_x": log or log2_x, "log_y": log,
-            "marker_x": list(marker_x) if marker_x is not None else None, "lines": lines}
     out = path.with_name(path.stem + SPEC_SUFFIX)
     out.write_text(json.dumps(spec, allow_nan=True))
     return out
