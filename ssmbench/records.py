@@ -168,7 +168,12 @@ class Record(BaseModel):
     def identity(self) -> RecordKey:
         """What the figure measures, independent of the run that measured it: (kind, task, model, slice,
         metric). Two runs' records with equal identities measure the same thing, which is how runs are
-        compared; within a run's latest attempts, an identity appears once."""
+        compared; within a run's latest attempts, an identity appears once (shared_identities finds the
+        exceptions). The fields outside it add nothing within a run: a job's own sweep axes (a synthetic
+        task's `seed` and `lr`) are in its slice, so the `seed` field equals slice.seed where seeds vary and
+        is the suite's one seed elsewhere; `job` and `point` follow from the task, the model and the slice;
+        `attempt` is the latest. Across runs the seed field is left out on purpose: a throughput run with
+        another suite seed still times the same thing."""
         slice_items = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in self.slice.items()))
         return (self.kind, self.task, self.model, slice_items, self.metric)
 
@@ -327,6 +332,18 @@ def duplicate_identities(records: Iterable[Record]) -> dict[tuple[str, str, int]
             repeats[(r.job, r.point, r.attempt)] += 1
         seen.add(key)
     return dict(repeats)
+
+
+def shared_identities(records: Iterable[Record]) -> dict[RecordKey, list[tuple[str, str]]]:
+    """identity -> the (job, point)s of the latest attempts that recorded it, for each identity recorded by
+    more than one point. A run measures each figure at one point: two points with one identity differ only
+    in a field outside it (a seed a kind left out of the slice), and every table, the tidy CSV's identity
+    columns and `diff` would take them for one figure."""
+    points: dict[RecordKey, list[tuple[str, str]]] = {}
+    for r in latest_attempts(records):
+        if r.metric is not None and r.point_id not in points.setdefault(r.identity, []):
+            points[r.identity].append(r.point_id)
+    return {key: where for key, where in points.items() if len(where) > 1}
 
 
 def point_attempts(records: Iterable[Record]) -> dict[tuple[str, str], tuple[int, bool]]:

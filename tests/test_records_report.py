@@ -25,11 +25,12 @@ from ssmbench.records import (
     latest_attempts,
     point_attempts,
     read_records,
+    shared_identities,
     summarised,
     torn_point,
     upgrade,
 )
-from ssmbench.report import build_tables, header_lines, render, write_report
+from ssmbench.report import build_tables, header_lines, integrity_warnings, render, write_report
 from ssmbench.report.tables import format_value, records_frame
 from ssmbench.rundir import RunDir
 
@@ -210,6 +211,19 @@ def test_duplicate_identities_within_one_attempt():
     assert duplicate_identities([*once, *twice]) == {("t/m", "p2", 0): 2}
 
 
+def test_two_points_recording_one_identity_are_found_and_reported(tmp_path: Path):
+    """A kind that sweeps seeds without naming them in the slice: the two seeds' figures share an identity."""
+    seeds = [rec("batch=1", "acc", 0.5, job="t/m/seed=0", slice={"batch": 1}, seed=0),
+             rec("batch=1", "acc", 0.9, job="t/m/seed=1", slice={"batch": 1}, seed=1),
+             rec("batch=2", "acc", 0.7, job="t/m/seed=0", slice={"batch": 2}, seed=0)]
+    (key,) = shared_identities(seeds)
+    assert shared_identities(seeds)[key] == [("t/m/seed=0", "batch=1"), ("t/m/seed=1", "batch=1")]
+    assert shared_identities([r.model_copy(update={"slice": {**r.slice, "seed": r.seed}}) for r in seeds]) == {}
+    (warning,) = integrity_warnings(seeds, RunDir(tmp_path))
+    assert warning.startswith("Ambiguous: 1 figures were recorded by more than one point with the same slice "
+                              "(t/m/seed=0 [batch=1], t/m/seed=1 [batch=1])")
+
+
 def test_torn_point_names_the_point_of_a_cut_line():
     line = rec("batch=1,prompt_len=8", "a", 1.0).model_dump_json()
     assert torn_point(line[: line.index('"attempt"')]) == ("t/m", "batch=1,prompt_len=8")
@@ -342,6 +356,35 @@ def test_render_formats():
     assert "decode\\_tok\\_s (tok/s)" in latex and "100 ±5.0\\%" in latex  # escaped
     with pytest.raises(ValueError, match="unknown format"):
         render(tables, "html")
+
+
+def test_the_csv_keeps_the_fields_a_slice_shares_and_names_each_records_line():
+    """seed, dtype and cuda_graphs live in the slice where a job varies them, else in the record's field:
+    the CSV has one column for each, filled from either, so a seed sweep's rows stay apart."""
+    def synthetic(seed: int, slice_: dict) -> Record:
+        return trec("m", 1, "acc", [0.5], "fraction", task="s", kind="synthetic").model_copy(
+            update={"seed": seed, "job": f"s/m/seed={seed}", "slice": slice_})
+
+    sweep = [synthetic(s, {"seed": s, "seq_len": 16}) for s in (0, 1)]
+    fixed = synthetic(3, {"step": 5})
+    scan = [trec("m", 1, "ms", [2.0], "ms", task="c", kind="scan").model_copy(update={"slice": s, "dtype": d})
+            for s, d in (({"dtype": "bfloat16"}, None), ({}, "float16"))]
+    records = [*sweep, fixed, *scan]
+    rows = list(csv.DictReader(io.StringIO(render([], "csv", records=records))))
+    assert [(r["seed"], r["seq_len"], r["step"], r["dtype"]) for r in rows] == [
+        ("0", "16", "", "float16"), ("1", "16", "", "float16"), ("3", "", "5", "float16"),
+        ("0", "", "", "bfloat16"), ("0", "", "", "float16")]  # whole numbers stay whole beside gaps
+    assert [(r["job"], r["point"], r["attempt"]) for r in rows[:2]] == [
+        ("s/m/seed=0", "batch=1,prompt_len=128", "0"), ("s/m/seed=1", "batch=1,prompt_len=128", "0")]
+    assert rows[0]["value"] == "0.5" and rows[0]["cuda_graphs"] == "False"
+
+
+def test_a_seed_the_slice_does_not_name_is_a_row_of_the_comparison():
+    records = [trec("m", 1, "decode_tok_s", [float(100 + s)]).model_copy(update={"seed": s, "job": f"decode/m/seed={s}"})
+               for s in (0, 1)]
+    (_, table) = build_tables(records, all_kinds())
+    assert [tuple(r) for r in table.frame.itertuples(index=False)] == [("decode_tok_s (tok/s)", 0, "100"),
+                                                                         ("decode_tok_s (tok/s)", 1, "101")]
 
 
 def test_csv_column_names_are_unique():

@@ -22,7 +22,13 @@ from rich.markup import escape
 
 from ssmbench import console
 from ssmbench.errors import WriteError
-from ssmbench.records import Record, duplicate_identities, incomplete_points, latest_attempts
+from ssmbench.records import (
+    Record,
+    duplicate_identities,
+    incomplete_points,
+    latest_attempts,
+    shared_identities,
+)
 from ssmbench.report.tables import (
     SPREAD_NOTE,
     Table,
@@ -179,7 +185,8 @@ def missing_header(missing: list[Missing], planned: int, run: RunDir) -> list[st
 
 def integrity_warnings(records: list[Record], run: RunDir) -> list[str]:
     """What makes the records doubtful, for the top of the report and stderr: points a torn write left with
-    part of their records, and figures recorded twice in one attempt (two processes ran the same points)."""
+    part of their records, figures recorded twice in one attempt (two processes ran the same points), and
+    figures that two points recorded under one identity (a kind that left a sweep axis out of the slice)."""
     def names(points: list[tuple[str, str]]) -> str:
         return ", ".join(f"{job} [{point}]" for job, point in points[:3]) + (" …" if len(points) > 3 else "")
 
@@ -193,6 +200,12 @@ def integrity_warnings(records: list[Record], run: RunDir) -> list[str]:
         out.append(f"Duplicates: {sum(repeats.values())} records repeat a figure of the same attempt "
                    f"({names([(job, point) for job, point, _ in repeats])}): two processes ran these points at "
                    "once, and each such cell shows one of the figures")
+    shared = shared_identities(records)
+    if shared:
+        points = list(dict.fromkeys(p for where in shared.values() for p in where))
+        out.append(f"Ambiguous: {len(shared)} figures were recorded by more than one point with the same slice "
+                   f"({names(points)}): the points differ only outside the slice (a seed?), and the tables and "
+                   "`ssmbench diff` take each pair for one figure")
     return out
 
 

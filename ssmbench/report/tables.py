@@ -36,16 +36,36 @@ class Table:
 # Under every table of a quality kind run on random weights (a suite's `smoke_test: true`).
 SMOKE_NOTE = "random weights: these numbers measure nothing but the pipeline (the suite sets `smoke_test: true`)"
 
-TIDY_COLUMNS = ["task", "kind", "model", "family", "metric", "value", "unit", "std", "n", "p10", "p90", "iqr_rel", "status",
-                "kernel", "cuda_graphs", "weights", "dtype", "device", "host", "params", "message"]
+# The slice's columns go after the first four; with them, seed and metric identify a record within a run
+# (records.Record.identity), and job, point and attempt find its line in records.jsonl.
+TIDY_COLUMNS = ["task", "kind", "model", "family", "seed", "metric", "value", "unit", "std", "stderr", "n", "p10", "p90",
+                "iqr_rel", "status", "kernel", "cuda_graphs", "weights", "dtype", "device", "host", "params", "message",
+                "job", "point", "attempt"]
 
 
 def tidy_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per record with its slice columns: the CSV for pandas and spreadsheets."""
-    # cuda_graphs is a column of its own wherever the record keeps it (records_frame): no second copy.
-    slices = [c for c in frame.columns if c.startswith("slice.") and c.removeprefix("slice.") not in frame.columns]
+    """One row per record with its slice columns: the CSV for pandas and spreadsheets, every row carrying
+    its record's identity. A slice key that is also a record field (seed, dtype, cuda_graphs: the slice
+    has it where the job varies it, the field where it holds for the whole job) is one column, filled from
+    whichever the record has; dropping either would merge a seed sweep's rows."""
+    frame = frame.copy()
+    shared = [c for c in frame.columns if c.startswith("slice.") and c.removeprefix("slice.") in frame.columns]
+    for col in shared:
+        frame[col.removeprefix("slice.")] = frame[col].combine_first(frame[col.removeprefix("slice.")])
+    slices = [c for c in frame.columns if c.startswith("slice.") and c not in shared]
     cols = [c for c in TIDY_COLUMNS if c in frame.columns]
+    for col in [*slices, *(c.removeprefix("slice.") for c in shared), *(["seed"] if "seed" in frame else [])]:
+        frame[col] = _whole_numbers_as_integers(frame[col])
     return frame[cols[:4] + slices + cols[4:]].rename(columns={c: c.removeprefix("slice.") for c in slices})
+
+
+def _whole_numbers_as_integers(column: pd.Series) -> pd.Series:
+    """A coordinate column of whole numbers with gaps (a slice key some records lack, which pandas turns to
+    floats) as integers: seq_len 32, not 32.0. Values stay as measured."""
+    values = column.dropna()
+    if column.dtype.kind != "f" or not len(values) or not values.map(float.is_integer).all():
+        return column
+    return column.astype("Int64")
 
 
 def records_frame(records: list[Record]) -> pd.DataFrame:
@@ -99,7 +119,9 @@ def spread_notes(frame: pd.DataFrame) -> list[str]:
 
 
 def slice_columns(frame: pd.DataFrame) -> tuple[list[str], dict[str, Any]]:
-    """Slice columns that vary across the frame (become row keys) and those that are constant (a note)."""
+    """Slice columns that vary across the frame (become row keys) and those that are constant (a note).
+    A record's seed that varies where the slice does not say it is a row key too: without it, two seeds'
+    figures would claim one cell."""
     varying, constant = [], {}
     for col in [c for c in frame.columns if c.startswith("slice.")]:
         values = frame[col].dropna().astype(str).unique()
@@ -107,6 +129,8 @@ def slice_columns(frame: pd.DataFrame) -> tuple[list[str], dict[str, Any]]:
             varying.append(col)
         elif len(values) == 1:
             constant[col.removeprefix("slice.")] = _slice_value({col: frame[col].dropna().iloc[0]}, col)
+    if "seed" in frame and "slice.seed" not in frame and frame["seed"].dropna().nunique() > 1:
+        varying.append("seed")
     return varying, constant
 
 
