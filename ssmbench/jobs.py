@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from ssmbench.errors import did_you_mean, error_message, format_loc
+from ssmbench.errors import did_you_mean, error_message, format_loc, settle_unions
 from ssmbench.zoo import ResolvedModel
 
 
@@ -92,7 +92,8 @@ class TaskBase(Strict):
             try:
                 self.for_device("cpu")
             except ValidationError as exc:
-                first = exc.errors()[0]
+                given = self.model_dump(exclude={"on_cpu"}) | self.on_cpu.settings
+                first = settle_unions(exc.errors(), given)[0]  # a union's error from the branch written for
                 raise ValueError(f"on_cpu.{format_loc(first['loc'])}: {error_message(first)}") from None
         return self
 

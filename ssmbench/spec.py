@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
-from ssmbench.errors import UserError, did_you_mean, error_message, format_loc
+from ssmbench.errors import UserError, did_you_mean, error_message, format_loc, settle_unions
 from ssmbench.jobs import Resources, Strict, TaskBase
 from ssmbench.kinds import get_kind, kind_names, registered
 from ssmbench.zoo import MODELS
@@ -256,38 +256,35 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
     try:
         return suite_model().model_validate(data)
     except ValidationError as exc:
-        raise UserError(f"{source}: {describe_validation_error(exc, data)}") from None
+        raise UserError("\n".join(f"{source}: {line}" for line in describe_validation_error(exc, data))) from None
 
 
-def describe_validation_error(exc: ValidationError, data: Any) -> str:
-    """The first error as `field.path: message`, with the kind's tag removed from the path."""
-    err = exc.errors()[0]
+def describe_validation_error(exc: ValidationError, data: Any) -> list[str]:
+    """Every error as `field.path: the value given and its fault`, one line each, in the file's order: a
+    union's errors from the branch the input was written for (errors.settle_unions), the kind's tag and
+    pydantic's branch names gone from the paths."""
+    return list(dict.fromkeys(_describe(err, data) for err in settle_unions(exc.errors(), data)))
+
+
+def _describe(err: dict[str, Any], data: Any) -> str:
     kinds = kind_names()
-    loc = [part for part in err["loc"] if part not in kinds]
+    loc = list(err["loc"])
     if err["type"] == "union_tag_invalid":
         tag = err.get("ctx", {}).get("tag", "?")
-        msg = f"unknown task kind {tag!r}{did_you_mean(str(tag), kinds)}; kinds: {', '.join(kinds)}"
-        loc = [*loc, "kind"]
-    elif err["type"] == "union_tag_not_found":
-        msg = f"missing `kind` (one of {', '.join(kinds)})"
-        loc = [*loc, "kind"]
-    elif err["type"] == "extra_forbidden":
+        return f"{format_loc([*loc, 'kind'])}: unknown task kind {tag!r}{did_you_mean(str(tag), kinds)}; kinds: " \
+               f"{', '.join(kinds)}"
+    if err["type"] == "union_tag_not_found":
+        return f"{format_loc([*loc, 'kind'])}: missing `kind` (one of {', '.join(kinds)})"
+    if err["type"] == "extra_forbidden":
         field = str(loc[-1])
-        allowed = _allowed_keys(loc[:-1], data)
-        msg = f"unknown key {field!r}{did_you_mean(field, allowed)}"
-    else:
-        msg = error_message(err)
-        # Our validators start their messages with the sub-field they mean ("name: ...", "tasks[0].models: ...").
-        head, sep, rest = msg.partition(": ")
-        if sep and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
-            sub = head if head.startswith("[") else f".{head}" if loc else head
-            return f"{format_loc(loc) if loc else ''}{sub}: {rest}" + _more(exc)
-    return f"{format_loc(loc)}: {msg}" + _more(exc)
-
-
-def _more(exc: ValidationError) -> str:
-    more = len(exc.errors()) - 1
-    return f" (and {more} more)" if more else ""
+        return f"{format_loc(loc)}: unknown key {field!r}{did_you_mean(field, _allowed_keys(loc[:-1], data))}"
+    msg = error_message(err)
+    # Our validators start their messages with the sub-field they mean ("name: ...", "tasks[0].models: ...").
+    head, sep, rest = msg.partition(": ")
+    if err["type"] == "value_error" and sep and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
+        sub = head if head.startswith("[") else f".{head}" if loc else head
+        return f"{format_loc(loc) if loc else ''}{sub}: {rest}"
+    return f"{format_loc(loc)}: {msg}"
 
 
 def _allowed_keys(parent_loc: list[Any], data: Any) -> list[str]:
