@@ -51,8 +51,7 @@ class ListWhat(StrEnum):
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a UserError into one red line on stderr (one per fault, when it names several) and exit code 2
-    (no traceback)."""
+    """Turn a UserError into one red line on stderr and exit code 2 (no traceback)."""
 
     from rich.markup import escape
 
@@ -61,8 +60,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            for line in str(exc).splitlines():  # "ssmbench[ray]" is no markup
-                console.err.print(f"[red]error:[/] {escape(line)}", soft_wrap=True)
+            console.err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # "ssmbench[ray]" is no markup
             raise typer.Exit(2) from None
         except OSError as exc:  # the storage refused a write the run's own writers do not wrap (a plot, a dir)
             if exc.errno not in STORAGE_ERRNOS:
@@ -401,7 +399,17 @@ def diff(
     fmt: Annotated[DiffFormat, typer.Option("--format", help="What to print.")] = DiffFormat.md,
 ) -> None:
     """Compare two runs figure by figure; exit 1 when a figure regressed beyond its threshold and its noise."""
-    from ssmbench.report.diff import diff_runs, no_overlap, render_json, render_markdown, thresholds
+    from rich.markup import escape
+
+    from ssmbench.errors import WriteError
+    from ssmbench.report.diff import (
+        diff_runs,
+        no_overlap,
+        render_json,
+        render_markdown,
+        thresholds,
+        write_diff,
+    )
     from ssmbench.spec import load_suite
 
     base_run, new_run = RunDir.existing(base, need=RunDir.RECORDS), RunDir.existing(new, need=RunDir.RECORDS)
@@ -417,10 +425,9 @@ def diff(
         raise UserError(no_overlap(base_records, new_records, *names, metric or None))
     markdown, data = render_markdown(result, *names), render_json(result, *names)
     try:
-        new_run.write_atomic(new_run.path / "diff.md", markdown)
-        new_run.write_atomic(new_run.path / "diff.json", json.dumps(data, indent=2))
-    except OSError as exc:
-        console.note(f"{new_run}: diff not written ({exc.strerror or exc}); printing it only")
+        console.err.print(write_diff(new_run, markdown, data), markup=False, highlight=False, soft_wrap=True)
+    except WriteError as exc:  # names the file and the reason
+        console.note(f"{escape(str(exc.path))}: diff not written ({exc.reason}); printing it only")
     if fmt.value == "json":
         console.out.print_json(json.dumps(data))
     else:

@@ -11,8 +11,10 @@ import pytest
 from conftest import REPO
 from test_cli import invoke
 
+from ssmbench.errors import cannot_write
 from ssmbench.records import Record, RecordWriter, read_records, summarised
-from ssmbench.report.diff import DEFAULT_MAX_REGRESSION_PCT, diff_runs, thresholds
+from ssmbench.report.diff import DEFAULT_MAX_REGRESSION_PCT, diff_runs, render_markdown, thresholds
+from ssmbench.rundir import RunDir
 
 
 def rec(metric: str, samples: list[float] | None, batch: int = 1, higher: bool = True, status: str = "ok",
@@ -79,6 +81,33 @@ def test_only_what_can_show_its_spread_is_gated():
     assert [c.verdict for c in named.changes] == ["regression"] * 4 + ["unchanged"]
 
 
+def table_rows(markdown: str, section: str) -> list[list[str]]:
+    """The header and rows of one section's table in diff.md."""
+    body = markdown[markdown.index(f"## {section}\n"):].split("\n## ")[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in body.splitlines()
+            if line.startswith("|") and not line.startswith("|:")]
+
+
+def test_where_names_only_the_slice_values_that_vary_and_the_rest_once_under_the_table():
+    def point(batch: int, samples: list[float], task: str = "t") -> Record:
+        return rec("decode_tok_s", samples, batch=batch).model_copy(update={"task": task, "slice": {
+            "batch": batch, "prompt_len": 128, "impl": "ssmbench"}})
+
+    base = [point(1, [100] * 3), point(2, [100] * 3), point(1, [100] * 3, task="u")]
+    new = [point(1, [50] * 3), point(2, [50] * 3), point(1, [50] * 3, task="u")]
+    markdown = render_markdown(diff_runs(base, new, thresholds({}, {})), "BASE", "NEW")
+    header, *rows = table_rows(markdown, "Regressions")
+    assert header[:4] == ["task", "model", "metric", "where"]
+    assert [row[:4] for row in rows] == [["t", "m", "decode_tok_s (tok/s)", "batch=1"],
+                                         ["t", "m", "decode_tok_s (tok/s)", "batch=2"],
+                                         ["u", "m", "decode_tok_s (tok/s)", ""]]
+    assert markdown.count("> t, in every row: impl=ssmbench, prompt_len=128\n") == 1
+    assert markdown.count("> u, in every row: batch=1, impl=ssmbench, prompt_len=128\n") == 1
+    # where no row has a varying value, the table has no `where` column
+    alone = render_markdown(diff_runs(base[2:], new[2:], thresholds({}, {})), "BASE", "NEW")
+    assert "where" not in table_rows(alone, "Regressions")[0]
+
+
 def test_thresholds_layer():
     assert thresholds({}, {})["default"] == DEFAULT_MAX_REGRESSION_PCT
     assert thresholds({"default": 3, "ms": 9}, {"ms": 20}) == {"default": 3, "ms": 20}
@@ -112,9 +141,38 @@ def test_a_run_against_itself_passes(tmp_path: Path):
     same = Path(shutil.copytree(BASELINE, tmp_path / "same"))
     result = invoke("diff", BASELINE, same)
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"# ssmbench diff: {same} against {BASELINE}")
+    assert result.stdout.startswith(f"# ssmbench diff: base {BASELINE} → new {same}\n")  # as the arguments read
     assert "PASS: 0 regressions, 0 improvements, 0 missing" in result.stdout
     assert json.loads((same / "diff.json").read_text())["failed"] is False
+    assert result.stderr == f"diff written to {same / 'diff.md'} and {same / 'diff.json'}\n"
+
+
+def test_a_second_diff_says_which_diff_it_replaced(tmp_path: Path):
+    new = Path(shutil.copytree(SECOND, tmp_path / "new"))
+    for name in ("diff.md", "diff.json"):
+        (new / name).unlink(missing_ok=True)
+    first = invoke("diff", BASELINE, new)
+    assert first.exit_code == 0 and "replacing" not in first.stderr
+    again = invoke("diff", new, new, "--format", "json")
+    assert again.exit_code == 0, again.output
+    assert again.stderr == (f"diff written to {new / 'diff.md'} and {new / 'diff.json'}, replacing the earlier "
+                            f"diff (base {BASELINE} → new {new})\n")
+    assert json.loads(again.stdout)["base"] == str(new)  # stdout stays the JSON alone
+    (new / "diff.json").unlink()
+    assert invoke("diff", BASELINE, new).stderr.endswith(", replacing an earlier diff\n")  # diff.md alone
+
+
+def test_a_diff_that_cannot_be_written_is_printed_all_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    same = Path(shutil.copytree(BASELINE, tmp_path / "same"))
+
+    def full_disk(self: RunDir, path: Path, text: str) -> None:
+        raise cannot_write(path, OSError(28, "No space left on device"), self.path)
+
+    monkeypatch.setattr(RunDir, "write_atomic", full_disk)
+    result = invoke("diff", BASELINE, same)
+    assert result.exit_code == 0 and result.stdout.startswith("# ssmbench diff: ")
+    assert result.stderr.replace("\n", " ").startswith(
+        f"note: {same / 'diff.md'}: diff not written (No space left on device); printing it only")
 
 
 def test_the_committed_second_run_passes_against_the_baseline(tmp_path: Path):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ssmbench.records import Record, RecordKey, latest_attempts
+from ssmbench.rundir import RunDir
 
 DEFAULT_MAX_REGRESSION_PCT = 5.0
 NOISE_SIGMAS = 2.0
@@ -251,11 +252,32 @@ def _cell(value: float | None, status: str) -> str:
     return format_value(value) if status == "ok" else STATUS_CELL.get(status, status or "—")
 
 
-def _rows(changes: list[Change]) -> list[dict[str, str]]:
+def fixed_slices(changes: list[Change]) -> dict[str, dict[str, Any]]:
+    """task -> the slice values that every figure of the task shares in this diff: said once under each
+    table instead of in every row's `where`."""
+    values: dict[str, dict[str, set[str]]] = {}
+    for c in changes:
+        for k, v in c.key[3]:
+            values.setdefault(c.task, {}).setdefault(k, set()).add(v)
+    fixed = {}
+    for task, keys in values.items():
+        rows = [c for c in changes if c.task == task]
+        fixed[task] = {k: json.loads(next(iter(vs))) for k, vs in keys.items()
+                       if len(vs) == 1 and all(k in c.slice for c in rows)}
+    return fixed
+
+
+def _where(c: Change, fixed: dict[str, Any]) -> str:
+    """The slice of a change without the values its task's figures all share."""
+    return ", ".join(f"{k}={v}" for k, v in c.slice.items() if k not in fixed)
+
+
+def _rows(changes: list[Change], fixed: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
     return [{"task": c.task, "model": c.model or "",
              "metric": "— (the point failed)" if c.metric is None else
              f"{c.metric} ({c.unit})" if c.unit else c.metric,
-             "where": c.where, "base": _cell(c.base, c.base_status), "new": _cell(c.new, c.new_status),
+             "where": _where(c, fixed.get(c.task, {})), "base": _cell(c.base, c.base_status),
+             "new": _cell(c.new, c.new_status),
              "change": "" if c.change_pct is None else f"{c.change_pct:+.1f}%",
              "threshold": "" if c.threshold_pct is None else f"{c.threshold_pct:g}%",
              "noise": "" if c.noise_pct is None else f"{c.noise_pct:.1f}%",
@@ -263,20 +285,33 @@ def _rows(changes: list[Change]) -> list[dict[str, str]]:
             for c in changes]
 
 
-def render_markdown(diff: Diff, base_name: str, new_name: str) -> str:
+def _table(changes: list[Change], fixed: dict[str, dict[str, Any]]) -> list[str]:
+    """One section's table (without a `where` column when no row has one), and under it, once per task of
+    its rows, the slice values that never vary."""
     import pandas as pd
 
-    lines = [f"# ssmbench diff: {new_name} against {base_name}", ""]
+    frame = pd.DataFrame(_rows(changes, fixed))
+    if not frame["where"].astype(bool).any():
+        frame = frame.drop(columns="where")
+    tasks = dict.fromkeys(c.task for c in changes)
+    notes = [f"> {task}, in every row: {', '.join(f'{k}={v}' for k, v in fixed[task].items())}"
+             for task in tasks if fixed.get(task)]
+    return [frame.to_markdown(index=False), *([""] + notes if notes else []), ""]
+
+
+def render_markdown(diff: Diff, base_name: str, new_name: str) -> str:
+    lines = [f"# ssmbench diff: base {base_name} → new {new_name}", ""]
     counts = {title: len(diff.of(*verdicts)) for title, verdicts in SECTIONS[:-1]}
     lines += [f"{'FAIL' if diff.failed else 'PASS'}: " + ", ".join(f"{n} {t.lower()}" for t, n in counts.items())
               + f", {len(diff.of('unchanged'))} unchanged, {len(diff.of('not gated'))} not gated", ""]
     if diff.env_differences:
         lines += ["**The runs differ in their machine or software** (changes below may come from it):", ""]
         lines += [f"- {d}" for d in diff.env_differences] + [""]
+    fixed = fixed_slices(diff.changes)
     for title, verdicts in SECTIONS:
         changes = diff.of(*verdicts)
         if changes:
-            lines += [f"## {title}", "", pd.DataFrame(_rows(changes)).to_markdown(index=False), ""]
+            lines += [f"## {title}", "", *_table(changes, fixed)]
     lines.append(f"A change is a regression when it is worse than both its threshold and {NOISE_SIGMAS:g}x the "
                  "runs' combined spread (noise: half the IQR of repeats, or the standard error), in percent "
                  f"of the base figure. Not gated (listed only): figures with fewer than {MIN_REPEATS} repeats in "
@@ -291,3 +326,25 @@ def render_json(diff: Diff, base_name: str, new_name: str) -> dict[str, Any]:
                          "new_status": c.new_status, "change_pct": c.change_pct, "threshold_pct": c.threshold_pct,
                          "noise_pct": c.noise_pct, "verdict": c.verdict, "why_not_gated": c.why_not_gated}
                         for c in diff.changes]}
+
+
+def write_diff(run: RunDir, markdown: str, data: dict[str, Any]) -> str:
+    """Write diff.md and diff.json into the judged run; the line that says where, and which earlier diff of
+    the run they replaced (a run keeps the last diff asked of it)."""
+    earlier = _earlier_diff(run)
+    md, js = run.path / "diff.md", run.path / "diff.json"
+    run.write_atomic(md, markdown)
+    run.write_atomic(js, json.dumps(data, indent=2))
+    return f"diff written to {md} and {js}" + (f", replacing {earlier}" if earlier else "")
+
+
+def _earlier_diff(run: RunDir) -> str | None:
+    """The diff a run already holds, as `the earlier diff (base X → new Y)`; None when it holds none."""
+    md, js = run.path / "diff.md", run.path / "diff.json"
+    if not md.exists() and not js.exists():
+        return None
+    try:
+        old = json.loads(js.read_text())
+        return f"the earlier diff (base {old['base']} → new {old['new']})"
+    except (OSError, ValueError, KeyError, TypeError):  # only diff.md, or a diff.json of an unknown shape
+        return "an earlier diff"
