@@ -83,7 +83,7 @@ def resolve_model(ref: ModelRef, suite: Suite, device: str) -> ResolvedModel:
     where = f"models[{index}]" if index is not None else f"models: {ref.name!r}:"
     try:
         spec, checkpoint_format = model_spec(ref.name, ref.zoo_name, ref.path, ref.hf_id, ref.tokenizer,
-                                             ref.overrides)
+                                             ref.overrides, ref.lender)
         check_overrides(spec.arch, ref.overrides)  # again: an hf_id's architecture may be known only now
     except CheckpointError as exc:
         raise UserError(f"{where}{'.' if index is not None else ' '}{exc}") from None

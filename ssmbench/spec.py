@@ -68,7 +68,7 @@ class ModelRef(Strict):
             raise ValueError(f"name: unknown model {self.name!r}{did_you_mean(self.name, MODELS)}; a checkpoint "
                              "of your own needs its `path:` (a local directory) or `hf_id:`")
         try:
-            arch = known_checkpoint_arch(self.path, self.hf_id, self.zoo_name)  # None: not knowable offline yet
+            arch = known_checkpoint_arch(self.path, self.hf_id, self.zoo_name, self.lender)  # None: not knowable yet
             arch = arch or (MODELS[self.zoo_name].arch if self.zoo_name else None)
             if arch is not None:
                 check_overrides(arch, self.overrides)
@@ -81,6 +81,12 @@ class ModelRef(Strict):
         """The zoo entry this model borrows from (`base`, or a name of the zoo), or None for a checkpoint of
         one's own."""
         return self.base or (self.name if self.name in MODELS else None)
+
+    @property
+    def lender(self) -> str:
+        """The field that names `zoo_name`: the one an error blames when the checkpoint is of another
+        architecture."""
+        return "base" if self.base else "name"
 
 
 class Launch(Strict):

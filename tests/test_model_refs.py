@@ -254,15 +254,16 @@ def validate(tmp_path: Path, models: list) -> tuple[int, str]:
     return result.exit_code, result.stderr
 
 
-@pytest.mark.parametrize("case", ["missing", "file", "empty", "llama", "mismatch"])
+@pytest.mark.parametrize("case", ["missing", "file", "empty", "llama", "mismatch", "named"])
 def test_bad_paths_fail_validate_in_one_line(tmp_path: Path, checkpoint: Path, case: str) -> None:
     target = {"missing": tmp_path / "nonexistent" / "dir", "file": tmp_path / "weights.bin",
-              "empty": tmp_path / "empty", "llama": tmp_path / "llama", "mismatch": checkpoint}[case]
+              "empty": tmp_path / "empty", "llama": tmp_path / "llama"}.get(case, checkpoint)
     (tmp_path / "weights.bin").write_bytes(b"")
     (tmp_path / "empty").mkdir()
     (tmp_path / "llama").mkdir()
     (tmp_path / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    entry = {"name": "x", "path": str(target)} | ({"base": "mamba-130m"} if case == "mismatch" else {})
+    entry = {"name": "mamba-130m" if case == "named" else "x", "path": str(target)}
+    entry |= {"base": "mamba-130m"} if case == "mismatch" else {}
     code, err = validate(tmp_path, ["gpt2", entry])
     expected = {
         "missing": f"models[1].path: {target}: no such directory",
@@ -270,7 +271,10 @@ def test_bad_paths_fail_validate_in_one_line(tmp_path: Path, checkpoint: Path, c
         "empty": f"models[1].path: {target}: no config.json in this directory",
         "llama": f"models[1].path: {target}: model_type 'llama' of its config.json is not supported "
                  "(supported: gpt2, gpt_neox, opt, gpt_neo, gptj, rwkv, mamba, mamba2, falcon_h1)",
-        "mismatch": f"models[1].path: {target} holds a gpt2 checkpoint, but 'mamba-130m' is a mamba model",
+        "mismatch": f"models[1].base: 'mamba-130m' is a mamba model of the zoo, but `path: {target}` holds a gpt2 "
+                    "checkpoint; drop `base:`, or give a gpt2 model of the zoo",
+        "named": f"models[1].name: 'mamba-130m' is a mamba model of the zoo, but `path: {target}` holds a gpt2 "
+                 "checkpoint; name it otherwise",
     }[case]
     line = " ".join(err.split())  # rich wraps long lines
     assert code == 2 and line.startswith(f"error: {tmp_path / 's.yaml'}: {expected}"), err
@@ -302,6 +306,8 @@ def test_validate_refuses_an_uncached_hub_id_as_run_does(tmp_path: Path, checkpo
         "download it first (`hf download someone/else`)"), err
     assert "Traceback" not in err
     # the process is as it was: no offline switch left behind for what runs next in it
+    """Each fault is blamed on its field: a Mamba zoo entry lent by `base:` to a GPT-2 checkpoint is the
+    fault of `base:` (it said "name it otherwise"), one lent by the model's name is the name's."""
     assert hub.PROBE_FAILED_VAR not in os.environ and "HF_HUB_OFFLINE" not in os.environ
 
 

@@ -97,18 +97,21 @@ def _from_mamba_ssm(config: dict[str, Any]) -> dict[str, Any]:
             "chunk_size": int(ssm.get("chunk_size", 256))}
 
 
-def _architecture_of(field: str, source: str, raw: dict[str, Any], zoo_name: str | None
+def _architecture_of(field: str, source: str, raw: dict[str, Any], zoo_name: str | None, lender: str = "name"
                      ) -> tuple[str, dict[str, Any], Format]:
     """checkpoint_architecture, with errors that name the suite field, and checked against the zoo entry
-    the model borrows from (a checkpoint is what its config says, whatever it is named)."""
+    the model borrows from (a checkpoint is what its config says, whatever it is named). `lender` is the
+    field that names that entry, `base` or `name`: the one to change when the two disagree."""
     try:
         arch, config, fmt = checkpoint_architecture(raw)
     except CheckpointError as exc:
         raise CheckpointError(f"{field}: {source}: {exc}") from None
     zoo = MODELS.get(zoo_name) if zoo_name else None
     if zoo is not None and zoo.arch != arch:
-        raise CheckpointError(f"{field}: {source} holds a {arch} checkpoint, but {zoo_name!r} is a {zoo.arch} model "
-                              "of the zoo; name it otherwise (its architecture comes from its config.json)")
+        fix = f"drop `base:`, or give a {arch} model of the zoo" if lender == "base" else "name it otherwise"
+        raise CheckpointError(f"{lender}: {zoo_name!r} is a {zoo.arch} model of the zoo, but `{field}: {source}` "
+                              f"holds a {arch} checkpoint; {fix} (the architecture comes from the checkpoint's "
+                              "config.json)")
     return arch, config, fmt
 
 
@@ -120,22 +123,23 @@ def _local_config(path: str) -> dict[str, Any]:
         raise CheckpointError(f"path: {exc}") from None
 
 
-def known_checkpoint_arch(path: str | None, hf_id: str | None, zoo_name: str | None) -> str | None:
+def known_checkpoint_arch(path: str | None, hf_id: str | None, zoo_name: str | None, lender: str = "name"
+                          ) -> str | None:
     """What a suite can check offline, when it is read: a `path:` must be a checkpoint directory of a supported
     architecture (CheckpointError "path: ..." otherwise); an `hf_id:` is checked the same way when its
     config.json is in the cache. The architecture, or None when there is no checkpoint to read yet."""
     if path is not None:
-        return _architecture_of("path", path, _local_config(path), zoo_name)[0]
+        return _architecture_of("path", path, _local_config(path), zoo_name, lender)[0]
     if hf_id is not None:
         from ssmbench.models import hub
 
         raw = hub.hub_config(hf_id, download=False)
-        return _architecture_of("hf_id", hf_id, raw, zoo_name)[0] if raw is not None else None
+        return _architecture_of("hf_id", hf_id, raw, zoo_name, lender)[0] if raw is not None else None
     return None
 
 
 def model_spec(name: str, zoo_name: str | None, path: str | None, hf_id: str | None, tokenizer: str | None,
-               overrides: dict[str, Any]) -> tuple[ModelSpec, Format | None]:
+               overrides: dict[str, Any], lender: str = "name") -> tuple[ModelSpec, Format | None]:
     """The spec of a suite's model and the format of its checkpoint (None for the zoo's own).
 
     A `path:` or `hf_id:` checkpoint is what its config.json says: architecture, family and sizes are its own,
@@ -157,7 +161,7 @@ def model_spec(name: str, zoo_name: str | None, path: str | None, hf_id: str | N
     fmt: Format | None = None
     if raw is not None:
         arch, config, fmt = _architecture_of("path" if path is not None else "hf_id", path or hf_id or "", raw,
-                                             zoo_name)
+                                             zoo_name, lender)
         spec = ModelSpec(name, arch, config, 0,  # nominal size unknown: n_params in records says
                          tokenizer=zoo.tokenizer if zoo is not None else None,
                          notes=f"checkpoint {path or hf_id}, architecture from its config.json")
