@@ -51,7 +51,8 @@ class ListWhat(StrEnum):
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a UserError into one red line on stderr and exit code 2 (no traceback)."""
+    """Turn a UserError into one red line on stderr (one per fault, when it names several) and exit code 2
+    (no traceback)."""
 
     from rich.markup import escape
 
@@ -60,7 +61,8 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            console.err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # "ssmbench[ray]" is no markup
+            for line in str(exc).splitlines():  # "ssmbench[ray]" is no markup
+                console.err.print(f"[red]error:[/] {escape(line)}", soft_wrap=True)
             raise typer.Exit(2) from None
         except OSError as exc:  # the storage refused a write the run's own writers do not wrap (a plot, a dir)
             if exc.errno not in STORAGE_ERRNOS:
