@@ -138,7 +138,7 @@ def compare(
 
     spec, _ = load_suite(suite)
     spec = apply_overrides(spec, models, device.value if device else None, weights.value if weights else None,
-                           limit=limit)
+                           limit=limit, models_from="compare")
     _run_suite(spec, out, dry_run)
 
 
@@ -307,7 +307,7 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="models, tasks or suites
         from ssmbench.spec import load_suite, packaged_suites_dir
 
         table = RichTable("suite", "file", "description")
-        for path in sorted(packaged_suites_dir().glob("*.yaml")):
+        for path in sorted(packaged_suites_dir().glob("*.yaml")):  # named as `run` and `validate` take them
             spec, _ = load_suite(path)
             table.add_row(spec.name, str(path), spec.description.strip().splitlines()[0] if spec.description else "")
     console.out.print(table)
