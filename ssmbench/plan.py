@@ -21,9 +21,10 @@ from ssmbench.zoo import MODELS, ResolvedModel, is_tiny
 
 def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: str | None = None,
                     weights: str | None = None, tasks: Sequence[str] | None = None,
-                    limit: float | None = None) -> Suite:
+                    limit: float | None = None, models_from: str = "--models") -> Suite:
     """The suite as the command line adjusts it: another model list, a subset of tasks, the device, the
-    weights of every model, or the documents per zero-shot task (`limit`)."""
+    weights of every model, or the documents per zero-shot task (`limit`). `models_from` is what the user
+    typed the models as (`run --models`, or `compare`'s arguments), for errors about them."""
     if limit is not None:
         suite = with_zero_shot_limit(suite, limit)
     update: dict[str, Any] = {}
@@ -37,7 +38,7 @@ def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: s
         known = {m.name: m for m in suite.models}
         for name in models:
             if name not in known and name not in MODELS:
-                raise UserError(f"--models: unknown model {name!r}"
+                raise UserError(f"{models_from}: unknown model {name!r}"
                                 f"{did_you_mean(name, dict.fromkeys([*known, *MODELS]))}")
         update["models"] = [known.get(n) or ModelRef(name=n) for n in models]
         # A task the suite restricted to other models is dropped, not widened to these; so is a task that
@@ -46,7 +47,7 @@ def apply_overrides(suite: Suite, models: Sequence[str] | None = None, device: s
                     for t in suite.tasks if t.uses_models]
         update["tasks"] = [t for t in narrowed if t.models is None or t.models]
         if not update["tasks"]:
-            raise UserError(f"--models: no task of suite {suite.name!r} runs on {', '.join(models)}")
+            raise UserError(f"{models_from}: no task of suite {suite.name!r} runs on {', '.join(models)}")
     if weights:
         update["models"] = [m.model_copy(update={"weights": weights}) for m in update.get("models", suite.models)]
     if device:

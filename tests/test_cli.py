@@ -273,6 +273,13 @@ def test_compare_dry_run_refuses_quality_on_random_weights(tmp_path: Path):
     assert not (tmp_path / "out").exists()
 
 
+def test_compare_names_the_models_as_they_were_typed(tmp_path: Path):
+    """`compare tiny-mamba tiny-pyhtia` said "--models: unknown model", an option nobody typed."""
+    result = invoke("compare", "tiny-mamba", "tiny-pyhtia", "--dry-run", "--out", tmp_path / "out")
+    assert_user_error(result, "error: compare: unknown model 'tiny-pyhtia' (did you mean 'tiny-pythia'")
+    assert "--models" not in result.stderr
+
+
 def test_compare_prints_models_side_by_side(tmp_path: Path):
     suite = tmp_path / "cmp.yaml"
     suite.write_text(yaml.safe_dump({
