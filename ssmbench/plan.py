@@ -15,6 +15,7 @@ from ssmbench.errors import JobError, UserError, did_you_mean
 from ssmbench.jobs import Job, Plan, TaskBase
 from ssmbench.kinds import get_kind
 from ssmbench.models import choose_backend
+from ssmbench.models.tokenizers import tokenizer_problem
 from ssmbench.spec import ModelRef, Suite
 from ssmbench.zoo import MODELS, ResolvedModel, is_tiny
 
@@ -80,14 +81,12 @@ def resolve_model(ref: ModelRef, suite: Suite, device: str) -> ResolvedModel:
     (models.checkpoints.model_spec); a zoo model is its zoo entry, with the suite's overrides and tokenizer."""
     from ssmbench.models.checkpoints import CheckpointError, check_overrides, model_spec
 
-    index = next((i for i, m in enumerate(suite.models) if m.name == ref.name), None)
-    where = f"models[{index}]" if index is not None else f"models: {ref.name!r}:"
     try:
         spec, checkpoint_format = model_spec(ref.name, ref.zoo_name, ref.path, ref.hf_id, ref.tokenizer,
                                              ref.overrides, ref.lender)
         check_overrides(spec.arch, ref.overrides)  # again: an hf_id's architecture may be known only now
     except CheckpointError as exc:
-        raise UserError(f"{where}{'.' if index is not None else ' '}{exc}") from None
+        raise UserError(f"{_model_field(suite, ref.name)}{exc}") from None
     weights = ref.weights or suite.defaults.weights
     if is_tiny(spec) and not (ref.path or ref.hf_id):
         weights = "random"  # tiny models exist only as random initialisations
@@ -101,6 +100,12 @@ def resolve_model(ref: ModelRef, suite: Suite, device: str) -> ResolvedModel:
                          backend=ref.backend, path=ref.path, hf_id=ref.hf_id, seed=suite.defaults.seed,
                          require_fused=suite.require_fused_kernels, tokenizer=ref.tokenizer,
                          checkpoint_format=checkpoint_format)
+
+
+def _model_field(suite: Suite, name: str) -> str:
+    """Where a model's fields are in the suite, to lead an error about one: 'models[1].'."""
+    index = next((i for i, m in enumerate(suite.models) if m.name == name), None)
+    return f"models[{index}]." if index is not None else f"models: {name!r}: "
 
 
 def build_plan(suite: Suite, device: str) -> Plan:
@@ -141,6 +146,9 @@ def _job(task: TaskBase, model: ResolvedModel | None, suite: Suite, device: str,
     if kind.quality and model.weights == "random" and not suite.smoke_test:
         job.skip_reason = (f"{task.kind} on random weights measures nothing; use pretrained weights, "
                            "or set `smoke_test: true` in the suite to exercise the pipeline anyway")
+    elif kind.runner.reads_text and (problem := tokenizer_problem(
+            model, f", and task {task.task_name!r} feeds the model text")):  # said now, not when the job runs
+        raise UserError(f"{_model_field(suite, model.name)}{problem}")
     return job
 
 

@@ -102,6 +102,52 @@ def test_the_suite_tokenizer_wins_and_a_checkpoint_without_one_falls_back_to_its
         load_model(ref).tokenizer()
 
 
+def text_suite(tmp_path: Path, model: dict) -> Path:
+    """A suite that feeds `model` text (generate) and measures its memory, which reads no text."""
+    file = tmp_path / "gen.yaml"
+    file.write_text(yaml.safe_dump({"name": "gen", "defaults": {"device": "cpu"}, "models": [model], "tasks": [
+        {"kind": "generate", "name": "continue", "prompts": {"a": "the cat"}, "max_new_tokens": 2},
+        {"kind": "memory", "batch_sizes": [1], "prompt_lengths": [8], "new_tokens": 2}]}))
+    return file
+
+
+def test_a_text_task_on_a_checkpoint_without_a_tokenizer_is_refused_before_it_runs(tmp_path: Path) -> None:
+    """validate passed a generate suite whose `path:` holds no tokenizer, and run then failed every point:
+    both refuse it now, naming the field, the task and the fix; a tokenizer from `tokenizer:` or `base:`
+    passes, and a `tokenizer:` directory that is not there is refused too."""
+    from ssmbench.cli import app
+
+    bare = save_checkpoint(tmp_path / "bare", tokenizer=False)
+    file = text_suite(tmp_path, {"name": "mine", "path": str(bare)})
+    expected = (f"models[0].path: {bare} holds no tokenizer (none of tokenizer.json, tokenizer_config.json, "
+                "tokenizer.model, vocab.json), and task 'continue' feeds the model text; set `tokenizer:` (a hub id, "
+                "a directory, or bytes)")
+    result = CliRunner().invoke(app, ["validate", str(file)])
+    assert result.exit_code == 2 and result.stderr.splitlines() == [f"error: {file}: {expected}"], result.output
+    result = CliRunner().invoke(app, ["run", str(file), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.stderr.splitlines() == [f"error: {expected}"], result.output
+    assert not (tmp_path / "out").exists()
+    for lent in ({"tokenizer": "bytes"}, {"base": "tiny-gpt2"}):
+        result = CliRunner().invoke(app, ["validate", str(text_suite(tmp_path, {"name": "mine", "path": str(bare)}
+                                                                         | lent))])
+        assert result.exit_code == 0, result.output
+    gone = tmp_path / "no-tokenizer-here"
+    file = text_suite(tmp_path, {"name": "mine", "path": str(bare), "tokenizer": str(gone)})
+    result = CliRunner().invoke(app, ["validate", str(file)])
+    assert result.exit_code == 2 and result.stderr.splitlines() == [
+        f"error: {file}: models[0].tokenizer: {gone}: no such directory, and task 'continue' feeds the model "
+        "text"], result.output
+
+
+def test_records_of_a_checkpoint_without_a_tokenizer_name_none(tmp_path: Path) -> None:
+    """Its records named the checkpoint's directory, which holds no tokenizer, as their tokenizer."""
+    bare = save_checkpoint(tmp_path / "bare", tokenizer=False)
+    (ref,) = resolved([{"name": "mine", "path": str(bare)}])
+    assert load_model(ref).identity()["tokenizer"] is None
+    (ref,) = resolved([{"name": "mine", "base": "tiny-gpt2", "path": str(bare)}])
+    assert load_model(ref).identity()["tokenizer"] == "bytes"  # the base's, which its text goes through
+
+
 # --- (2) a checkpoint without a zoo name; what records say was loaded ---------------------------------------
 
 def test_a_model_directory_without_a_zoo_name_is_what_its_config_says(checkpoint: Path, tmp_path: Path) -> None:
@@ -256,6 +302,8 @@ def validate(tmp_path: Path, models: list) -> tuple[int, str]:
 
 @pytest.mark.parametrize("case", ["missing", "file", "empty", "llama", "mismatch", "named"])
 def test_bad_paths_fail_validate_in_one_line(tmp_path: Path, checkpoint: Path, case: str) -> None:
+    """Each fault is blamed on its field: a Mamba zoo entry lent by `base:` to a GPT-2 checkpoint is the
+    fault of `base:` (it said "name it otherwise"), one lent by the model's name is the name's."""
     target = {"missing": tmp_path / "nonexistent" / "dir", "file": tmp_path / "weights.bin",
               "empty": tmp_path / "empty", "llama": tmp_path / "llama"}.get(case, checkpoint)
     (tmp_path / "weights.bin").write_bytes(b"")
@@ -306,8 +354,6 @@ def test_validate_refuses_an_uncached_hub_id_as_run_does(tmp_path: Path, checkpo
         "download it first (`hf download someone/else`)"), err
     assert "Traceback" not in err
     # the process is as it was: no offline switch left behind for what runs next in it
-    """Each fault is blamed on its field: a Mamba zoo entry lent by `base:` to a GPT-2 checkpoint is the
-    fault of `base:` (it said "name it otherwise"), one lent by the model's name is the name's."""
     assert hub.PROBE_FAILED_VAR not in os.environ and "HF_HUB_OFFLINE" not in os.environ
 
 

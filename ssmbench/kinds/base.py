@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 from ssmbench.jobs import Job, Point, TaskBase, TaskT
 from ssmbench.measure import free_memory
@@ -55,6 +55,9 @@ class JobContext:
 
 class Runner(ABC, Generic[TaskT]):
     """Measures one job's points. `self.task` is the job's task, typed by the kind."""
+
+    # Feeds the model text through its tokenizer: a model with none is refused when the plan is built.
+    reads_text: ClassVar[bool] = False
 
     def __init__(self, job: Job[TaskT], context: JobContext):
         self.job, self.task, self.context = job, job.task, context
@@ -156,6 +159,8 @@ class TextRunner(ModelRunner[TaskT]):
     """A runner that feeds the model text and reads what it writes (phonebook, generate): the model's own
     tokenizer, loaded once, and prompts checked against the model's context before they are decoded. The
     task has `max_new_tokens` and `cuda_graphs`."""
+
+    reads_text = True
 
     @classmethod
     def needs(cls, task: TaskT, model: ResolvedModel | None, device: str) -> list[str]:

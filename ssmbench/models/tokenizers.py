@@ -37,15 +37,41 @@ def byte_tokenizer() -> Any:
 
 def tokenizer_source(ref: ResolvedModel) -> str | None:
     """Which tokenizer a model uses: the suite's `tokenizer:`; else the checkpoint's own, when a `path:` or
-    `hf_id:` checkpoint has one; else the zoo entry's (the tokenizer of `base:`); else the checkpoint, whose
-    tokenizer is then missing (load_tokenizer says so)."""
+    `hf_id:` checkpoint has one; else the zoo entry's (the tokenizer of `base:`); else a hub checkpoint's
+    repository, which may still hold one (load_tokenizer finds out). None: a `path:` checkpoint with no
+    tokenizer and nothing to fall back on; its records name no tokenizer rather than that directory."""
     if ref.tokenizer:
         return ref.tokenizer
     if ref.path and has_tokenizer_files(ref.path):
         return ref.path
     if ref.hf_id and _hub_has_tokenizer(ref.hf_id):
         return ref.hf_id
-    return ref.spec.tokenizer or ref.path or ref.hf_id or ref.hf_source
+    return ref.spec.tokenizer or (None if ref.path else ref.hf_id or ref.hf_source)
+
+
+def tokenizer_problem(ref: ResolvedModel, needed_by: str = "") -> str | None:
+    """Why the model's text would find no tokenizer, as far as the disk can tell before anything runs, as
+    '<suite field>: <what is wrong><needed_by>; <the fix>', or None. A hub checkpoint's own repository is
+    not asked here (that takes the network): loading it says what is missing."""
+    if ref.hf_id and not ref.tokenizer:
+        return None
+    return _local_problem(ref, tokenizer_source(ref), needed_by)
+
+
+def _local_problem(ref: ResolvedModel, source: str | None, needed_by: str = "") -> str | None:
+    fix = "set `tokenizer:` (a hub id, a directory, or bytes)"
+    files = ", ".join(TOKENIZER_FILES)
+    if source is None and ref.path:
+        return f"path: {ref.path} holds no tokenizer (none of {files}){needed_by}; {fix}"
+    if source is None:
+        return f"tokenizer: none is known for this model{needed_by}; {fix} or give a `path:` that holds one"
+    if source == BYTES_TOKENIZER or not _is_local(source):
+        return None
+    if not os.path.isdir(os.path.expanduser(source)):
+        return f"tokenizer: {source}: no such directory{needed_by}"
+    if not has_tokenizer_files(source):
+        return f"tokenizer: {source} holds no tokenizer (none of {files}){needed_by}; {fix}"
+    return None
 
 
 def _hub_has_tokenizer(repo_id: str) -> bool:
@@ -73,19 +99,15 @@ def load_tokenizer(ref: ResolvedModel) -> Any:
     source = tokenizer_source(ref)
     if source == BYTES_TOKENIZER:
         return byte_tokenizer()
-    if source is None:
-        raise JobError(f"model {ref.name!r}: no tokenizer is known; set `tokenizer:` (a hub id, a directory, "
-                       "or bytes) or give a `path:` that holds one")
+    problem = _local_problem(ref, source)
+    if problem is not None:
+        raise JobError(f"model {ref.name!r}: {problem}")
+    assert source is not None  # a missing one is a problem
     from transformers import AutoTokenizer
 
     from ssmbench.models import hub
 
     if _is_local(source):
-        if not os.path.isdir(os.path.expanduser(source)):
-            raise JobError(f"model {ref.name!r}: tokenizer {source}: no such directory")
-        if not has_tokenizer_files(source):
-            raise JobError(f"model {ref.name!r}: the checkpoint at {source} holds no tokenizer (none of "
-                           f"{', '.join(TOKENIZER_FILES)}); set `tokenizer:` (a hub id, a directory, or bytes)")
         try:
             return AutoTokenizer.from_pretrained(source, trust_remote_code=ref.trust_remote_code)
         except (OSError, ValueError) as exc:

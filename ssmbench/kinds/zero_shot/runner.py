@@ -156,6 +156,8 @@ def missing_dataset_error(task: str, include_path: str | None, exc: Exception) -
 
 
 class ZeroShotRunner(ModelRunner[ZeroShotTask]):
+    reads_text = True
+
     @classmethod
     def points(cls, task: ZeroShotTask, model: ResolvedModel | None, device: str) -> list[Point]:
         return [point(lm_eval_task=name) for name in dict.fromkeys(task.tasks)]
