@@ -309,7 +309,7 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="models, tasks or suites
         table = RichTable("suite", "file", "description")
         for path in sorted(packaged_suites_dir().glob("*.yaml")):  # named as `run` and `validate` take them
             spec, _ = load_suite(path)
-            table.add_row(spec.name, str(path), spec.description.strip().splitlines()[0] if spec.description else "")
+            table.add_row(path.stem, str(path), spec.description.strip().splitlines()[0] if spec.description else "")
     console.out.print(table)
 
 

@@ -197,14 +197,24 @@ def packaged_suites_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "suites"
 
 
+def packaged_suite(name: str) -> Path | None:
+    """A packaged suite by the name `ssmbench list suites` prints, its file's stem (`train_speed`), or by the
+    `name:` written inside it, which spells some with hyphens (`train-speed`, the name of its results)."""
+    for stem in dict.fromkeys((name, name.replace("-", "_"))):
+        path = packaged_suites_dir() / f"{stem}.yaml"
+        if path.is_file():
+            return path
+    return None
+
+
 def find_suite_file(path_or_name: str | Path) -> Path:
     """A path as given if it exists, else a packaged suite by name (`smoke`, `compare.yaml`)."""
     path = Path(path_or_name)
     if path.is_file():
         return path
     stem = path.name.removesuffix(".yaml").removesuffix(".yml")
-    packaged = packaged_suites_dir() / f"{stem}.yaml"
-    if packaged.is_file() and (path.parent == Path(".") or path.parent.name == "suites"):
+    packaged = packaged_suite(stem)
+    if packaged is not None and (path.parent == Path(".") or path.parent.name == "suites"):
         return packaged
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.yaml"))

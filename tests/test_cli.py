@@ -126,11 +126,21 @@ def test_list_tasks():
         assert kind in result.stdout
 
 
-def test_list_suites():
+def test_list_suites_prints_the_names_run_and_validate_take(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`list suites` printed each suite's `name:` (train-speed), which `run` refused (it took train_speed):
+    it prints the name `run` takes, every one of them is taken, and so is the `name:` spelling."""
+    monkeypatch.chdir(tmp_path)  # names, not paths: nothing here to find but the packaged suites
     result = invoke("list", "suites")
     assert result.exit_code == 0
-    for path in sorted((REPO / "suites").glob("*.yaml")):
-        assert load_suite(path)[0].name in result.stdout
+    printed = [line.split("│")[1].strip() for line in result.stdout.splitlines() if line.startswith("│ ")]
+    names = [n for n in printed if n]  # a description's continuation lines leave the first cell empty
+    assert names == sorted(p.stem for p in (REPO / "suites").glob("*.yaml"))
+    assert "train_speed" in names and "train-speed" not in names
+    checked = invoke("validate", *names, "train-speed", "synthetic-mixers-cpu", "hybrid-recall")
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout.count("ok ") == len(names) + 3
+    dry = invoke("run", "train-speed", "--device", "cpu", "--dry-run", "--out", tmp_path / "out")
+    assert dry.exit_code == 0, dry.output
 
 
 def test_list_something_else_is_a_usage_error():

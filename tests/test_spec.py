@@ -244,6 +244,10 @@ def test_find_suite_file_finds_packaged_suites(tmp_path: Path, monkeypatch: pyte
     assert load_suite("smoke.yaml")[0].name == "mine"
     with pytest.raises(UserError, match=r"smok: no such suite file \(did you mean 'smoke'\?\)"):
         find_suite_file("smok")
+    # A packaged suite by its file's name or by the `name:` inside it, which some spell with hyphens.
+    train_speed = packaged_suites_dir() / "train_speed.yaml"
+    assert find_suite_file("train_speed") == find_suite_file("train-speed") == train_speed
+    assert load_suite("train-speed")[0].name == "train-speed"
 
 
 # --- command-line overrides ---------------------------------------------------------------------------
