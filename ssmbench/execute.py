@@ -50,6 +50,7 @@ def execute(plan: Plan, run: RunDir, launcher: Launcher | None = None) -> RunSum
     attempts = point_attempts(records)
     works = pending_work(plan, run, attempts)
     _say_what_is_redone(works, incomplete_points(records), run.torn_points)
+    _say_backend_notes(works)
     already = plan.n_points - sum(len(w.points) for w in works)
     if already:
         console.note(f"resuming: {already} of {plan.n_points} points already done")
@@ -67,6 +68,15 @@ def execute(plan: Plan, run: RunDir, launcher: Launcher | None = None) -> RunSum
         except KeyboardInterrupt as stop:
             summary.interrupted, summary.terminated = True, isinstance(stop, Terminated)
     return summary
+
+
+def _say_backend_notes(works: list[Work]) -> None:
+    """Each model's kernel note ("fused Mamba kernels unavailable ...; running transformers' PyTorch path")
+    once, before its jobs run: it is the model's, the same for every task, and every record says the path
+    that ran (`kernel`). Said here by the driver, not by each job's worker, so that a suite of five tasks
+    does not repeat it five times."""
+    for note in dict.fromkeys(w.job.backend_note for w in works if w.job.backend_note and not w.job.skip_reason):
+        console.note(note)
 
 
 def _say_what_is_redone(works: list[Work], incomplete: dict[tuple[str, str], tuple[int, int]],

@@ -97,8 +97,6 @@ def _set_up(runner: Runner[Any], pending: list[Point]) -> list[tuple[Point, list
     if job.skip_reason:
         console.note(f"{job.id}: skipped: {job.skip_reason}")
         return [(pt, [runner.record(pt, status="skipped", message=job.skip_reason)]) for pt in pending]
-    if job.backend_note:
-        console.note(job.backend_note)
     try:
         runner.setup()
     except KeyboardInterrupt:

@@ -82,8 +82,8 @@ def checkpoint_identity(ref: ResolvedModel, backend: str, module_arch: str | Non
 
 # transformers' Mamba says, for each of four functions, that it falls back to PyTorch because mamba_ssm or
 # causal_conv1d is missing: four lines per process (each memory point's own), where ssmbench says it once
-# per job ("fused Mamba kernels unavailable ...; running transformers' PyTorch path") and every record says
-# `kernel: hf-torch`. Dropped only where ssmbench has named that path (silence_mamba_fallback).
+# per model per run ("fused Mamba kernels unavailable ...; running transformers' PyTorch path") and every
+# record says `kernel: hf-torch`. Dropped only where ssmbench has named that path (silence_mamba_fallback).
 _MAMBA_FALLBACK = ("is falling back to its reference PyTorch implementation because `mamba_ssm`",
                    "is falling back to its reference PyTorch implementation because `causal_conv1d`")
 # The `kernels` package, offline, says for each flash-attention kernel of the hub that it skips a trust check
