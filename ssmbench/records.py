@@ -200,6 +200,18 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+# Why a CPU timing's spread is no measure of its precision, in the words `ssmbench diff` and the tables share:
+# two back-to-back runs of one commit on a 2-core machine gave figures 20% to 2x apart (+51% for one decode
+# rate) while each run's repeats agreed within a few percent (±0.2%).
+CPU_SWING = "runs swing more than repeats show"
+
+
+def is_cpu_timing(r: Record) -> bool:
+    """A figure timed on the CPU with repeats (not an estimate with a standard error): its spread is that of
+    one run's repeats, and a rerun moves it by far more (CPU_SWING)."""
+    return r.device == "cpu" and r.stderr is None and r.stats is not None and r.stats.n > 1
+
+
 def summarised(metric: str, samples: Sequence[float], unit: str, higher_is_better: bool) -> dict[str, Any]:
     """Record fields for repeated samples of one metric: the median as value, with the statistics."""
     stats = Stats.of(samples)

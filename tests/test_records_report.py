@@ -31,7 +31,7 @@ from ssmbench.records import (
     upgrade,
 )
 from ssmbench.report import build_tables, header_lines, integrity_warnings, render, write_report
-from ssmbench.report.tables import format_value, records_frame
+from ssmbench.report.tables import CPU_MARK, CPU_NOTE, format_value, records_frame
 from ssmbench.rundir import RunDir
 
 # --- records.jsonl --------------------------------------------------------------------------------------
@@ -385,6 +385,23 @@ def test_a_seed_the_slice_does_not_name_is_a_row_of_the_comparison():
     (_, table) = build_tables(records, all_kinds())
     assert [tuple(r) for r in table.frame.itertuples(index=False)] == [("decode_tok_s (tok/s)", 0, "100"),
                                                                          ("decode_tok_s (tok/s)", 1, "101")]
+
+
+# --- CPU timings ------------------------------------------------------------------------------------------
+
+def test_a_cpu_timing_is_marked_where_its_spread_is_shown():
+    assert format_value(257.0, 0.004, cpu_timing=True) == f"257 ±0.2%{CPU_MARK}"
+    assert format_value(569.0, 0.164, cpu_timing=True) == f"569 ±8.2%{CPU_MARK} ⚠"
+    assert format_value(257.0, None, cpu_timing=True) == "257"  # no spread shown, none claimed
+    cpu = [r.model_copy(update={"device": "cpu"}) for r in throughput_records()]
+    (_, table) = build_tables(cpu, all_kinds())
+    spreads = [cell for row in table.frame.itertuples(index=False) for cell in row[2:] if "±" in str(cell)]
+    assert spreads == ["100 ±5.0%†", "1,234 ±0.0%†", "5 ±5.0%†", "3 ±0.0%†"]
+    assert CPU_NOTE in table.notes and "runs swing more than repeats show" in CPU_NOTE
+    (_, gpu) = build_tables(throughput_records(), all_kinds())
+    assert CPU_NOTE not in gpu.notes and CPU_MARK not in gpu.frame.to_string()
+    accuracy = trec("m", 1, "acc", [0.5, 0.6, 0.7], "fraction", stderr=0.01).model_copy(update={"device": "cpu"})
+    assert records_frame([accuracy])["cpu_timing"].tolist() == [False]
 
 
 def test_csv_column_names_are_unique():

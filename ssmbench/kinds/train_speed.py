@@ -45,7 +45,7 @@ from ssmbench.kinds.base import Kind, Runner, SkipPoint
 from ssmbench.kinds.synthetic.task import Architecture, SyntheticName, check_task_params
 from ssmbench.models.mixers import mixer_family
 from ssmbench.records import Record, Stats, summarised
-from ssmbench.report.tables import Table, format_value
+from ssmbench.report.tables import Table, cpu_notes, format_figure
 from ssmbench.zoo import ResolvedModel
 
 Loop = Literal["ssmbench-graphs", "ssmbench-eager", "mamba_ssm-plain"]
@@ -314,7 +314,7 @@ def pack_table(task: str, frame: pd.DataFrame) -> Table:
         for k, column in zip(packs, columns, strict=True):
             r = value.get((order, k))
             failed = frame[(frame["slice.order"] == order) & (frame["slice.pack"] == k) & (frame["status"] != "ok")]
-            row[column] = format_value(r["value"], r.get("iqr_rel")) if r else (failed["status"].iloc[0].upper() if len(failed) else "")
+            row[column] = format_figure(r) if r else (failed["status"].iloc[0].upper() if len(failed) else "")
         rows.append(row)
     alone = value.get(("packed", 1)) or value.get(("one-after-another", 1))
     gain, wall = {"": "packed ÷ one after another"}, {"": "wall time ÷ one model's"}
@@ -334,7 +334,7 @@ def pack_table(task: str, frame: pd.DataFrame) -> Table:
              "wall time ÷ one model's: how much longer K packed models take than one alone for the same steps "
              "(K × the K = 1 rate ÷ the packed rate); 1× would be perfect overlap",
              f"kernel: {kernels}" + (f"; CUDA graph per model: {', '.join(sorted(graph))}" if graph else
-                                     "; eager steps (no CUDA graphs)")]
+                                     "; eager steps (no CUDA graphs)"), *cpu_notes(rates)]
     return Table(f"{task}: packed training, aggregate steps per second (batch {batch})",
                  pd.DataFrame(rows).reindex(columns=["", *columns]).fillna(""), notes, task)
 
@@ -352,7 +352,7 @@ def loops_table(task: str, frame: pd.DataFrame) -> Table:
             if r["status"] != "ok":
                 row[f"batch {batch}"] = "—" if r["status"] == "skipped" else r["status"].upper()
             elif r["metric"] == "steps_per_s":
-                row[f"batch {batch}"] = format_value(r["value"], r.get("iqr_rel"))
+                row[f"batch {batch}"] = format_figure(r)
                 row[f"× plain, batch {batch}"] = f"{r['value'] / plain[batch]:.2f}" if batch in plain else ""
         kernels = sorted(set(group["kernel"].dropna()))
         row["kernel"] = ", ".join(kernels)
@@ -361,7 +361,7 @@ def loops_table(task: str, frame: pd.DataFrame) -> Table:
     windows = sorted({int(n) for n in rates.get("n", pd.Series(dtype=float)).dropna()})
     notes = [f"Training steps per second (median of {', '.join(map(str, windows)) or 'no'} timed windows ± half "
              "their interquartile range); × plain = the rate over mamba_ssm's own model in a plain loop",
-             *(f"— {r['slice.loop']}: {r['message']}" for r in skipped.to_dict("records"))]
+             *(f"— {r['slice.loop']}: {r['message']}" for r in skipped.to_dict("records")), *cpu_notes(rates)]
     batches = sorted({int(b) for b in frame["slice.batch"].dropna()})
     columns = ["loop", "kernel", *(c for b in batches for c in (f"batch {b}", f"× plain, batch {b}"))]
     table = pd.DataFrame(rows).reindex(columns=columns).fillna("")

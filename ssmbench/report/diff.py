@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ssmbench.records import Record, RecordKey, latest_attempts
+from ssmbench.records import CPU_SWING, Record, RecordKey, is_cpu_timing, latest_attempts
 from ssmbench.rundir import RunDir
 
 DEFAULT_MAX_REGRESSION_PCT = 5.0
@@ -190,8 +190,8 @@ def _why_not_gated(r: Record) -> str | None:
         return "one measurement"
     if r.stats.n < MIN_REPEATS:
         return f"{r.stats.n} repeats"
-    if r.device == "cpu":
-        return "a CPU timing: runs swing more than repeats show"
+    if is_cpu_timing(r):
+        return f"a CPU timing: {CPU_SWING}"
     return None
 
 

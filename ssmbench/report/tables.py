@@ -8,14 +8,14 @@ or what happened instead: OOM (the paper's ✗), ERR, or — for a skipped point
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ssmbench.records import Record
+from ssmbench.records import CPU_SWING, Record, is_cpu_timing
 
 STATUS_CELL = {"oom": "OOM", "error": "ERR", "skipped": "—"}
 @dataclass
@@ -80,6 +80,7 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
                        iqr_rel=r.stats.relative_iqr if r.stats.n > 1 else None)
         row["err_below"], row["err_above"] = r.error_bar or (math.nan, math.nan)
         row["params"] = r.extra.get("params")
+        row["cpu_timing"] = is_cpu_timing(r)  # its ± is this run's only: format_figure marks it
         row["extra"] = r.extra  # whole, for views that need more than the parameter count
         rows.append(row)
     return pd.DataFrame(rows)
@@ -88,21 +89,39 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
 # A median whose repeats spread more than this (interquartile range over the median) is flagged unstable.
 UNSTABLE_IQR = 0.10
 UNSTABLE = "⚠"
+CPU_MARK = "†"  # after the ± of a CPU timing: the spread of this run's repeats, not of the figure
+CPU_NOTE = (f"{CPU_MARK} a CPU timing: its ± is the spread of this run's repeats only, and {CPU_SWING} (two "
+            "back-to-back runs of one commit on one CPU: figures 20% to 2x apart), so compare such figures within "
+            "one run and do not quote the ± as their precision")
 SPREAD_NOTE = (f"cells: median of n repeats ± half the interquartile range, relative to the median; {UNSTABLE} = "
                f"unstable, the repeats' interquartile range exceeds {UNSTABLE_IQR:.0%} of the median")
 
 
-def format_value(value: float | None, iqr_rel: float | None = None) -> str:
+def format_value(value: float | None, iqr_rel: float | None = None, cpu_timing: bool = False) -> str:
     """A median as a table prints it: 3 significant digits or thousands separators, with its spread (half
-    the interquartile range, relative) when there were repeats, flagged when that spread is large."""
+    the interquartile range, relative) when there were repeats, flagged when that spread is large, and
+    marked (CPU_MARK) when it is a CPU timing's, which a rerun exceeds by far."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     a = abs(value)
     text = (f"{value:,.0f}" if a >= 1000 else f"{value:.0f}" if a >= 100 else f"{value:.1f}" if a >= 10
             else f"{value:.3g}")
     if iqr_rel is not None and not math.isnan(iqr_rel) and value:
-        text += f" ±{50 * iqr_rel:.1f}%" + (f" {UNSTABLE}" if iqr_rel > UNSTABLE_IQR else "")
+        text += (f" ±{50 * iqr_rel:.1f}%" + (CPU_MARK if cpu_timing else "")
+                 + (f" {UNSTABLE}" if iqr_rel > UNSTABLE_IQR else ""))
     return text
+
+
+def format_figure(row: Mapping[str, Any]) -> str:
+    """A record's cell, from its row of records_frame: the value with its spread and marks."""
+    return format_value(row["value"], row.get("iqr_rel"), bool(row.get("cpu_timing")))
+
+
+def cpu_notes(frame: pd.DataFrame) -> list[str]:
+    """CPU_NOTE, for a table that shows the spread of a CPU timing (a cell that format_figure marked)."""
+    if "cpu_timing" not in frame or "iqr_rel" not in frame:
+        return []
+    return [CPU_NOTE] if (frame["cpu_timing"].astype(bool) & frame["iqr_rel"].notna()).any() else []
 
 
 def spread_notes(frame: pd.DataFrame) -> list[str]:
@@ -115,7 +134,7 @@ def spread_notes(frame: pd.DataFrame) -> list[str]:
     if len(unstable):
         notes.append(f"{UNSTABLE} unstable ({len(unstable)} of {frame['iqr_rel'].notna().sum()} figures): the repeats' "
                      f"interquartile range exceeds {UNSTABLE_IQR:.0%} of the median; rerun with more repeats")
-    return notes
+    return notes + cpu_notes(frame)
 
 
 def slice_columns(frame: pd.DataFrame) -> tuple[list[str], dict[str, Any]]:
@@ -152,8 +171,7 @@ def comparison_table(task: str, frame: pd.DataFrame, metric_order: Sequence[str]
     for row in frame.to_dict("records"):
         point = tuple(_slice_value(row, c) for c in varying)
         for metric in ([row["metric"]] if isinstance(row["metric"], str) else metrics or ["status"]):
-            cell = (STATUS_CELL[row["status"]] if row["status"] != "ok"
-                    else format_value(row["value"], row.get("iqr_rel")))
+            cell = STATUS_CELL[row["status"]] if row["status"] != "ok" else format_figure(row)
             cells.setdefault((metric, *point), {})[row["model"] or "-"] = cell
     order = {m: i for i, m in enumerate(metrics)}
     keys = sorted(cells, key=lambda k: (order.get(k[0], len(order)), *[_sort_key(v) for v in k[1:]]))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ssmbench.report.plots import Line, line_plot
-from ssmbench.report.tables import STATUS_CELL, Table, format_value, spread_notes
+from ssmbench.report.tables import STATUS_CELL, Table, format_figure, format_value, spread_notes
 
 SCAN, ATTENTION, REFERENCE = "selective_scan_cuda", "attention_sdpa", "scan_reference"
 SHORT = {SCAN: "scan", ATTENTION: "attention", REFERENCE: "reference"}
@@ -65,7 +65,7 @@ def _table(task: str, mode: str, d_inner: int, group: pd.DataFrame) -> Table:
         row |= {f"{SHORT[i]} GB/s": gb_cells.get((length, i), "") for i in impls}
         rows.append(row)
     first = group.iloc[0]
-    shape = f"B={first['slice.batch']}, N={first['slice.d_state']}, {first['dtype']}"
+    shape = f"B={int(first['slice.batch'])}, N={int(first['slice.d_state'])}, {first['dtype']}"  # not 4.0
     notes = [_kernels_note(group), crossover_note(ms), *claims_notes(ms), *spread_notes(group), *_failure_notes(group)]
     return Table(title=f"{task}: {mode}, D={d_inner} ({shape}): ms by sequence length",
                  frame=pd.DataFrame(rows), notes=[n for n in notes if n], task=task)
@@ -79,7 +79,7 @@ def _cells(group: pd.DataFrame, metric: str) -> dict[tuple[int, str], str]:
         if row["status"] != "ok":
             cells[key] = STATUS_CELL.get(row["status"], row["status"])
         elif row["metric"] == metric:
-            cells[key] = format_value(row["value"], row.get("iqr_rel"))
+            cells[key] = format_figure(row)
     return cells
 
 
