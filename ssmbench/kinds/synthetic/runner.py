@@ -11,8 +11,12 @@ weights are loaded and testing goes on.
 
 Records of the train point:
     train_steps, train_s, steps_per_s, train_tok_s   how long training took (tokens = batch x length)
-    final_loss, train_accuracy                        the last evaluation, at the training length
+    final_loss                                        the mean training loss over the last window of steps
+                                                      (the eval_every steps before the last evaluation)
+    train_accuracy                                    the last evaluation's validation accuracy at the
+                                                      training length (the name is kept for old records)
     validation_accuracy                               its mean over the validation lengths (each in extra)
+A diverged run has none of the last three.
     loss, accuracy (slice step=N)                     the curve, one pair per evaluation
 with how the run ended in `extra.outcome` (trained every step, stopped early, or collapsed at chance: then
 the message says from which step), and in extra whether it trained in a pack, what its CUDA graph held and

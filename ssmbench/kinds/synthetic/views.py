@@ -51,8 +51,9 @@ def synthetic_tables(task: str, frame: pd.DataFrame) -> list[Table]:
     too); the others show each model at its best learning rate."""
     sweep = lr_sweep_table(task, frame)
     every_run, frame = frame, best_of_sweep(frame)
-    tables = [length_table(task, frame)]
-    if _seeds(frame).nunique() > 1:
+    tested = "slice.seq_len" in frame and _evals(frame)["slice.seq_len"].notna().any()  # none yet: stopped after training
+    tables = [length_table(task, frame)] if tested else []
+    if tested and _seeds(frame).nunique() > 1:
         tables.append(seeds_table(task, frame))
     if sweep is not None:
         tables.append(sweep)
@@ -282,9 +283,8 @@ def _seeds(frame: pd.DataFrame) -> pd.Series:
 
 
 def seeds_table(task: str, frame: pd.DataFrame) -> Table:
-    """A row per model and seed, a column per test length, and how the seed ended: it holds HOLDS at every
-    length, learned the training length but did not extrapolate, did not learn, or collapsed at chance
-    (its training said so: extra.outcome). The notes count each kind of seed per model."""
+    """A row per model and seed, a column per test length, and how the seed ended (see _seed_outcome),
+    with the figure that decided it. The notes state the bar and count each kind of seed per model."""
     evals = _evals(frame).assign(_seed=_seeds(frame))
     lengths = sorted(int(v) for v in evals["slice.seq_len"].dropna().unique())
     outcomes = _training_outcomes(frame)
@@ -292,43 +292,56 @@ def seeds_table(task: str, frame: pd.DataFrame) -> Table:
     rows = []
     for (model, seed), group in _accuracy_rows(evals).groupby(["model", "_seed"], sort=False):
         by_length = {int(r["slice.seq_len"]): r for r in group.to_dict("records")}
+        kind, figure = _seed_outcome(by_length, train_len, outcomes.get((model, int(seed))))
         rows.append({"model": model, "seed": int(seed),
                      **{_len(n): _cell(by_length[n]) if n in by_length else "" for n in lengths},
-                     "outcome": _seed_outcome(by_length, train_len, outcomes.get((model, int(seed))))})
+                     "outcome": f"{kind} ({figure})" if figure else kind})
     summary = []
     for model in dict.fromkeys(r["model"] for r in rows):
         counts = Counter(_outcome_kind(r["outcome"]) for r in rows if r["model"] == model)
         total = sum(counts.values())
         parts = [f"{counts[o]} {o}" for o in SEED_OUTCOMES if counts[o] and o != HOLDS_ALL]
-        summary.append(f"{model}: {counts[HOLDS_ALL]} of {total} seeds hold {HOLDS:.0%} at every test length"
+        summary.append(f"{model}: {counts[HOLDS_ALL]} of {total} seeds {HOLDS_ALL}"
                        + (f"; {', '.join(parts)}" if parts else ""))
+    bar = (f"outcome: a seed holds a length at {HOLDS:.0%} accuracy or more; the figure in brackets is the one "
+           "that decided it (the seed's lowest length, or its accuracy at the training length)")
     return Table(f"{task}: accuracy by test length, each seed", pd.DataFrame(rows),
-                 ["Accuracy (%) of each seed's model on the same fixed examples", *summary], task)
+                 ["Accuracy (%) of each seed's model on the same fixed examples", bar, *summary], task)
 
 
-HOLDS_ALL = f"holds ≥ {HOLDS:.0%} everywhere"
-SEED_OUTCOMES = (HOLDS_ALL, "did not extrapolate", "did not learn", OUT_OF_TIME, COLLAPSED, DIVERGED)
+HOLDS_ALL = f"≥ {HOLDS:.0%} at every test length"
+TRAIN_LENGTH_ONLY = f"≥ {HOLDS:.0%} at the training length only"
+BELOW_AT_TRAIN = f"< {HOLDS:.0%} at the training length"
+SEED_OUTCOMES = (HOLDS_ALL, TRAIN_LENGTH_ONLY, BELOW_AT_TRAIN, OUT_OF_TIME, COLLAPSED, DIVERGED)
 
 
-def _seed_outcome(by_length: dict[int, dict], train_len: int | None, trained: str | None) -> str:
-    """One seed's verdict. Where its training says it diverged or collapsed at chance, that; else whether
-    it holds HOLDS at every test length, at the training length only (did not extrapolate), or not even
-    there: did not learn, or stopped at its time budget when that is how its training ended."""
+def _seed_outcome(by_length: dict[int, dict], train_len: int | None, trained: str | None) -> tuple[str, str]:
+    """One seed's verdict and the figure that decided it. Where its training says it diverged or collapsed
+    at chance, that; else whether it holds HOLDS at every test length, at the training length only (the
+    figure: its lowest length), or not even there (the figure: its accuracy there), counted as stopped at
+    its time budget when that is how its training ended. A seed at 98.4% is not "did not learn": the
+    verdict names the bar it missed and by how much."""
     if trained is not None and trained.startswith(DIVERGED):
-        return trained  # "diverged at step N (loss nan)": counted as DIVERGED
+        return trained, ""  # "diverged at step N (loss nan)": counted as DIVERGED
     if trained == COLLAPSED:
-        return COLLAPSED
-    if all(r["status"] == "ok" and r["value"] >= HOLDS for r in by_length.values()):
-        return HOLDS_ALL
-    at_train = by_length.get(train_len) if train_len is not None else None
-    if at_train is not None and at_train["status"] == "ok" and at_train["value"] >= HOLDS:
-        return "did not extrapolate"
-    return OUT_OF_TIME if trained == OUT_OF_TIME else "did not learn"
+        return COLLAPSED, ""
+    ran = {n: r for n, r in by_length.items() if r["status"] == "ok"}
+    if ran and len(ran) == len(by_length) and all(r["value"] >= HOLDS for r in ran.values()):
+        return HOLDS_ALL, ""
+    at_train = ran.get(train_len) if train_len is not None else None
+    if at_train is not None and at_train["value"] >= HOLDS:
+        lowest = min(ran, key=lambda n: ran[n]["value"]) if ran else None
+        figure = f"lowest {_percent(ran[lowest]['value'])}% at {_len(lowest)}" if lowest is not None and \
+            ran[lowest]["value"] < HOLDS else "a length it could not run"
+        return TRAIN_LENGTH_ONLY, figure
+    figure = f"{_percent(at_train['value'])}% at {_len(train_len)}" if at_train is not None else ""
+    return (OUT_OF_TIME if trained == OUT_OF_TIME else BELOW_AT_TRAIN), figure
 
 
 def _outcome_kind(outcome: str) -> str:
-    """The kind an outcome is counted as: a diverged run's outcome names its step and loss."""
-    return DIVERGED if outcome.startswith(DIVERGED) else outcome
+    """The kind an outcome is counted as: a diverged run's outcome names its step and loss, a seed's its
+    deciding figure in brackets."""
+    return next((kind for kind in SEED_OUTCOMES if outcome.startswith(kind)), outcome)
 
 
 def _training_outcomes(frame: pd.DataFrame) -> dict[tuple[str, int], str]:
@@ -411,6 +424,8 @@ def lr_sweep_table(task: str, frame: pd.DataFrame) -> Table | None:
     scores, diverged = _validation_scores(frame), _diverged_runs(frame)
     steps = frame[(frame["metric"] == "train_steps") & (frame["status"] == "ok")]
     runs = pd.concat([scores[["task", "model", "lr"]], diverged[["task", "model", "lr"]]]).drop_duplicates()
+    tests = _accuracy_rows(_evals(frame))
+    lengths = sorted(int(n) for n in tests["slice.seq_len"].dropna().unique()) if "slice.seq_len" in tests else []
     rows = []
     for task_name, model, lr in runs.itertuples(index=False):
         if (task_name, model) not in swept:
@@ -418,15 +433,24 @@ def lr_sweep_table(task: str, frame: pd.DataFrame) -> Table | None:
         ok = scores[(scores["task"] == task_name) & (scores["model"] == model) & (scores["lr"] == lr)]["score"]
         lost = diverged[(diverged["task"] == task_name) & (diverged["model"] == model) & (diverged["lr"] == lr)]
         trained = steps[(steps["model"] == model) & (steps["slice.lr"] == lr)]["value"]
+        at_lr = tests[(tests["model"] == model) & (tests["slice.lr"] == lr)]
         rows.append({"model": model, "lr": f"{lr:g}", "validation acc (%)": _sweep_cell(list(ok), len(lost)),
+                     **{f"test {_len(n)}": _test_cell(at_lr[at_lr["slice.seq_len"] == n]) for n in lengths},
                      "steps": f"{statistics.median(trained):,.0f}" if len(trained) else "",
                      "reported": "best" if best.get((task_name, model)) == lr else ""})
     notes = ["Validation accuracy (%) at the end of training, the mean over the validation lengths; median over "
              "seeds, range in brackets. The other tables show each model at its best learning rate (zoology "
              "reports the best of its sweep the same way)",
+             "test 2^k: accuracy (%) on the fixed test examples of that length, median over seeds (range), for "
+             "every learning rate: the rates not reported are shown here",
              "diverged: the training loss went non-finite (or past train.max_loss) and the run stopped; a "
              "learning rate at which any seed diverged is never reported as the best"]
     return Table(f"{task}: learning-rate sweep", pd.DataFrame(rows), notes, task)
+
+
+def _test_cell(rows: pd.DataFrame) -> str:
+    """One learning rate's test accuracy at one length over its seeds, as the length table writes it."""
+    return _across_seeds(rows.to_dict("records"))[0] if len(rows) else ""
 
 
 def _sweep_cell(scores: list[float], diverged: int) -> str:
@@ -438,12 +462,17 @@ def _sweep_cell(scores: list[float], diverged: int) -> str:
 
 
 def training_table(task: str, frame: pd.DataFrame) -> Table:
+    """A row per training run: how long it took, how it ended, and where it stood at its last evaluation.
+    The columns say what they are: the loss is the training loss of the last window of steps (not a
+    held-out loss, and not at the moment of the last accuracy), the accuracies are on the fixed validation
+    sets, at the training length and (where a run validates at several lengths) their mean."""
     train = frame[(frame["slice.phase"] == "train") & frame["slice.step"].isna()] if "slice.step" in frame else \
         frame[frame["slice.phase"] == "train"]
+    at = _len(_train_len(frame)) if _train_len(frame) else "the training length"
     metrics = [("train_steps", "steps"), ("train_s", "time (s)"), ("steps_per_s", "steps/s"),
-               ("train_tok_s", "tok/s"), ("final_loss", "final loss"), ("train_accuracy", "held-out acc (%)"),
-               ("validation_accuracy", "validation acc (%)")]
-    metrics = [(m, title) for m, title in metrics if m != "validation_accuracy" or (train["metric"] == m).any()]
+               ("train_tok_s", "tok/s"), ("final_loss", LAST_LOSS), ("train_accuracy", f"validation acc at {at} (%)")]
+    if _validates_beyond_training_length(train):
+        metrics.append(("validation_accuracy", "validation acc, mean over lengths (%)"))
     rows = []
     several_jobs = train.groupby("model")["job"].nunique().max() > 1 if len(train) else False
     for (model, job), group in train.groupby(["model", "job"], sort=False):
@@ -463,7 +492,22 @@ def training_table(task: str, frame: pd.DataFrame) -> Table:
         if isinstance(extra, dict) and "outcome" in extra:
             row["ended"] = extra["outcome"]  # trained every step, stopped early, at its time budget, collapsed, diverged
         rows.append(row)
-    return Table(f"{task}: training", pd.DataFrame(rows), _ended_notes(rows) + failure_notes(train), task)
+    notes = [f"{LAST_LOSS}: the mean training loss over the steps since the evaluation before the last (every "
+             "train.eval_every steps); a model that learned late in that window shows a loss above what its "
+             "accuracy suggests",
+             "validation acc: on the fixed validation sets at the run's last evaluation (the test tables use "
+             "other fixed examples)"]
+    return Table(f"{task}: training", pd.DataFrame(rows), notes + _ended_notes(rows) + failure_notes(train), task)
+
+
+LAST_LOSS = "train loss, last window"
+
+
+def _validates_beyond_training_length(train: pd.DataFrame) -> bool:
+    """Whether any run validated at more than its training length (then the mean over lengths differs
+    from the accuracy at the training length, and gets a column of its own)."""
+    extras = train[train["metric"] == "validation_accuracy"]["extra"]
+    return any(isinstance(e, dict) and len(e.get("by_length", {})) > 1 for e in extras)
 
 
 def _ended_notes(rows: list[dict]) -> list[str]:
