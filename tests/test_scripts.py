@@ -88,6 +88,7 @@ def test_a_packed_run_comes_back_whole_in_parts_the_device_can_return(tmp_path, 
     (run / "artifacts" / "job").mkdir(parents=True)
     (run / "records.jsonl").write_text('{"metric": "accuracy"}\n')
     (run / "run.lock").write_text("")
+    (run / "artifacts" / "job" / "train_state.pt.prev").write_bytes(b"older state")
     state = os.urandom(5000)  # incompressible, so that it needs several parts
     (run / "artifacts" / "job" / "train_state.pt").write_bytes(state)
     monkeypatch.setattr(lease, "PART_BYTES", 2000)
@@ -98,6 +99,7 @@ def test_a_packed_run_comes_back_whole_in_parts_the_device_can_return(tmp_path, 
     assert (back / "artifacts" / "job" / "train_state.pt").read_bytes() == state
     assert (back / "records.jsonl").read_text() == '{"metric": "accuracy"}\n'
     assert not (back / "run.lock").exists()  # the lock is the GPU machine's process's, not the run's
+    assert not (back / "artifacts" / "job" / "train_state.pt.prev").exists()  # the fallback stays behind
     monkeypatch.setattr(lease, "MAX_PARTS", 2)
     with pytest.raises(ValueError, match="more than 2 parts"):
         lease.pack(run, tmp_path / "gpu", tmp_path / "out2")
