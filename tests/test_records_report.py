@@ -220,7 +220,7 @@ def test_two_points_recording_one_identity_are_found_and_reported(tmp_path: Path
     assert shared_identities(seeds)[key] == [("t/m/seed=0", "batch=1"), ("t/m/seed=1", "batch=1")]
     assert shared_identities([r.model_copy(update={"slice": {**r.slice, "seed": r.seed}}) for r in seeds]) == {}
     (warning,) = integrity_warnings(seeds, RunDir(tmp_path))
-    assert warning.startswith("Ambiguous: 1 figures were recorded by more than one point with the same slice "
+    assert warning.startswith("Ambiguous: 1 figure recorded by more than one point with the same slice "
                               "(t/m/seed=0 [batch=1], t/m/seed=1 [batch=1])")
 
 

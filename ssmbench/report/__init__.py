@@ -203,7 +203,8 @@ def integrity_warnings(records: list[Record], run: RunDir) -> list[str]:
     shared = shared_identities(records)
     if shared:
         points = list(dict.fromkeys(p for where in shared.values() for p in where))
-        out.append(f"Ambiguous: {len(shared)} figures were recorded by more than one point with the same slice "
+        out.append(f"Ambiguous: {len(shared)} figure{'s' if len(shared) > 1 else ''} recorded by more than one point "
+                   "with the same slice "
                    f"({names(points)}): the points differ only outside the slice (a seed?), and the tables and "
                    "`ssmbench diff` take each pair for one figure")
     return out
