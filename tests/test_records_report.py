@@ -476,3 +476,17 @@ def test_write_report_latex_and_empty_runs(tmp_path: Path):
     assert write_report(RunDir(empty), all_kinds()).tables == []
     assert (empty / "table.md").read_text().startswith("# nothing — run run-1\n")  # no env.json: dashes, no crash
     assert not list(empty.glob("*.png"))
+
+
+def test_the_generic_table_says_what_each_metric_it_shows_is():
+    """A reader must not have to open the code to know what work_rss_mib counts: the kind's glossary line
+    of every metric in the table is printed under it, in the rows' order, and none of a metric not shown."""
+    from ssmbench.kinds import get_kind
+
+    records = [Record(task="mem", kind="memory", job=f"mem/{m}", point="batch=1", model=m, metric=metric, value=v,
+                      unit="MiB", slice={"batch": 1})
+               for m in ("tiny-gpt2", "tiny-mamba") for metric, v in (("work_rss_mib", 1.2), ("peak_rss_mib", 350.0))]
+    (table,) = get_kind("memory").tables("mem", records_frame(records))
+    glossary = [n for n in table.notes if n.startswith(("peak_rss_mib:", "work_rss_mib:", "state_mib:"))]
+    assert [n.split(":")[0] for n in glossary] == ["peak_rss_mib", "work_rss_mib"]
+    assert "the figure to compare on a CPU" in glossary[1]

@@ -11,7 +11,7 @@ imported first.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
@@ -202,6 +202,9 @@ class Kind:
     description: str  # one line, for `ssmbench list tasks`
     quality: bool = False  # measures what weights have learned: refused on random weights outside smoke tests
     metric_order: tuple[str, ...] = ()  # rows of the generic table in this order; others follow
+    # What each metric of the generic table is, one line each, printed under it for the metrics it shows:
+    # a reader must not have to open the code to know what "work_rss_mib" counts.
+    glossary: Mapping[str, str] = field(default_factory=dict)
     views: TablesFn | None = None
     plotter: PlotsFn | None = None
     summary: SummaryFn | None = None  # tables across all of the run's tasks of this kind, after their own
@@ -212,7 +215,7 @@ class Kind:
     def tables(self, task: str, frame: pd.DataFrame) -> list[Table]:
         if self.views is not None:
             return self.views(task, frame)
-        return [comparison_table(task, frame, self.metric_order)]
+        return [comparison_table(task, frame, self.metric_order, self.glossary)]
 
     def plots(self, task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
         return self.plotter(task, frame, out) if self.plotter is not None else []

@@ -355,5 +355,19 @@ KIND = Kind(
     metric_order=("peak_alloc_mib", "decode_peak_alloc_mib", "work_alloc_mib", "peak_reserved_mib",
                   "decode_peak_reserved_mib", "nvml_used_mib", "peak_rss_mib", "decode_peak_rss_mib",
                   "work_rss_mib", "state_mib", "weights_mib"),
+    glossary={"peak_alloc_mib": "the peak of torch's allocations over the whole generation or step, weights included",
+              "decode_peak_alloc_mib": "the peak over the decode steps alone: weights + KV cache or state + one step",
+              "work_alloc_mib": "the peak less what was held before the work: cache, activations, gradients, optimizer",
+              "peak_reserved_mib": "the peak that torch's allocator reserved from the device (≥ allocated)",
+              "decode_peak_reserved_mib": "the reserved peak over the decode steps alone",
+              "nvml_used_mib": "device memory in use as the driver reports it, every context included",
+              "peak_rss_mib": "the process's peak resident set: interpreter, torch and transformers (~350 MiB), the "
+                              "model and the work",
+              "decode_peak_rss_mib": "the peak resident set over the decode steps alone",
+              "work_rss_mib": "the peak less the baseline taken after loading and a warm-up: what the work itself "
+                              "holds (the figure to compare on a CPU)",
+              "state_mib": "the analytic size of the KV cache (attention) or the SSM and conv state (Mamba) at the "
+                           "point's batch and length",
+              "weights_mib": "the analytic size of the weights in the run's dtype"},
     plotter=plot_memory,
 )

@@ -207,5 +207,14 @@ KIND = Kind(
     description="prefill latency and decode throughput of greedy generation, eager and with CUDA graphs",
     metric_order=("decode_tok_s", "generate_tok_s", "prefill_ms", "decode_ms_per_token", "achieved_gb_s",
                   "bandwidth_fraction", "roofline_tok_s"),
+    glossary={"decode_tok_s": "batch × (new tokens − 1) / decode time: the steady generation rate, prompt pass excluded",
+              "generate_tok_s": "batch × new tokens / (prompt pass + decode): end to end, the Mamba paper's measure",
+              "prefill_ms": "the prompt pass, which also yields the first new token",
+              "decode_ms_per_token": "decode time / (new tokens − 1): the latency of one step",
+              "achieved_gb_s": "the bytes one decode step must read (all weights, plus each sequence's KV cache or SSM "
+                               "state at the decode's mean context) over the step's time: a lower bound on traffic",
+              "bandwidth_fraction": "achieved_gb_s over the GPU's datasheet memory bandwidth",
+              "roofline_tok_s": "the decode rate at the datasheet bandwidth for those bytes: an analytic limit, "
+                                "not a measurement"},
     plotter=plot_throughput,
 )

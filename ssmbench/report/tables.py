@@ -160,8 +160,10 @@ def ordered_metrics(frame: pd.DataFrame, order: Sequence[str] = ()) -> list[str]
     return preferred + [m for m in seen if m not in preferred]
 
 
-def comparison_table(task: str, frame: pd.DataFrame, metric_order: Sequence[str] = ()) -> Table:
-    """Models as columns, (metric, varying slice) as rows; failures fill every metric of their point."""
+def comparison_table(task: str, frame: pd.DataFrame, metric_order: Sequence[str] = (),
+                     glossary: Mapping[str, str] | None = None) -> Table:
+    """Models as columns, (metric, varying slice) as rows; failures fill every metric of their point. The
+    glossary's line for each metric shown goes under the table, in the rows' order."""
     kind = str(frame["kind"].iloc[0])
     varying, constant = slice_columns(frame)
     metrics = ordered_metrics(frame, metric_order)
@@ -183,6 +185,7 @@ def comparison_table(task: str, frame: pd.DataFrame, metric_order: Sequence[str]
         table_rows.append({"metric": label, **dict(zip(names, key[1:], strict=True)),
                            **{m: cells[key].get(m, "") for m in models}})
     notes = [", ".join(f"{k}={v}" for k, v in constant.items())] if constant else []
+    notes += [f"{m}: {glossary[m]}" for m in metrics if glossary and m in glossary and m in units]
     notes += spread_notes(frame) + failure_notes(frame)
     return Table(title=f"{task} ({kind})", frame=pd.DataFrame(table_rows), notes=notes, task=task)
 
