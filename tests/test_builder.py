@@ -53,7 +53,9 @@ def test_registry_names_and_targets():
 
 
 def test_registry_imports_nothing_until_asked():
-    code = "import sys, ssmbench.models.mixers as m; assert m.MIXERS; assert 'torch' not in sys.modules"
+    """Nor do the config and its presets: a suite's validation builds a SmallModelConfig to check a model."""
+    code = ("import sys, ssmbench.models.mixers as m, ssmbench.models.architecture as a; assert m.MIXERS; "
+            "a.SmallModelConfig.preset('mad-hybrid'); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -421,13 +423,18 @@ def test_a_hybrid_with_absolute_attention_adds_positions_once_at_the_input():
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"layers": ("mamba", "mha-rope")}, "n_layers=4"),
-    ({"layers": ("mamba",) * 4}, "two or more mixers"),
+    ({"layers": ("mamba", "mha-rope")}, r"SmallModelConfig\.layers: 2 mixers for n_layers=4"),
+    ({"layers": ("mamba",) * 4}, "two or more sequence mixers"),
+    ({"layers": ("mamba", "swiglu") * 2}, "two or more sequence mixers"),  # a channel mixer is no second mixer
     ({"layers": ("mamba", "mamba", "hybrid", "mamba")}, "unknown mixer 'hybrid'"),
-    ({"layers": None}, "a hybrid names the mixer of each"),
+    ({"mixer": None, "layers": ("swiglu", "mlp") * 2}, "has no sequence mixer"),
+    ({"layers": None}, r"SmallModelConfig\.mixer: hybrid needs its layers"),
 ])
-def test_a_bad_hybrid_is_refused_when_made(changes, message):
+def test_a_bad_layer_list_is_refused_when_made(changes, message):
     with pytest.raises(ValueError, match=message):
-        SmallModelConfig("hybrid", **({"n_layers": 4, "layers": ("mamba", "mamba", "mha-rope", "mamba")} | changes))
-    with pytest.raises(ValueError, match="layers is for mixer 'hybrid'"):
+        SmallModelConfig(**({"mixer": "hybrid", "n_layers": 4, "layers": ("mamba", "mamba", "mha-rope", "mamba")}
+                            | changes))
+    with pytest.raises(ValueError, match="are mamba, mha-rope, not mixer mamba; leave mixer out"):
         SmallModelConfig("mamba", layers=("mamba", "mha-rope"))
+    with pytest.raises(ValueError, match="swiglu is a channel mixer"):
+        SmallModelConfig("swiglu")

@@ -457,7 +457,7 @@ def test_a_hybrid_architecture_names_its_layers(arch: dict, pattern: list[str]):
 @pytest.mark.parametrize(("arch", "message"), [
     ({"mixer": "hybrid"}, "mixer hybrid: give its layers"),
     ({"mixer": "hybrid", "layers": ["mamba", "mha-rope"], "attention_every": 2}, "mixer hybrid: give its layers"),
-    ({"mixer": "hybrid", "layers": ["mamba", "mha-rope", "mamba"]}, "layers: 3 mixers for n_layers=2"),
+    ({"mixer": "hybrid", "n_layers": 2, "layers": ["mamba", "mha-rope", "mamba"]}, "layers: 3 mixers for n_layers=2"),
     ({"mixer": "hybrid", "layers": ["mamba", "atention"]}, "layers: unknown mixer 'atention'"),
     ({"mixer": "hybrid", "attention_every": 3}, "attention_every: 3 is more than n_layers=2"),
     ({"mixer": "mamba", "attention_every": 2}, "layers: mamba has one mixer in every layer"),

@@ -22,16 +22,20 @@ inf loss, or one above `train.max_loss`) is stopped at the next evaluation and n
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from ssmbench.errors import did_you_mean
 from ssmbench.jobs import Strict, TaskBase
-from ssmbench.models.mixers import HYBRID, MIXERS, S4D_MIXERS, mixer_family
-
-if TYPE_CHECKING:
-    from ssmbench.models.architecture import SmallModelConfig
+from ssmbench.models.architecture import (
+    CONFIG_FIELDS,
+    DEFAULT_N_LAYERS,
+    SmallModelConfig,
+    field_message,
+    preset,
+)
+from ssmbench.models.mixers import HYBRID, mixer_family
 
 SyntheticName = Literal["selective_copying", "induction_heads", "mqar"]
 
@@ -66,11 +70,13 @@ def check_task_params(task: str, params: dict[str, Any]) -> None:
 
 
 class Architecture(Strict):
-    """One small model: the builder's config (ssmbench.models.builder.SmallModelConfig) plus how it is
-    trained and evaluated where it differs from the task's defaults."""
+    """One small model: the builder's config (ssmbench.models.architecture.SmallModelConfig) plus how it is
+    trained and evaluated where it differs from the task's defaults. `preset: mad-mamba` starts from a named
+    configuration (ssmbench.models.architecture.PRESETS: MAD's baselines); fields written beside it win."""
 
-    mixer: str
-    n_layers: PositiveInt = 2
+    preset: str | None = None
+    mixer: str | None = None  # the sequence mixer, or hybrid; worked out from `layers` when they are given
+    n_layers: PositiveInt | None = None  # len(layers), else 2
     d_model: PositiveInt = 64
     d_state: PositiveInt = 16
     d_conv: PositiveInt = 4
@@ -83,11 +89,17 @@ class Architecture(Strict):
     filter_width: PositiveInt = 64  # Hyena's implicit filter (hyena, h3-hyena, mamba-hyena): its FFN's width
     filter_emb_dim: PositiveInt = 5  # ... its positional features (odd: the position and sin/cos pairs)
     filter_len: PositiveInt | None = None  # ... the length its positions are scaled by; the training length otherwise
-    # mixer "hybrid": each layer's mixer (e.g. [mamba, mamba, mha-rope, mamba]), or attention as every k-th
-    # layer (attention_every: k, attention_mixer) with Mamba between
+    # Each layer in order, sequence and channel mixers alike: MAD's [mamba, swiglu, mamba, swiglu], a hybrid's
+    # [mamba, mamba, mha-rope, mamba]; or, for mixer hybrid, attention as every k-th layer (attention_every: k,
+    # attention_mixer) with Mamba between
     layers: list[str] | None = None
     attention_every: PositiveInt | None = None
     attention_mixer: Literal["mha-rope", "mha-abs"] = "mha-rope"
+    ffn_width: PositiveInt | None = None  # channel mixers' inner width; theirs otherwise (swiglu 8/3·d, mlp 4·d)
+    hyena_inner_factor: PositiveInt = 1  # hyena: streams of inner_factor·d_model (MAD: 4)
+    hyena_proj_groups: PositiveInt = 1  # hyena: input projection shared by this many groups of streams (MAD: 4)
+    head: Literal["tied", "untied", "compression"] = "tied"  # compression: MAD's auto-encoder (models/builder.py)
+    init: Literal["mamba_ssm", "mad"] = "mamba_ssm"  # the model-level initialisation (models/builder.py)
     embed_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # dropout on the first block's input, in training
     attn_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # attention: dropout on the attention weights
     lr: PositiveFloat | list[PositiveFloat] | None = None  # this model's learning rate(s); train.lr otherwise
@@ -99,73 +111,65 @@ class Architecture(Strict):
     eval_dtype: Literal["float32", "bfloat16"] = "float32"
     max_eval_len: PositiveInt | None = None  # longer test lengths are not run (✗ with the reason)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """A preset's fields under the ones written beside it."""
+        if isinstance(data, dict) and isinstance(data.get("preset"), str):
+            return preset(data["preset"]) | data
+        return data
+
     @model_validator(mode="after")
     def _known_mixer(self) -> Architecture:
-        names = [*MIXERS, HYBRID]
-        if self.mixer not in names:
-            raise ValueError(f"mixer: unknown mixer {self.mixer!r}{did_you_mean(self.mixer, names)}; "
-                             f"mixers: {', '.join(names)}")
+        """The builder's own checks (ssmbench.models.architecture), each naming its field; the mixer worked
+        out from the layers when not given."""
+        if self.n_layers is None:
+            self.n_layers = len(self.layers) if self.layers is not None else DEFAULT_N_LAYERS
         self._check_layers()
-        s4d = S4D_MIXERS.intersection(self.layer_pattern())
-        if s4d and self.d_state % 2:
-            raise ValueError(f"d_state: {sorted(s4d)[0]} keeps N/2 conjugate pairs of S4D modes: d_state must be even, "
-                             f"got {self.d_state}")
+        try:
+            self.mixer = self.config(vocab_size=2, train_len=1).mixer
+        except ValueError as exc:
+            raise ValueError(field_message(exc)) from None
         attention = any(mixer_family(m) == "transformer" for m in self.layer_pattern())
         if self.attn_dropout and not attention:
             raise ValueError(f"attn_dropout: {self.mixer} has no attention weights to drop (attention mixers: "
                              "mha-abs, mha-rope)")
-        if self.filter_emb_dim < 3 or self.filter_emb_dim % 2 == 0:
-            raise ValueError("filter_emb_dim: the position and sin/cos pairs: an odd number of at least 3, got "
-                             f"{self.filter_emb_dim}")
         return self
 
     def _check_layers(self) -> None:
-        """A hybrid's layers: a list, or attention every k-th layer and Mamba between; nothing else has them."""
+        """attention_every: a hybrid's only, and not with layers."""
         if self.mixer != HYBRID:
-            if self.layers is not None or self.attention_every is not None:
-                raise ValueError(f"layers: {self.mixer} has one mixer in every layer; layers and attention_every "
-                                 f"are for mixer {HYBRID}")
+            if self.attention_every is not None:
+                raise ValueError(f"layers: {self.mixer or 'a model without mixer: hybrid'} has one mixer in every "
+                                 f"layer; attention_every is for mixer {HYBRID}")
             return
         if (self.layers is None) == (self.attention_every is None):
             raise ValueError(f"mixer {HYBRID}: give its layers ([mamba, mamba, mha-rope, mamba]) or attention_every: k")
-        if self.layers is not None:
-            if len(self.layers) != self.n_layers:
-                raise ValueError(f"layers: {len(self.layers)} mixers for n_layers={self.n_layers}")
-            for name in self.layers:
-                if name not in MIXERS:
-                    raise ValueError(f"layers: unknown mixer {name!r}{did_you_mean(name, MIXERS)}")
-            if len(set(self.layers)) < 2:
-                raise ValueError(f"layers: a hybrid mixes two or more mixers; for {self.layers[0]} alone use "
-                                 f"mixer: {self.layers[0]}")
-        elif self.attention_every > self.n_layers:
+        if self.attention_every is not None and self.attention_every > self.n_layers:
             raise ValueError(f"attention_every: {self.attention_every} is more than n_layers={self.n_layers}: "
                              "no layer would be attention")
-        elif self.attention_every == 1:
+        if self.attention_every == 1:
             raise ValueError(f"attention_every: 1 makes every layer attention; use mixer: {self.attention_mixer}")
 
     def layer_pattern(self) -> list[str]:
-        """Each layer's mixer, first to last: a hybrid's `layers`, or attention (attention_mixer) as every
-        `attention_every`-th layer with Mamba between (k = 2, 4 layers: mamba, attention, mamba, attention)."""
-        if self.mixer != HYBRID:
-            return [self.mixer] * self.n_layers
+        """Each layer, first to last: `layers`; or attention (attention_mixer) as every `attention_every`-th
+        layer with Mamba between (k = 2, 4 layers: mamba, attention, mamba, attention); or the mixer in each."""
         if self.layers is not None:
             return list(self.layers)
-        k = self.attention_every or 1
-        return [self.attention_mixer if (i + 1) % k == 0 else "mamba" for i in range(self.n_layers)]
+        if self.attention_every is not None:
+            k = self.attention_every
+            return [self.attention_mixer if (i + 1) % k == 0 else "mamba" for i in range(self.n_layers)]
+        return [self.mixer] * self.n_layers
 
     def config(self, vocab_size: int, train_len: int) -> SmallModelConfig:
         """The builder's config of this model for a task's vocabulary and training length (a learned position
         table and Hyena's filter are sized by it unless set here)."""
-        from ssmbench.models.architecture import SmallModelConfig
-
-        max_positions = self.max_positions or (train_len if self.abs_positions == "learned" else None)
-        return SmallModelConfig(mixer=self.mixer, n_layers=self.n_layers, d_model=self.d_model, vocab_size=vocab_size,
-                                d_state=self.d_state, d_conv=self.d_conv, expand=self.expand, n_heads=self.n_heads,
-                                abs_positions=self.abs_positions, max_positions=max_positions,
-                                ssm_init=self.ssm_init, hyena_order=self.hyena_order, filter_width=self.filter_width,
-                                filter_emb_dim=self.filter_emb_dim, filter_len=self.filter_len or train_len,
-                                embed_dropout=self.embed_dropout, attn_dropout=self.attn_dropout,
-                                layers=tuple(self.layer_pattern()) if self.mixer == HYBRID else None)
+        given = {name: value for name, value in self.model_dump().items() if name in CONFIG_FIELDS}
+        listed = self.layers is not None or self.attention_every is not None
+        return SmallModelConfig(**given | {
+            "vocab_size": vocab_size, "layers": tuple(self.layer_pattern()) if listed else None,
+            "max_positions": self.max_positions or (train_len if self.abs_positions == "learned" else None),
+            "filter_len": self.filter_len or train_len})
 
 
 class Train(Strict):

@@ -1,7 +1,9 @@
-"""The sequence mixers a small model can be built from, by short name.
+"""The layers a small model is built from, by short name: sequence mixers and channel mixers.
 
-A mixer is the one layer that differs between the architectures compared; builder.py wraps it in the same
-blocks, norms, embedding and head. The names:
+A model is one list of layers (builder.py): each entry is wrapped in the same pre-norm residual block, so a
+sequence mixer (mixes across positions) and a channel mixer (an MLP, within each position) are entries of
+the same kind, as in MAD (`mamba, swiglu, mamba, swiglu`). A sequence mixer is the layer that differs
+between the architectures compared. The sequence mixers:
 
     mamba                 Mamba's block with S6, the selective scan (mamba.py; mamba_ssm's module on CUDA)
     mha-abs, mha-rope     causal multi-head attention, absolute or rotary positions (attention.py)
@@ -17,18 +19,26 @@ where the inner layer is the block's own, the inner layer's name alone where the
 
 `GRID` gives each of them its (block, inner layer) as Table 1 prints them.
 
-    hybrid                a different mixer per layer, from the config's `layers` (e.g. mamba, mamba,
-                          mha-rope, mamba): the builder makes each layer with that mixer's factory, so a
-                          hybrid is the registered mixers and nothing else (no factory of its own)
+The channel mixers (channel.py), MAD-lab's (mad/model/layers/mlp.py), in `CHANNEL_MIXERS`:
 
-`MIXERS` maps each name to "module:factory", imported only when the mixer is asked for, so that reading
-the registry (the CLI's `list`, a suite's validation) imports no torch.
+    swiglu                w3(SiLU(w1 x) ⊙ w2 x), inner width 8/3·d_model rounded up to a multiple of 16
+    mlp                   proj(GELU(fc x)), inner width 4·d_model
+
+`hybrid` is no layer: it is the `mixer` of a model whose layers hold two or more different sequence mixers
+(e.g. mamba, mamba, mha-rope, mamba); the builder makes each layer with its own factory, so a hybrid is the
+registered layers and nothing else.
+
+`MIXERS` and `CHANNEL_MIXERS` map each name to "module:factory", imported only when the layer is asked
+for, so that reading the registry (the CLI's `list`, a suite's validation) imports no torch. A new layer
+is one line in one of them (or `register_mixer(name, target, channel=...)`), and a suite can list it.
 
 A factory is called once per layer as `factory(config, device=..., dtype=..., allow_torch_on_cuda=False)`
 with the builder's `SmallModelConfig` and returns a `Mixer`: the module, mapping (batch, L, d_model) to
 (batch, L, d_model) causally, and the kernel label of the code path it will run, recorded with every
 result. `allow_torch_on_cuda` lets a mixer that has fused CUDA kernels run its pure-torch path on CUDA when
-those kernels are missing (the label then says so); mixers without fused kernels ignore it.
+those kernels are missing (the label then says so); mixers without fused kernels ignore it. Channel
+mixers are called the same way; their kernel label is not part of the model's (it names the sequence
+mixers' code paths).
 """
 
 from __future__ import annotations
@@ -60,7 +70,13 @@ GRID: dict[str, tuple[str, str]] = {
     "h3": ("H3", "S4"), "h3-hyena": ("H3", "Hyena"), "h3-s6": ("H3", "S6"),
     "mamba-s4d": ("Mamba", "S4"), "mamba-hyena": ("Mamba", "Hyena"), "mamba": ("Mamba", "S6"),
 }
-HYBRID = "hybrid"  # a layer pattern of registered mixers (SmallModelConfig.layers), not a factory
+# Channel mixers: mix within each position, between the sequence mixers of a layer list.
+CHANNEL_MIXERS: dict[str, str] = {
+    "swiglu": "ssmbench.models.mixers.channel:swiglu_mixer",
+    "mlp": "ssmbench.models.mixers.channel:mlp_mixer",
+}
+HYBRID = "hybrid"  # layers of two or more sequence mixers (SmallModelConfig.layers), not a factory
+SSM_INITS = ("lin", "inv")  # S4D's A: S4D-Lin, S4D-Inv (s4d.py)
 # Mixers built on an S4D (conjugate pairs of modes): their d_state must be even.
 S4D_MIXERS = frozenset({"s4d", "h3", "mamba-s4d"})
 
@@ -79,26 +95,35 @@ class Mixer:
     positions: str | None = None
 
 
-def register_mixer(name: str, target: str) -> None:
-    """Add or replace a mixer: `target` is "package.module:factory", imported on first use."""
+def register_mixer(name: str, target: str, *, channel: bool = False) -> None:
+    """Add or replace a sequence mixer (a channel mixer with `channel`): `target` is
+    "package.module:factory", imported on first use."""
     if ":" not in target:
         raise ValueError(f"mixer {name!r}: target {target!r} is not of the form 'package.module:factory'")
-    MIXERS[name] = target
+    mine, other = (CHANNEL_MIXERS, MIXERS) if channel else (MIXERS, CHANNEL_MIXERS)
+    if name in other or name == HYBRID:
+        raise ValueError(f"mixer {name!r}: the name is taken")
+    mine[name] = target
+
+
+def is_channel_mixer(name: str) -> bool:
+    return name in CHANNEL_MIXERS
 
 
 def check_mixer_name(name: str, *, layer: bool = False) -> None:
     """Raise the registry's ValueError for an unknown name, without importing anything. `layer`: the name of
-    one layer's mixer, which cannot be `hybrid` itself."""
-    names = MIXERS if layer else [*MIXERS, HYBRID]
+    one entry of a layer list (a sequence or a channel mixer, not `hybrid`); otherwise a model's `mixer` (a
+    sequence mixer or `hybrid`)."""
+    names = [*MIXERS, *CHANNEL_MIXERS] if layer else [*MIXERS, HYBRID]
     if name not in names:
         known = ", ".join(sorted(names))
         raise ValueError(f"unknown mixer {name!r}{did_you_mean(name, names)}; known: {known}")
 
 
 def get_mixer(name: str) -> Callable[..., Mixer]:
-    """The factory registered under `name`, importing its module now."""
+    """The factory registered under `name` (a sequence or a channel mixer), importing its module now."""
     check_mixer_name(name, layer=True)
-    module_name, _, attr = MIXERS[name].partition(":")
+    module_name, _, attr = (MIXERS.get(name) or CHANNEL_MIXERS[name]).partition(":")
     return getattr(importlib.import_module(module_name), attr)
 
 

@@ -28,6 +28,17 @@ The operator at order N (`Hyena`), on x (batch, L, D):
 Order 2 is one long filter between two gates, the order the Mamba paper compares.
 Parameters: in_proj D·(N+1)·D + (N+1)·D; short conv (N+1)·D·3 + (N+1)·D; the filter with C = (N-1)·D;
 out_proj D·D + D.
+
+MAD's Hyena (athms/mad-lab, mad/model/layers/hyena.py `HyenaOperator` with configs/layers/hyena.yml) is
+this operator made wider and with tied projections: `inner_factor` f streams of width E = f·D
+(hyena.yml: 4), and `proj_groups` g (hyena.yml: 4): W_in maps D to (N+1)·E/g features, repeated g times
+to make the (N+1)·E streams (each then has its own short filter); out_proj maps E back to D. Its filter
+is an FFN of width 4 (filter_cfg `order: 4`) on emb_dim 3 (one sinusoid pair). At D = 128, order 2:
+    in_proj 128·384 + 384 = 49,536; short conv 1,536·3 + 1,536 = 6,144; filter (C = 512): (3·4 + 4) +
+    2·(4² + 4) + Sin 4 + 4·512 + bias 512 = 2,620; out_proj 512·128 + 128 = 65,664          -> 123,964
+Deviations from MAD-lab's filter: its positional features z are a learned (L, 3) parameter (trained at
+the model's learning rate: MAD-lab's trainer ignores the `lr_pos_emb` hint), here computed, the same at
+any length (3·L parameters fewer); its time axis is l/(L-1) where this one's is l/filter_len.
 """
 
 from __future__ import annotations
@@ -107,24 +118,29 @@ class Hyena(nn.Module):
     """The Hyena operator at order N as a mixer: (batch, L, d_model) -> (batch, L, d_model), causal."""
 
     def __init__(self, d_model: int, order: int = 2, width: int = 64, emb_dim: int = 5, filter_len: int = 256,
-                 device=None, dtype=None):
+                 inner_factor: int = 1, proj_groups: int = 1, device=None, dtype=None):
         super().__init__()
         if order < 2:
             raise ValueError(f"Hyena: order must be at least 2 (one long filter between two gates), got {order}")
-        self.d_model, self.order = d_model, order
+        self.inner, self.order, self.proj_groups = inner_factor * d_model, order, proj_groups
+        streams = (order + 1) * self.inner
+        if streams % proj_groups:
+            raise ValueError(f"Hyena: proj_groups {proj_groups} does not divide the {streams} streams")
         factory = {"device": device, "dtype": dtype}
-        streams = (order + 1) * d_model
-        self.in_proj = nn.Linear(d_model, streams, **factory)
+        self.in_proj = nn.Linear(d_model, streams // proj_groups, **factory)
         self.short_conv = nn.Conv1d(streams, streams, SHORT_CONV, groups=streams, padding=SHORT_CONV - 1, **factory)
-        self.filter = HyenaFilter((order - 1) * d_model, width, emb_dim, filter_len, **factory)
-        self.out_proj = nn.Linear(d_model, d_model, **factory)
+        self.filter = HyenaFilter((order - 1) * self.inner, width, emb_dim, filter_len, **factory)
+        self.out_proj = nn.Linear(self.inner, d_model, **factory)
 
     def forward(self, x: Tensor) -> Tensor:
         length = x.shape[1]
-        streams = self.short_conv(self.in_proj(x).transpose(1, 2))[..., :length]  # left-padded: causal
-        *gates, v = streams.split(self.d_model, dim=1)
-        h = self.filter.filter(length).split(self.d_model, dim=0)
-        b = self.filter.bias.split(self.d_model)
+        projected = self.in_proj(x)
+        if self.proj_groups > 1:  # MAD's tied projections: the same features for every group of streams
+            projected = projected.repeat(1, 1, self.proj_groups)
+        streams = self.short_conv(projected.transpose(1, 2))[..., :length]  # left-padded: causal
+        *gates, v = streams.split(self.inner, dim=1)
+        h = self.filter.filter(length).split(self.inner, dim=0)
+        b = self.filter.bias.split(self.inner)
         for o, gate in enumerate(reversed(gates[1:])):
             v = v * gate
             v = fft_conv_skip(v, h[o], b[o])
@@ -134,5 +150,5 @@ class Hyena(nn.Module):
 def hyena_mixer(config: SmallModelConfig, *, device="cpu", dtype=None, allow_torch_on_cuda: bool = False) -> Mixer:
     """The registry's factory `hyena`: the Hyena operator at the config's order and filter sizes."""
     module = Hyena(config.d_model, config.hyena_order, config.filter_width, config.filter_emb_dim,
-                   config.filter_len, device=device, dtype=dtype)
+                   config.filter_len, config.hyena_inner_factor, config.hyena_proj_groups, device=device, dtype=dtype)
     return Mixer(module, FFT_KERNEL)

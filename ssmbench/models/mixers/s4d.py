@@ -31,8 +31,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ssmbench.models.mixers import SSM_INITS as INITS
+
 FFT_KERNEL = "torch.fft"
-INITS = ("lin", "inv")
 VANDERMONDE_CHUNK = 8192  # positions per block when building K: bounds the (d_inner, N/2, block) temporary
 
 
