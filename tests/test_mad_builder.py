@@ -293,3 +293,16 @@ def test_a_channel_mixer_registered_by_one_line_trains_from_a_suite(tmp_path: Pa
     per_layer = 16 * 32 + 16 * 16  # w1 + w3
     plain = build_model(SmallModelConfig("mamba", n_layers=2, d_model=16, vocab_size=8)).n_params
     assert records[0].extra["params"] == plain + 2 * (per_layer + 16)
+
+
+def test_train_speed_leaves_a_mad_mamba_out_of_the_plain_mamba_ssm_loop(tmp_path: Path):
+    """mixer: mamba no longer means MambaLMHeadModel's layout (a SwiGLU between, an untied head): the plain
+    mamba_ssm loop, which loads the model's state_dict into MambaLMHeadModel, says so instead of failing."""
+    task = {"kind": "train_speed", "architecture": {"preset": "mad-mamba", "d_model": 16}, "vocab_size": 8,
+            "batch_sizes": [2], "seq_len": 16, "warmup_steps": 1, "steps": 2, "repeats": 1}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "speed", "defaults": {"device": "cpu"}, "tasks": [task]}))
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs" / "speed").iterdir()
+    skipped = {r.slice["loop"]: r.message for r in read_records(run_dir / "records.jsonl") if r.status == "skipped"}
+    assert skipped["mamba_ssm-plain"] == "the plain mamba_ssm loop trains Mamba models only (Mamba in every layer, tied head)"

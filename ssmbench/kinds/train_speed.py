@@ -233,8 +233,9 @@ class TrainSpeedRunner(Runner[TrainSpeedTask]):
     def _check_plain(self, device: str) -> None:
         from ssmbench.models.kernels import fused_mamba_kernels
 
-        if self.task.architecture.mixer != "mamba":
-            raise SkipPoint("the plain mamba_ssm loop trains Mamba models only")
+        config = self.task.architecture.config(self.task.vocab_size, self.task.seq_len)
+        if config.mixer != "mamba" or config.layers is not None or config.head != "tied":  # MambaLMHeadModel's
+            raise SkipPoint("the plain mamba_ssm loop trains Mamba models only (Mamba in every layer, tied head)")
         if device != "cuda":
             raise SkipPoint("the plain mamba_ssm loop needs CUDA")
         kernels = fused_mamba_kernels()
