@@ -163,6 +163,10 @@ class CompressionAE(nn.Module):
         x_l = z + sincos_l                                          MAD's posemb_sincos_1d, unscaled
         x_l = GELU(W2 RMSNorm(GELU(W1 RMSNorm(x_l))))               `decoder`, width d_model, biases
         logits_l = lm_head(norm_f(x_l))                             (batch, L, vocab_size), a Linear with a bias
+
+    Deviations from MAD-lab: it decodes as many positions as the input has (MAD-lab: always max_length, the
+    task's sequence length, which is the same thing in MAD's tasks); its other pools ('avg', 'cls') are not
+    offered: MAD's benchmark uses 'last'.
     """
 
     def __init__(self, backbone: Backbone, device=None, dtype=None):

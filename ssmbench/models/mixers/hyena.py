@@ -38,7 +38,9 @@ is an FFN of width 4 (filter_cfg `order: 4`) on emb_dim 3 (one sinusoid pair). A
     2·(4² + 4) + Sin 4 + 4·512 + bias 512 = 2,620; out_proj 512·128 + 128 = 65,664          -> 123,964
 Deviations from MAD-lab's filter: its positional features z are a learned (L, 3) parameter (trained at
 the model's learning rate: MAD-lab's trainer ignores the `lr_pos_emb` hint), here computed, the same at
-any length (3·L parameters fewer); its time axis is l/(L-1) where this one's is l/filter_len.
+any length (3·L parameters fewer); its time axis is l/(L-1) where this one's is l/filter_len. MAD-lab's
+operator also cuts an input longer than its max_length (the task's length) to that length; this one runs
+at any length.
 """
 
 from __future__ import annotations
