@@ -266,7 +266,9 @@ def test_mqar_checks_its_room():
 
 
 def test_generators_registry_and_make_batch_errors():
-    assert set(GENERATORS) == {"selective_copying", "induction_heads", "mqar"}
+    assert set(GENERATORS) == {"selective_copying", "induction_heads", "mqar",  # and MAD's (tests/test_mad_data.py)
+                               "in_context_recall", "noisy_in_context_recall", "fuzzy_in_context_recall",
+                               "memorization", "compression", "mad_selective_copying"}
     generator = seeded_generator(0, CPU)
     with pytest.raises(ValueError, match="did you mean 'induction_heads'"):
         make_batch("induction_head", 2, 16, generator=generator, device=CPU)

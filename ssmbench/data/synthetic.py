@@ -325,9 +325,17 @@ def _mqar_layout(keys: Tensor, values: Tensor, gaps: Tensor, seq_len: int, fille
     return Batch(inputs, targets)
 
 
-def answer_values(task: str, vocab_size: int) -> int:
+# How many tokens the answers of a task registered by another module are drawn from (ssmbench.data.mad's):
+# a function of vocab_size and the task's parameters.
+ANSWER_VALUES: dict[str, Callable[..., int]] = {}
+
+
+def answer_values(task: str, vocab_size: int, **params) -> int:
     """How many tokens an answer of `task` is drawn from: a model that has learned nothing scores
-    ln(this) nats per answer (the chance loss that tells a collapsed training run)."""
+    ln(this) nats per answer (the chance loss that tells a collapsed training run). `params`: the task's
+    own, for the tasks whose count depends on them (MAD's)."""
+    if task in ANSWER_VALUES:
+        return ANSWER_VALUES[task](vocab_size, **params)
     first = {"induction_heads": IH_FIRST_TOKEN_ID, "selective_copying": SC_FIRST_DATA_ID,
              "mqar": vocab_size // 2}[task]
     return vocab_size - first
@@ -499,3 +507,7 @@ def accuracy_by_answer_index(predictions: Tensor, targets: Tensor, n_answers: in
     right = counts.clone().scatter_add_(1, column, correct)
     counts.scatter_add_(1, column, scored.float())
     return (right.sum(dim=0) / counts.sum(dim=0))[:n_answers]
+
+
+# MAD's six tasks register themselves in GENERATORS and ANSWER_VALUES (they use this module's machinery).
+import ssmbench.data.mad  # noqa: E402, F401
