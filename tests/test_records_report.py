@@ -279,8 +279,11 @@ def test_comparison_layout():
         ("prefill_ms (ms)", 64, "20.0", "ERR"),
         ("prefill_ms (ms)", 128, "—", "30.0"),
     ]
-    # Constant slice columns become a note, then one note per failure.
+    # Constant slice columns become a note, then what each metric shown is, then one note per failure.
     assert table.notes == ["prompt_len=128, cuda_graphs=off, impl=ssmbench",
+                           "decode_tok_s: batch × (new tokens − 1) / decode time: the steady generation rate, "
+                           "prompt pass excluded",
+                           "prefill_ms: the prompt pass, which also yields the first new token",
                            "± = half the interquartile range of n = 3 repeats, relative to the median",
                            "OOM mamba (1 point): out of memory: CUDA out of memory",
                            "ERR mamba (1 point): RuntimeError: boom",
@@ -294,7 +297,8 @@ def test_several_varying_slices_sort_numerically():
     assert list(table.frame.columns) == ["metric", "batch", "prompt_len", "gpt2", "mamba"]
     assert [(r.batch, r.prompt_len) for r in table.frame.itertuples()] == [(2, 256), (2, 1024), (16, 256),
                                                                           (16, 1024)]
-    assert table.notes == ["cuda_graphs=off, impl=ssmbench"]
+    assert table.notes == ["cuda_graphs=off, impl=ssmbench", "decode_tok_s: batch × (new tokens − 1) / decode time: "
+                           "the steady generation rate, prompt pass excluded"]
 
 
 def test_failures_in_a_task_of_only_failures():
