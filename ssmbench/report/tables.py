@@ -185,7 +185,7 @@ def comparison_table(task: str, frame: pd.DataFrame, metric_order: Sequence[str]
         table_rows.append({"metric": label, **dict(zip(names, key[1:], strict=True)),
                            **{m: cells[key].get(m, "") for m in models}})
     notes = [", ".join(f"{k}={v}" for k, v in constant.items())] if constant else []
-    notes += [f"{m}: {glossary[m]}" for m in metrics if glossary and m in glossary and m in units]
+    notes += [f"{m}: {glossary[m]}" for m in metrics if m in (glossary or {})]
     notes += spread_notes(frame) + failure_notes(frame)
     return Table(title=f"{task} ({kind})", frame=pd.DataFrame(table_rows), notes=notes, task=task)
 

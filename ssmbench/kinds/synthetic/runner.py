@@ -16,8 +16,8 @@ Records of the train point:
     train_accuracy                                    the last evaluation's validation accuracy at the
                                                       training length (the name is kept for old records)
     validation_accuracy                               its mean over the validation lengths (each in extra)
-A diverged run has none of the last three.
     loss, accuracy (slice step=N)                     the curve, one pair per evaluation
+A diverged run has no final_loss, train_accuracy or validation_accuracy.
 with how the run ended in `extra.outcome` (trained every step, stopped early, or collapsed at chance: then
 the message says from which step), and in extra whether it trained in a pack, what its CUDA graph held and
 the norm of its final RMSNorm's weight (a collapsed model's shrinks, flattening its logits).
@@ -183,12 +183,10 @@ class SyntheticRunner(Runner[SyntheticTask]):
         return self._trainer(packed=True)
 
     def training_records(self, point: Point, trainer: Trainer, outcome: TrainResult | Exception) -> list[Record]:
-        """Save the trained weights and make the train point's records; a failed run's exception is raised
-        (a checkpoint of other settings as the job's error, one line)."""
-        from ssmbench.train import CheckpointMismatch, save_atomically
+        """Save the trained weights and make the train point's records; a failed run's exception is raised.
+        (A checkpoint of other settings never gets here: the trainer sets it aside and starts afresh.)"""
+        from ssmbench.train import save_atomically
 
-        if isinstance(outcome, CheckpointMismatch):
-            raise JobError(f"{self.job.id}: {outcome}")
         if isinstance(outcome, Exception):
             raise outcome
         if outcome.diverged:  # its weights are not a model to test: the eval points say so instead

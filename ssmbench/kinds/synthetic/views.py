@@ -380,18 +380,14 @@ def best_learning_rates(frame: pd.DataFrame) -> dict[tuple[str, str], float]:
     (the smaller learning rate on a tie); models that did not sweep are absent. A learning rate at which
     any seed diverged is never the best: a rate that sometimes blows up is not one to report or reuse
     (with every rate diverged, the model has no best and the tables show all of its rates)."""
-    scores = _validation_scores(frame).dropna(subset=["lr"])
-    diverged = _diverged_runs(frame).dropna(subset=["lr"])
-    swept = pd.concat([scores[["task", "model", "lr"]], diverged[["task", "model", "lr"]]])
+    scores, diverged = _validation_scores(frame), _diverged_runs(frame)
     best = {}
-    for key, group in swept.groupby(["task", "model"], sort=False):
-        if group["lr"].nunique() < 2:
-            continue
-        unsafe = set(diverged[(diverged["task"] == key[0]) & (diverged["model"] == key[1])]["lr"])
-        mine = scores[(scores["task"] == key[0]) & (scores["model"] == key[1]) & ~scores["lr"].isin(unsafe)]
+    for task, model in swept_models(frame):
+        unsafe = set(diverged[(diverged["task"] == task) & (diverged["model"] == model)]["lr"])
+        mine = scores[(scores["task"] == task) & (scores["model"] == model) & ~scores["lr"].isin(unsafe)]
         medians = mine.groupby("lr")["score"].median()
         if len(medians):
-            best[key] = float(max(sorted(medians.index), key=lambda lr: medians[lr]))
+            best[task, model] = float(max(sorted(medians.index), key=lambda lr: medians[lr]))
     return best
 
 
