@@ -454,6 +454,18 @@ def _parse_thresholds(values: list[str]) -> dict[str, float]:
 
 
 @app.command()
+@user_errors
+def schema(out: Annotated[Path | None, typer.Option(
+        "--out", help="Write it to this file (e.g. suites/suite.schema.json) instead of printing it.")] = None) -> None:
+    """The JSON Schema of a suite file, from the suite's own models: editors check and complete suites with it."""
+    from ssmbench.schema import write_schema
+
+    text = write_schema(out)
+    if out is None:
+        typer.echo(text, nl=False)
+
+
+@app.command()
 def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """What this machine has: GPU, driver, CUDA, library versions, fused kernels."""
     from ssmbench.env import collect
