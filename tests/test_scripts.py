@@ -150,3 +150,36 @@ def test_the_lease_stops_a_long_training_with_its_state_saved_and_packs_it(tmp_p
                              capture_output=True, text=True, timeout=200, cwd=here, env=env)
     assert resumed.returncode == 3, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert torch.load(state, weights_only=True)["progress"]["step"] > saved["progress"]["step"]
+
+
+def _profile_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("profile_pack", REPO / "scripts" / "profile_pack.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_pack_counts_overlapping_kernels_once_in_the_busy_time():
+    merged_length = _profile_script().merged_length
+    assert merged_length([]) == 0
+    assert merged_length([(0, 2), (1, 3), (5, 6)]) == 4  # two overlapping kernels, then one alone
+    assert merged_length([(0, 10), (2, 3), (4, 5)]) == 10  # kernels inside a longer one add nothing
+
+
+def test_profile_pack_times_one_model_and_the_pack_on_the_cpu(tmp_path):
+    import json
+
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "profile_pack.py"), "--device", "cpu", "--pack", "2",
+                             "--d-model", "16", "--seq-len", "32", "--warmup", "1", "--rounds", "2",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                            env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [p["pack"] for p in summary["points"]] == [1, 2]
+    one, two = summary["points"]
+    assert one["graph"] == "eager" and "replay_ms_per_round" not in one  # no CUDA graphs on a CPU
+    assert summary["wall_ratio"] == pytest.approx(two["trainer_ms_per_round"] / one["trainer_ms_per_round"])
+    assert {"trace-k1.json.gz", "trace-k2.json.gz", "tables.txt"} <= {p.name for p in tmp_path.iterdir()}
+    assert "== k2: 2 model(s)" in (tmp_path / "tables.txt").read_text()
