@@ -37,10 +37,10 @@ def chromium() -> str:
     return found
 
 
-def browse(page: Path, *args: str) -> str:
-    """The DOM after the page's scripts ran, from headless Chromium."""
+def browse(page: Path | str, *args: str) -> str:
+    """The DOM after the page's scripts ran, from headless Chromium (a file, or a URL as a string)."""
     result = subprocess.run([chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                             "--virtual-time-budget=15000", *args, page.as_uri()],
+                             "--virtual-time-budget=15000", *args, page if isinstance(page, str) else page.as_uri()],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
