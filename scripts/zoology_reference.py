@@ -3,7 +3,11 @@
 Why: ssmbench's MQAR runs (suites/mqar_zoology.yaml) claim zoology's setting. The check is to run
 zoology's code on the same cell, same GPU, several seeds, and see ssmbench's accuracy fall within zoology's
 seed spread. zoology is not a dependency and is never committed: fetch HazyResearch/zoology into an
-ignored folder (`.peer/zoology`) and point --zoology at it.
+ignored folder (`.peer/zoology`), check out commit dbcb60d ("clean up pass"), and point --zoology at it.
+That is the commit this script supports and ran end to end against: from d88d6f5 on, zoology's
+LanguageModel.forward returns the hidden states by default and its trainer takes them as logits
+("IndexError: Target ... is out of bounds"), so the script refuses a git checkout at any other commit.
+zoology needs einops (`pip install einops`), which ssmbench does not: the script says so if it is missing.
 
     python scripts/zoology_reference.py --zoology .peer/zoology --task mqar-64 --model mamba-d128 \
         --lr 2.1544347e-3 --seeds 0 1 2 --out results/zoology_cell.json
@@ -31,6 +35,28 @@ from typing import Any
 
 ZOOLOGY_VOCAB = 8192
 ZOOLOGY_TEST_EXAMPLES = 3000
+ZOOLOGY_COMMIT = "dbcb60d"  # the commit whose LanguageModel and trainer this script drives
+
+
+def zoology_problem(checkout: Path) -> str | None:
+    """Why `checkout` cannot be driven by this script, or None: not a zoology checkout, a git checkout at
+    another commit than ZOOLOGY_COMMIT, or einops missing. A checkout without git metadata (an archive) is
+    taken as it is; the caller says that its commit could not be checked."""
+    import importlib.util
+    import subprocess
+
+    if not (checkout / "zoology" / "train.py").is_file():
+        return f"--zoology {checkout}: not a checkout of HazyResearch/zoology"
+    if (checkout / ".git").exists():
+        head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
+        commit = head.stdout.strip()
+        if not commit.startswith(ZOOLOGY_COMMIT):
+            return (f"--zoology {checkout}: at commit {commit[:7] or '?'}; this script supports zoology at "
+                    f"{ZOOLOGY_COMMIT} (git -C {checkout} checkout {ZOOLOGY_COMMIT}): later commits return hidden "
+                    "states from LanguageModel.forward, which the trainer takes as logits")
+    if importlib.util.find_spec("einops") is None:
+        return "zoology needs einops, which is not installed: pip install einops"
+    return None
 
 
 def zoology_config(task: Any, arch: Any, lr: float, seed: int) -> dict[str, Any]:
@@ -156,9 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     if task is None or args.model not in getattr(task, "architectures", {}):
         print(f"error: {args.suite}: no task {args.task!r} with architecture {args.model!r}", file=sys.stderr)
         return 2
-    if not (args.zoology / "zoology" / "train.py").is_file():
-        print(f"error: --zoology {args.zoology}: not a checkout of HazyResearch/zoology", file=sys.stderr)
+    problem = zoology_problem(args.zoology)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
+    if not (args.zoology / ".git").exists():
+        print(f"note: {args.zoology} has no git metadata: its commit (this script supports {ZOOLOGY_COMMIT}) is not checked")
     sys.path.insert(0, str(args.zoology.resolve()))
     for note in _stand_ins():
         print(f"note: stand-in for {note}")

@@ -438,3 +438,69 @@ def test_a_bad_layer_list_is_refused_when_made(changes, message):
         SmallModelConfig("mamba", layers=("mamba", "mha-rope"))
     with pytest.raises(ValueError, match="swiglu is a channel mixer"):
         SmallModelConfig("swiglu")
+
+
+# --- zoology's models (block: zoology, init: zoology) -------------------------------------------------------
+
+def _zoology_attention(**changes):
+    fields = dict(mixer="mha-abs", d_model=32, n_heads=1, vocab_size=64, abs_positions="learned", max_positions=16,
+                  block="zoology", init="zoology") | changes
+    return SmallModelConfig(**fields)
+
+
+def _zoology_forward(model, input_ids):
+    """zoology's LMBackbone.forward written out as zoology/model.py (dbcb60d) has it: (hidden, residual) pairs,
+    each TransformerBlock adding its input to the residual first, the identity state mixer returning norm2's
+    output as the next block's hidden state, and the final residual add before ln_f (no dropout: eval)."""
+    backbone = model.backbone
+    hidden = backbone.embedding(input_ids) + backbone.positions(input_ids.shape[1], input_ids.device, torch.float32)
+    residual = None
+    for block in backbone.layers:
+        residual = hidden if residual is None else hidden + residual
+        hidden = block.mixer(block.norm(residual))
+        residual = hidden + residual
+        hidden = block.norm2(residual)  # TransformerBlock's state mixer: the identity
+    residual = hidden + residual  # LMBackbone: drop_f(hidden) + residual, then ln_f
+    return model.lm_head(backbone.norm_f(residual))
+
+
+def test_zoology_blocks_add_their_second_norm_to_the_residual_stream_as_zoology_does():
+    model = build_model(_zoology_attention(), seed=0).module.eval()
+    input_ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    assert all(isinstance(b.norm, torch.nn.LayerNorm) and isinstance(b.norm2, torch.nn.LayerNorm)
+               for b in model.backbone.layers)
+    assert isinstance(model.backbone.norm_f, torch.nn.LayerNorm)
+    torch.testing.assert_close(model(input_ids), _zoology_forward(model, input_ids))
+    plain = build_model(_zoology_attention(block="prenorm"), seed=0).module.eval()
+    assert not torch.allclose(plain(input_ids), model(input_ids))  # the pre-norm block is another model
+
+
+def test_zoology_mamba_models_keep_rmsnorm_blocks_and_end_in_a_layernorm():
+    model = build_model(SmallModelConfig(mixer="mamba", d_model=16, vocab_size=32, block="zoology", init="zoology"),
+                        seed=0).module
+    assert all(type(b.norm) is torch.nn.RMSNorm and not hasattr(b, "norm2") for b in model.backbone.layers)
+    assert isinstance(model.backbone.norm_f, torch.nn.LayerNorm)
+
+
+def test_zoology_init_of_a_mamba_model_is_mamba_ssms_scheme():
+    zoology = build_model(SmallModelConfig(mixer="mamba", d_model=16, vocab_size=32, init="zoology"), seed=3).module
+    mamba_ssm = build_model(SmallModelConfig(mixer="mamba", d_model=16, vocab_size=32), seed=3).module
+    for (name, a), (_, b) in zip(zoology.state_dict().items(), mamba_ssm.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_zoology_init_of_an_attention_model_is_gpt2s_with_scaled_output_projections():
+    model = build_model(_zoology_attention(d_model=256, n_layers=2), seed=0).module
+    params = dict(model.named_parameters())
+    for i in range(2):
+        assert params[f"backbone.layers.{i}.mixer.qkv.weight"].std().item() == pytest.approx(0.02, rel=0.02)
+        assert params[f"backbone.layers.{i}.mixer.out_proj.weight"].std().item() == pytest.approx(0.01, rel=0.02)
+        assert not params[f"backbone.layers.{i}.mixer.qkv.bias"].any()
+        assert not params[f"backbone.layers.{i}.mixer.out_proj.bias"].any()
+    assert params["backbone.embedding.weight"].std().item() == pytest.approx(0.02, rel=0.05)
+    assert params["backbone.positions.table.weight"].std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_zoology_blocks_refuse_channel_mixers():
+    with pytest.raises(ValueError, match="block: zoology's blocks hold the channel mixing themselves.*'swiglu'"):
+        SmallModelConfig(layers=["mha-rope", "swiglu"], d_model=16, block="zoology")

@@ -73,6 +73,19 @@ def test_the_zoology_script_refuses_what_it_cannot_run(tmp_path):
         assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
+def test_the_zoology_script_refuses_a_checkout_at_another_commit_than_the_one_it_supports(tmp_path):
+    checkout = tmp_path / "zoology"
+    (checkout / "zoology").mkdir(parents=True)
+    (checkout / "zoology" / "train.py").write_text("")
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "not zoology's dbcb60d"], check=True)
+    problem = _zoology_script().zoology_problem(checkout)
+    assert problem is not None and "this script supports zoology at dbcb60d" in problem
+    assert f"git -C {checkout} checkout dbcb60d" in problem
+
+
 def _lease_script():
     import importlib.util
 

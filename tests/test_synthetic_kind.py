@@ -434,11 +434,15 @@ def test_the_zoology_suite_plans_figure_2_as_read_from_its_configs():
         assert (attention.n_heads, attention.abs_positions, attention.embed_dropout, attention.attn_dropout) == \
                (1, "learned", 0.1, 0.1)
         assert task.architectures["mamba-d256"].n_layers == attention.n_layers == 2
+        assert {(a.block, a.init) for a in task.architectures.values()} == {("zoology", "zoology")}  # zoology's models
     seeds = [j for j in plan.jobs if j.task_name == "mqar-64-seeds"]  # the cell run beside zoology's trainer
     assert len(seeds) == 12 and {(j.axes["seed"], j.variant) for j in seeds} == {(s, "mamba-d128") for s in (0, 1, 2)}
     assert seeds[0].task.train == jobs[0].task.train.model_copy(update={"steps": 12_544, "seq_len": 64,
                                                                           "batch_size": 512, "eval_every": 196})
-    assert len(build_plan(suite, "cpu").jobs) == 3 * 4 * 2 + 4 * 2 * 3  # the toy-size on_cpu version (3 seeds last)
+    four = [j for j in plan.jobs if j.task_name == "mqar-256-mamba-4-layers"]  # zoology's configs before fcc6af7
+    assert len(four) == 16 and {(a.mixer, a.n_layers) for a in four[0].task.architectures.values()} == {("mamba", 4)}
+    assert four[0].task.train == [j for j in plan.jobs if j.task_name == "mqar-256"][0].task.train
+    assert len(build_plan(suite, "cpu").jobs) == 3 * 4 * 2 + 4 * 2 * 3 + 4 * 2  # the toy-size on_cpu version
 
 
 @pytest.mark.parametrize(("arch", "pattern"), [

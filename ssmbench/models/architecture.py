@@ -45,8 +45,13 @@ ABS_POSITIONS = ("sinusoidal", "learned")
 # MambaLMHeadModel); "untied", a Linear with a bias (MAD-lab's LanguageModel); "compression", MAD-lab's
 # AutoEncoder: the whole sequence read from its last position, decoded by an MLP (builder.py).
 HEADS = ("tied", "untied", "compression")
-# The weights' initialisation: mamba_ssm's model-level scheme (GPT-2's), or MAD-lab's backbones' (builder.py).
-INITS = ("mamba_ssm", "mad")
+# The weights' initialisation: mamba_ssm's model-level scheme (GPT-2's), MAD-lab's backbones', or zoology's
+# LanguageModel's (builder.py).
+INITS = ("mamba_ssm", "mad", "zoology")
+# The residual block around each layer: ssmbench's pre-norm block with RMSNorm, or zoology's (HazyResearch/
+# zoology, zoology/model.py, as its MQAR Figure 2 builds models: its TransformerBlock with the identity as
+# state mixer around every non-Mamba layer, its MambaBlock around Mamba's, and a final LayerNorm; builder.py).
+BLOCKS = ("prenorm", "zoology")
 DEFAULT_N_LAYERS = 2
 
 _MAD = {"d_model": 128, "head": "untied", "init": "mad"}
@@ -143,6 +148,7 @@ class SmallModelConfig:
     ffn_width: int | None = None  # channel mixers' inner width; None: theirs (swiglu 8/3·d_model, mlp 4·d_model)
     head: str = "tied"  # one of HEADS
     init: str = "mamba_ssm"  # one of INITS
+    block: str = "prenorm"  # one of BLOCKS
 
     @classmethod
     def preset(cls, name: str, **changes: Any) -> SmallModelConfig:
@@ -179,9 +185,13 @@ class SmallModelConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"SmallModelConfig.{name} must be a probability in [0, 1), got {value!r}")
-        for name, allowed in (("abs_positions", ABS_POSITIONS), ("head", HEADS), ("init", INITS)):
+        for name, allowed in (("abs_positions", ABS_POSITIONS), ("head", HEADS), ("init", INITS), ("block", BLOCKS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"SmallModelConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        channel = [name for name in self.layer_mixers if is_channel_mixer(name)]
+        if self.block == "zoology" and channel:
+            raise ValueError(f"SmallModelConfig.block: zoology's blocks hold the channel mixing themselves (its "
+                             f"Figure 2 models: none); the layer list has {channel[0]!r}")
         limit = self.max_positions
         if self.abs_positions == "learned" and (not isinstance(limit, int) or limit < 1):
             raise ValueError("SmallModelConfig.max_positions must be a positive integer when "
@@ -216,5 +226,5 @@ def field_message(exc: ValueError) -> str:
     return f"{match[1]}: {match[2]}" if match else str(exc)
 
 
-__all__ = ["ABS_POSITIONS", "CONFIG_FIELDS", "HEADS", "INITS", "PRESETS", "SmallModelConfig", "field_message",
+__all__ = ["ABS_POSITIONS", "BLOCKS", "CONFIG_FIELDS", "HEADS", "INITS", "PRESETS", "SmallModelConfig", "field_message",
            "preset", "resolve_layers"]

@@ -22,7 +22,10 @@ at position l reconstruct input token l.
 
 Norm: RMSNorm (eps 1e-5) for every mixer. It is what MambaLMHeadModel uses by default (rms_norm=True), so
 the Mamba models match the calibration runs made with mamba_ssm; using the same norm for the attention
-baselines keeps the mixer the only difference between the rows of a table.
+baselines keeps the mixer the only difference between the rows of a table. `block: zoology` builds zoology's
+models instead (its MQAR Figure 2; ZoologyBlock): LayerNorm blocks that add their second norm's output to
+the residual stream around every non-Mamba layer, RMSNorm pre-norm blocks around Mamba's, a final
+LayerNorm.
 
 Initialisation: each layer's own (TorchMamba draws exactly as mamba_ssm's Mamba), then the model-level
 scheme of `init`:
@@ -37,6 +40,9 @@ scheme of `init`:
                          drew them; for compression (auto_encoder.py, never changed), every Linear weight
                          N(0, 0.02) and every bias zero, dt_proj's too. MAD's published scores predate that fix:
                          their LMs were initialised as the auto-encoder still is.
+    zoology              zoology's LanguageModel (zoology/model.py at dbcb60d): for a model of Mamba layers
+                         mamba_ssm's scheme above (n_residuals_per_layer 1); for any other, GPT-2's: every
+                         Linear and embedding N(0, 0.02), biases zero, out_proj N(0, 0.02/sqrt(2·n_layers))
 
 Parameter counts at the paper's sizes (vocab 16, 2 layers; checked in tests/test_builder.py):
 
@@ -113,8 +119,37 @@ class Block(nn.Module):
         return x + self.mixer(self.norm(x))
 
 
+class ZoologyBlock(nn.Module):
+    """zoology's TransformerBlock with the identity as its state mixer, as its MQAR Figure 2 builds every
+    non-Mamba model (HazyResearch/zoology, zoology/model.py at dbcb60d). zoology passes (hidden, residual)
+    pairs and adds each block's output to the residual at the start of the next block (or before the
+    final norm); written out on the residual stream r, one block is
+
+        r <- r + mixer(LayerNorm1(r))
+        r <- r + LayerNorm2(r)          the identity state mixer's output, added like any branch's
+
+    so the second norm's output joins the stream: not the plain pre-norm block (Block)."""
+
+    def __init__(self, mixer: nn.Module, d_model: int, device=None, dtype=None):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model, eps=NORM_EPS, device=device, dtype=dtype)
+        self.mixer = mixer
+        self.norm2 = nn.LayerNorm(d_model, eps=NORM_EPS, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.mixer(self.norm(x))
+        return x + self.norm2(x)
+
+
+def zoology_mamba_block(name: str) -> bool:
+    """Whether zoology puts this layer in its MambaBlock (RMSNorm pre-norm, ssmbench's Block) rather than its
+    TransformerBlock: its configs' rule, `'mamba' in sequence_mixer`."""
+    return "mamba" in name
+
+
 class Backbone(nn.Module):
-    """Embedding, then the blocks in order, then (`final_norm`) norm_f: hidden states (batch, L, d_model)."""
+    """Embedding, then the blocks in order, then (`final_norm`) norm_f: hidden states (batch, L, d_model).
+    `block: zoology`: zoology's blocks (ZoologyBlock around every non-Mamba layer) and its final LayerNorm."""
 
     def __init__(self, config: SmallModelConfig, mixers: list[nn.Module], positions: nn.Module | None,
                  final_norm: bool = True, device=None, dtype=None):
@@ -123,8 +158,13 @@ class Backbone(nn.Module):
         self.positions = positions  # None, or called as positions(L, device, dtype) -> (L, d_model)
         # No module at p = 0: a dropout of nothing would still draw random numbers every step.
         self.embed_dropout = nn.Dropout(config.embed_dropout) if config.embed_dropout else None
-        self.layers = nn.ModuleList(Block(m, config.d_model, device=device, dtype=dtype) for m in mixers)
-        self.norm_f = nn.RMSNorm(config.d_model, eps=NORM_EPS, device=device, dtype=dtype) if final_norm else None
+        zoology = config.block == "zoology"
+        self.layers = nn.ModuleList(
+            (ZoologyBlock if zoology and not zoology_mamba_block(name) else Block)(m, config.d_model, device=device,
+                                                                                 dtype=dtype)
+            for name, m in zip(config.layer_mixers, mixers, strict=True))
+        norm = nn.LayerNorm if zoology else nn.RMSNorm
+        self.norm_f = norm(config.d_model, eps=NORM_EPS, device=device, dtype=dtype) if final_norm else None
 
     def forward(self, input_ids: Tensor) -> Tensor:
         x = self.embedding(input_ids)
@@ -250,7 +290,10 @@ def _positions(config: SmallModelConfig, mixers: list[Mixer], device, dtype) -> 
 
 def _initialise(model: nn.Module, config: SmallModelConfig) -> None:
     """The model-level initialisation, after each layer's own (module doc)."""
-    if config.init == "mamba_ssm":
+    if config.init == "zoology" and not all(zoology_mamba_block(name) for name in config.layer_mixers):
+        _init_zoology_gpt2(model, config.n_layers)
+        return
+    if config.init in ("mamba_ssm", "zoology"):  # zoology's MambaBlock models: mamba_ssm's scheme itself
         model.apply(lambda m: _init_weights(m, config.n_layers))
         return
     autoencoder = config.head == "compression"
@@ -278,3 +321,19 @@ def _init_weights(module: nn.Module, n_layers: int) -> None:
             nn.init.kaiming_uniform_(p, a=math.sqrt(5))
             with torch.no_grad():
                 p /= math.sqrt(n_layers)
+
+
+def _init_zoology_gpt2(model: nn.Module, n_layers: int) -> None:
+    """zoology's `_init_weights` for its TransformerBlock models (zoology/model.py at dbcb60d): every Linear
+    N(0, 0.02) with zero biases, every embedding (tokens, learned positions) N(0, 0.02), and every out_proj
+    weight N(0, 0.02 / sqrt(2 n_layers)) (GPT-2's scaled residual branches: 0.01 at 2 layers)."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=EMBEDDING_STD)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=EMBEDDING_STD)
+    for name, p in model.named_parameters():
+        if name.endswith("out_proj.weight"):
+            nn.init.normal_(p, std=EMBEDDING_STD / math.sqrt(2 * n_layers))

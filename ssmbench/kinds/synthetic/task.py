@@ -99,7 +99,8 @@ class Architecture(Strict):
     hyena_inner_factor: PositiveInt = 1  # hyena: streams of inner_factor·d_model (MAD: 4)
     hyena_proj_groups: PositiveInt = 1  # hyena: input projection shared by this many groups of streams (MAD: 4)
     head: Literal["tied", "untied", "compression"] = "tied"  # compression: MAD's auto-encoder (models/builder.py)
-    init: Literal["mamba_ssm", "mad"] = "mamba_ssm"  # the model-level initialisation (models/builder.py)
+    init: Literal["mamba_ssm", "mad", "zoology"] = "mamba_ssm"  # the model-level initialisation (models/builder.py)
+    block: Literal["prenorm", "zoology"] = "prenorm"  # zoology: zoology's blocks and final LayerNorm (models/builder.py)
     embed_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # dropout on the first block's input, in training
     attn_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # attention: dropout on the attention weights
     lr: PositiveFloat | list[PositiveFloat] | None = None  # this model's learning rate(s); train.lr otherwise
