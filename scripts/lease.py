@@ -13,7 +13,9 @@ Options `run` does not know (`--device cpu`, `--limit 2`) go on to `ssmbench run
 
 `run` and `resume` send SIGTERM at --seconds (ssmbench then saves each training state and exits 143), wait
 up to --grace seconds for that, and write the run directory as a gzipped tar split into parts that the
-device tool brings back (at most 8 files of 16 MiB). `unpack` joins and extracts the parts at the path the
+device tool brings back (at most 8 files of 16 MiB). A run too large for that with its training states (MQAR's packs
+at vocabulary 8,192) is packed without them, and says so: its records and tables come back, and it
+continues only on the machine that holds the states, in the next command while that machine is held. `unpack` joins and extracts the parts at the path the
 run had on the GPU machine, relative to the repository root, and prints the command that continues it.
 The last lines printed say whether the run finished and how to continue it (exit 0: finished, 3: stopped
 at its limit, anything else: ssmbench's own exit status).
@@ -38,6 +40,10 @@ STOPPED_AT_LIMIT = 3
 # Not packed: the lock belongs to the GPU machine's process, and a checkpoint's previous generation (the
 # fallback for a damaged one) or half-written temporary would double what the trip carries.
 LEFT_BEHIND = ("run.lock", ".prev", ".tmp")
+# What a run too large for the trip leaves behind as well: its training states (a pack of MQAR's models at
+# vocabulary 8,192 holds ~200 MB of them). Records, tables and env.json still come back; the run then
+# continues only on the machine that holds the states, while it is held (results/ is kept between calls).
+STATES = "train_state.pt"
 
 
 def run_directories(out: Path) -> set[Path]:
@@ -62,13 +68,15 @@ def run_limited(args: list[str], seconds: float, grace: float) -> tuple[int, boo
         return process.wait(), True
 
 
-def pack(run_dir: Path, root: Path, dest: Path) -> list[Path]:
+def pack(run_dir: Path, root: Path, dest: Path, without_states: bool = False) -> list[Path]:
     """The run directory as a gzipped tar (members relative to `root`) split into parts under `dest`,
-    with a manifest naming the run's path. Refuses (ValueError) what the device tool cannot bring back."""
+    with a manifest naming the run's path (and, `without_states`, saying its training states stayed
+    behind). Refuses (ValueError) what the device tool cannot bring back."""
+    left = LEFT_BEHIND + ((STATES,) if without_states else ())
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(run_dir, arcname=str(run_dir.resolve().relative_to(root.resolve())),
-                filter=lambda m: None if m.name.endswith(LEFT_BEHIND) else m)
+                filter=lambda m: None if m.name.endswith(left) else m)
     data = buffer.getvalue()
     parts = [data[i:i + PART_BYTES] for i in range(0, len(data), PART_BYTES)] or [b""]
     if len(parts) > MAX_PARTS:
@@ -80,8 +88,22 @@ def pack(run_dir: Path, root: Path, dest: Path) -> list[Path]:
         path = dest / f"{ARCHIVE}.{i:02d}"
         path.write_bytes(part)
         written.append(path)
-    (dest / MANIFEST).write_text(f"{run_dir.resolve().relative_to(root.resolve())}\n{len(parts)}\n")
+    states = "states left behind\n" if without_states else ""
+    (dest / MANIFEST).write_text(f"{run_dir.resolve().relative_to(root.resolve())}\n{len(parts)}\n{states}")
     return written
+
+
+def pack_what_fits(run_dir: Path, root: Path, dest: Path) -> tuple[list[Path], bool]:
+    """pack(), and if the run is too large for the trip, pack() without its training states, saying so.
+    Returns the parts and whether the states came along."""
+    try:
+        return pack(run_dir, root, dest), True
+    except ValueError as exc:
+        print(f"lease: {exc}: packing it without its training states ({STATES}); the records come back, "
+              "but the run continues only on this machine while it is held", flush=True)
+        for stale in dest.glob(f"{ARCHIVE}.*"):
+            stale.unlink()
+        return pack(run_dir, root, dest, without_states=True), False
 
 
 def unpack(source: Path, root: Path) -> Path:
@@ -89,7 +111,10 @@ def unpack(source: Path, root: Path) -> Path:
     manifest = source / MANIFEST
     if not manifest.is_file():
         raise FileNotFoundError(f"{source}: no {MANIFEST} (not a packed run)")
-    relative, count = manifest.read_text().split()
+    relative, count, *left = manifest.read_text().splitlines()
+    if left:
+        print(f"lease: {source}: packed without its training states ({STATES}): this copy has the records and "
+              "tables, and cannot be resumed here", flush=True)
     parts = [source / f"{ARCHIVE}.{i:02d}" for i in range(int(count))]
     missing = [p.name for p in parts if not p.is_file()]
     if missing:
@@ -116,12 +141,14 @@ def lease(args: argparse.Namespace) -> int:
             print(f"lease: expected one new run directory under {args.out}, found {len(new)}", file=sys.stderr)
             return status or 1
         (run_dir,) = new
-    parts = pack(run_dir, root, Path(args.pack)) if args.pack else []
+    parts, with_states = pack_what_fits(run_dir, root, Path(args.pack)) if args.pack else ([], True)
     size = sum(p.stat().st_size for p in parts) / 2**20
     print(f"lease: {run_dir} after {time.monotonic() - started:.0f} s, ssmbench exit {status}; "
           f"packed into {len(parts)} part(s), {size:.1f} MiB")
     if stopped or status == 143:
-        print(f"lease: not finished. Continue with: python scripts/lease.py resume {run_dir} --seconds ... --pack $OUT")
+        where = "" if with_states else " on this machine, while it is held (its training states stayed here)"
+        print(f"lease: not finished. Continue{where} with: python scripts/lease.py resume {run_dir} --seconds ... "
+              "--pack $OUT")
         return STOPPED_AT_LIMIT
     return status
 

@@ -116,6 +116,12 @@ def test_a_packed_run_comes_back_whole_in_parts_the_device_can_return(tmp_path, 
     monkeypatch.setattr(lease, "MAX_PARTS", 2)
     with pytest.raises(ValueError, match="more than 2 parts"):
         lease.pack(run, tmp_path / "gpu", tmp_path / "out2")
+    # Too large with its training state: the records still come back, and the manifest says what stayed.
+    light, with_states = lease.pack_what_fits(run, tmp_path / "gpu", tmp_path / "out3")
+    assert not with_states and len(light) == 1
+    records_only = lease.unpack(tmp_path / "out3", tmp_path / "here3")
+    assert (records_only / "records.jsonl").is_file() and not list(records_only.rglob("train_state.pt"))
+    assert "states left behind" in (tmp_path / "out3" / "run.manifest").read_text()
     (tmp_path / "out" / parts[1].name).unlink()
     with pytest.raises(FileNotFoundError, match="missing run.tar.gz.01"):
         lease.unpack(tmp_path / "out", tmp_path / "again")
