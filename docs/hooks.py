@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -200,11 +201,39 @@ def gpu_page(gpu: Path, runs: list[Path]) -> str:
     """The folder's README as written (the commands and what reproduces), then its runs."""
     readme = gpu / "README.md"
     text = readme.read_text(encoding="utf-8") if readme.is_file() else f"# Reference runs: {gpu.name}\n"
+    text = _link_runs(_LINK.sub(lambda m: _relink(m, gpu, runs), text), runs)
     rows = ["| suite | run | records |", "|---|---|---|"]
     for run in runs:
         count = sum(1 for line in (run / "records.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
         rows.append(f"| {run.parent.name} | [{run.name}]({run.parent.name}/{run.name}.md) | {count} |")
     return f"{text.rstrip()}\n\n## The runs\n\n" + "\n".join(rows) + "\n"
+
+
+_LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def _relink(match: re.Match[str], gpu: Path, runs: list[Path]) -> str:
+    """A link of the folder's README, as the site can hold it: to a run (or a file in one), that run's page;
+    to anything else in the repository, its path as text (the site holds only its pages)."""
+    bang, label, target = match.groups()
+    if re.match(r"[a-z]+:|#", target):
+        return match.group(0)
+    path = (gpu / target.split("#")[0]).resolve()
+    for run in runs:
+        if path == run.resolve() or run.resolve() in path.parents:
+            return f"[{label}]({run.parent.name}/{run.name}.md)"
+    shown = f"{label} (`{target}`)" if label and label != target else f"`{target}`"
+    return f"{'image: ' if bang else ''}{shown}"
+
+
+def _link_runs(text: str, runs: list[Path]) -> str:
+    """Each `suite/run-id` named in the prose (outside code spans and links) links to that run's page."""
+    names = "|".join(re.escape(f"{run.parent.name}/{run.name}") for run in runs)
+    if not names:
+        return text
+    named = re.compile(rf"(?<![\w/(\[.-])({names})(?![\w.\]/-])")
+    parts = re.split(r"(`[^`\n]*`)", text)  # odd parts are code spans
+    return "".join(part if i % 2 else named.sub(r"[\1](\1.md)", part) for i, part in enumerate(parts))
 
 
 _RUN_FILES = ("records.jsonl", "env.json", "plan.json", "suite.resolved.yaml")

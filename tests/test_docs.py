@@ -128,6 +128,22 @@ def test_the_history_page_holds_the_nightly_history_when_given(tmp_path: Path):
     assert statics == {"history/history.html": tmp_path / "history.html"}
 
 
+def test_the_notes_links_point_at_run_pages_or_become_paths(tmp_path: Path):
+    """The reference README is written for the repository; the site holds only pages, so a link to a run
+    goes to its page and any other relative link becomes its path as text (a strict build stays green)."""
+    run = tmp_path / "h100" / "scan" / "20261124-180439"
+    run.mkdir(parents=True)
+    (run / "records.jsonl").write_text("")
+    (tmp_path / "h100" / "README.md").write_text(
+        "# Notes\n\n[the scan](scan/20261124-180439/table.md), [all](../../README.md), [web](https://a.b/c), "
+        "[here](#notes)\n\n| scan/20261124-180439 | `scan/20261124-180439` |\n")
+    page = hooks().gpu_page(tmp_path / "h100", [run])
+    assert "[the scan](scan/20261124-180439.md)" in page and "all (`../../README.md`)" in page
+    assert "[web](https://a.b/c)" in page and "[here](#notes)" in page
+    assert "| [scan/20261124-180439](scan/20261124-180439.md) | `scan/20261124-180439` |" in page  # not in code
+    assert "| scan | [20261124-180439](scan/20261124-180439.md) | 0 |" in page
+
+
 def test_the_reference_runs_are_pages_with_their_tables_plots_and_notes(site: Path):
     runs = sorted(p.parent for p in (REPO / "results" / "reference").glob("*/*/*/records.jsonl"))
     assert runs
