@@ -113,12 +113,22 @@ def _fields(node: dict[str, Any]) -> list[str]:
     required = set(node.get("required", []))
     rows = ["| field | type and allowed values | default | description |", "|---|---|---|---|"]
     for field, spec in node.get("properties", {}).items():
-        default = "required" if field in required else f"`{json.dumps(spec['default'])}`" if "default" in spec else ""
+        default = "required" if field in required else _default(spec)
         rows.append(f"| `{field}` | {_cell(type_of(spec))} | {_cell(default)} | {_cell(spec.get('description', ''))} |")
     extra = node.get("additionalProperties")
     if extra is True:
         rows.append("| *any other key* | any | | a setting of the task, as the task itself takes it |")
     return rows
+
+
+def _default(spec: dict[str, Any]) -> str:
+    """The default as written in a suite; one built by a factory (no `default` in the schema) is empty, or
+    its mapping's own defaults."""
+    if "default" in spec:
+        return f"`{json.dumps(spec['default'], ensure_ascii=False)}`"
+    if "$ref" in spec:
+        return "its fields' defaults"
+    return "`[]`" if spec.get("type") == "array" else "`{}`" if spec.get("type") == "object" else ""
 
 
 def _cell(text: str) -> str:

@@ -40,7 +40,7 @@ class OnCPU(BaseModel):
     """
 
     model_config = ConfigDict(extra="allow")
-    because: str
+    because: str  # why these settings replace the task's own on a CPU (the plan prints it)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -58,7 +58,7 @@ class Resources(Strict):
     partition: str | None = None  # SLURM partition; the cluster's default when absent
     gpus: NonNegativeInt | None = None  # per job; absent: 1 on CUDA, none on the CPU
     cpus: PositiveInt | None = None  # per job; absent: 1 on Ray, the cluster's default on SLURM
-    mem_gb: PositiveFloat | None = None
+    mem_gb: PositiveFloat | None = None  # memory per job, in GB; the cluster's default when absent
     time_min: PositiveInt | None = None  # absent: no limit on Ray, SLURM_DEFAULT_TIME_MIN on SLURM
 
     def over(self, base: Resources) -> Resources:
@@ -75,9 +75,10 @@ class TaskBase(Strict):
 
     uses_models: ClassVar[bool] = True  # False for kinds that measure kernels alone
 
-    kind: str
+    kind: str  # which task kind this is: selects the task's fields and its runner (`ssmbench list tasks`)
     name: str | None = None  # defaults to the kind; unique within a suite
     models: list[str] | None = None  # a subset of the suite's models, by name; all when absent
+    # settings that replace this task's own on a CPU, with `because:` saying why (the plan prints it)
     on_cpu: OnCPU | None = None
     resources: Resources | None = None  # what a cluster launcher gives its jobs, over the suite's launch.resources
 

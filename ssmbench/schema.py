@@ -81,17 +81,23 @@ def field_comments(cls: type[BaseModel]) -> dict[str, str]:
             source = textwrap.dedent(inspect.getsource(klass))
         except (OSError, TypeError):  # made at run time (create_model): no source
             continue
-        found.update(_comments_in(source))
+        found.update({name: text for name, text in _comments_in(source).items() if text})  # a redefinition
+        # without a comment (a task's `kind: Literal[...]`) keeps its base's
     return {name: text for name, text in found.items() if name in cls.model_fields}
 
 
 def _comments_in(source: str) -> dict[str, str]:
     """The comments of a class's field lines, read with the tokenizer (a '#' inside a string is no comment)."""
-    comments = {tok.start[0]: tok.string.lstrip("#").strip()
-                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    comments = {tok.start[0]: tok.string.lstrip("#").strip() for tok in tokens if tok.type == tokenize.COMMENT}
+    in_strings = {n for tok in tokens if tok.type == tokenize.STRING and not tok.line[:tok.start[1]].strip()
+                  for n in range(tok.start[0], tok.end[0] + 1)}  # strings that open their line: docstrings
     found: dict[str, str] = {}
     above: list[str] = []
     for number, line in enumerate(source.splitlines(), 1):
+        if number in in_strings:  # a docstring's `name: text` is prose, not a field
+            above = []
+            continue
         if re.match(r"^    #", line):
             above.append(comments.get(number, ""))
             continue

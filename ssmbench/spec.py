@@ -30,9 +30,11 @@ Backend = Literal["auto", "hf", "mamba_ssm"]
 class Defaults(Strict):
     """Settings every model and task inherits unless it sets its own."""
 
-    device: Device = "auto"
+    device: Device = "auto"  # where the tasks run: auto (CUDA when there is a GPU), cpu or cuda
     dtype: DType = "auto"  # float32 on CPU, float16 on CUDA
+    # the runs' random seed (lm-eval's random, numpy, torch and few-shot seed); a task's `seeds` override it
     seed: int = 0
+    # pretrained (the hub's or a path's) or random (built offline at full size: speed and memory only)
     weights: Weights = "pretrained"
 
 
@@ -46,14 +48,15 @@ class ModelRef(Strict):
     so are `overrides` (against transformers' config class of the architecture).
     """
 
-    name: str
-    base: str | None = None
-    hf_id: str | None = None
-    path: str | None = None
+    name: str  # a zoo name (`ssmbench list models`), or a name of your own for a `base`, `path` or `hf_id`
+    base: str | None = None  # the zoo model this one varies: its architecture, tokenizer and family
+    hf_id: str | None = None  # a hub repository holding the checkpoint (its config.json cached, or downloadable)
+    path: str | None = None  # a local directory written by save_pretrained
     tokenizer: str | None = None  # a hub id or directory, or "bytes" (the offline byte-level tokenizer)
-    weights: Weights | None = None
-    dtype: DType | None = None
+    weights: Weights | None = None  # this model's weights, over the suite's defaults
+    dtype: DType | None = None  # this model's dtype, over the suite's defaults
     backend: Backend = "auto"  # Mamba: mamba_ssm's fused MambaLMHeadModel or transformers' implementation
+    # changes to the architecture's config (checked against transformers' config class)
     overrides: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -97,24 +100,26 @@ class Launch(Strict):
     node that went away, a time limit. A point that raised in the runner is an error record, not retried.
     """
 
-    retries: Annotated[int, Field(ge=0)] = 0
+    retries: Annotated[int, Field(ge=0)] = 0  # resubmissions of a job lost to a dead worker or node, or a time limit
+    # what each job asks of the cluster; a task's `resources` overrides some of them
     resources: Resources = Field(default_factory=Resources)
 
 
 class Suite(Strict):
     """A suite. Its `tasks` are validated against the registered kinds (see `suite_model`)."""
 
-    name: str
-    description: str = ""
+    name: str  # the run directory is results/<name>/<run-id>/
+    description: str = ""  # what the suite is for and why: `ssmbench list suites` prints its first line
+    # settings every model and task inherits unless it sets its own
     defaults: Defaults = Field(default_factory=Defaults)
     require_fused_kernels: bool = False  # fail Mamba jobs rather than run them without mamba_ssm's kernels
     smoke_test: bool = False  # lets quality tasks run on random weights (their tables say so)
     # `ssmbench diff`'s thresholds for this suite's runs: metric -> largest tolerated regression in percent,
     # `default` for every other metric (throughput is noisier than accuracy)
     regression: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
-    launch: Launch = Field(default_factory=Launch)
-    models: list[ModelRef] = Field(default_factory=list)
-    tasks: list[TaskBase]
+    launch: Launch = Field(default_factory=Launch)  # how a cluster launcher (`--launcher ray | slurm`) runs the jobs
+    models: list[ModelRef] = Field(default_factory=list)  # the models every task runs on unless it names a subset
+    tasks: list[TaskBase]  # what to measure: one entry per task, its fields chosen by its `kind`
 
     @field_validator("models", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import jsonschema
 import pytest
@@ -44,7 +45,8 @@ def test_the_schema_names_the_kinds_and_describes_their_fields():
     kinds = schema["properties"]["tasks"]["items"]["discriminator"]["mapping"]
     assert {"throughput", "memory", "scan", "zero_shot", "synthetic"} <= set(kinds)
     throughput = schema["$defs"]["ThroughputTask"]["properties"]
-    assert throughput["new_tokens"] == {"default": 32, "minimum": 2, "title": "New Tokens", "type": "integer"}
+    assert throughput["new_tokens"] == {"default": 32, "minimum": 2, "title": "New Tokens", "type": "integer",
+                                        "description": "tokens generated, exactly this many: no early stop"}
     assert throughput["cuda_graphs"]["description"] == "auto: with and without graphs on CUDA, without on CPU"
     assert throughput["library_baseline"]["description"].startswith("also time the library's own generate()")
     assert throughput["models"]["description"] == "a subset of the suite's models, by name; all when absent"
@@ -53,14 +55,23 @@ def test_the_schema_names_the_kinds_and_describes_their_fields():
 def test_field_comments_read_beside_and_above_a_field_never_inside_a_string():
     from pydantic import BaseModel
 
-    class Example(BaseModel):
+    class Base(BaseModel):
+        kind: str  # the base's words
+
+    class Example(Base):
+        """A docstring that names a field is prose:
+        c: not its description
+        """
+
         # the first line
         # and the second
         a: int = 1  # beside
         b: str = "# not a comment"
         c: int = 0  # only this
+        kind: Literal["x"] = "x"
 
-    assert field_comments(Example) == {"a": "the first line and the second beside", "b": "", "c": "only this"}
+    assert field_comments(Example) == {"kind": "the base's words", "a": "the first line and the second beside",
+                                       "c": "only this"}
 
 
 SUITE = """\

@@ -67,10 +67,11 @@ class MemoryTask(TaskBase):
     """Peak memory of generation (inference) or of one training step, beside the analytic state size."""
 
     kind: Literal["memory"]
+    # inference: one generation; training: one forward + backward + AdamW step in mixed precision
     mode: Literal["inference", "training"] = "inference"
-    batch_sizes: list[PositiveInt] = [1]
-    prompt_lengths: list[PositiveInt] = [128]
-    new_tokens: Annotated[int, Field(ge=1)] = 8
+    batch_sizes: list[PositiveInt] = [1]  # sequences at once, one point each
+    prompt_lengths: list[PositiveInt] = [128]  # prompt tokens (training: sequence tokens), one point each
+    new_tokens: Annotated[int, Field(ge=1)] = 8  # tokens generated in inference mode
 
 
 class MemoryRunner(ModelRunner[MemoryTask]):

@@ -44,11 +44,11 @@ class ThroughputTask(TaskBase):
     """
 
     kind: Literal["throughput"]
-    batch_sizes: list[PositiveInt] = [1]
-    prompt_lengths: list[PositiveInt] = [128]
-    new_tokens: Annotated[int, Field(ge=2)] = 32
-    warmup: Annotated[int, Field(ge=0)] = 1
-    repeats: Annotated[int, Field(ge=1)] = 5
+    batch_sizes: list[PositiveInt] = [1]  # sequences decoded together, one point each
+    prompt_lengths: list[PositiveInt] = [128]  # prompt tokens, one point each
+    new_tokens: Annotated[int, Field(ge=2)] = 32  # tokens generated, exactly this many: no early stop
+    warmup: Annotated[int, Field(ge=0)] = 1  # untimed generations before the timed ones
+    repeats: Annotated[int, Field(ge=1)] = 5  # timed generations per point: the median and its spread are reported
     # auto: with and without graphs on CUDA, without on CPU
     cuda_graphs: Literal["auto"] | bool | list[bool] = "auto"
     # also time the library's own generate() (mamba_ssm cg=True, transformers generate) as a reference row

@@ -59,18 +59,21 @@ class TrainSpeedTask(TaskBase):
     uses_models: ClassVar[bool] = False
 
     kind: Literal["train_speed"]
-    task: SyntheticName = "induction_heads"
+    task: SyntheticName = "induction_heads"  # the synthetic task whose batches are trained on
+    # the task's own parameters, as in a synthetic task
     task_params: dict[str, int | float | bool] = Field(default_factory=dict)
-    vocab_size: PositiveInt = 16
+    vocab_size: PositiveInt = 16  # tokens of the task's vocabulary
+    # the one small model every loop trains
     architecture: Architecture = Field(default_factory=lambda: Architecture(mixer="mamba", d_model=64))
+    # ssmbench's trainer with CUDA graphs, eagerly, and mamba_ssm's MambaLMHeadModel in a plain loop
     loops: list[Loop] = ["ssmbench-graphs", "ssmbench-eager", PLAIN]
-    batch_sizes: list[PositiveInt] = [8, 64]
-    seq_len: PositiveInt = 256
-    lr: PositiveFloat = 1e-3
+    batch_sizes: list[PositiveInt] = [8, 64]  # sequences per step, one point each
+    seq_len: PositiveInt = 256  # tokens per training sequence
+    lr: PositiveFloat = 1e-3  # Adam's learning rate
     autocast: Literal["bfloat16", "float16"] | None = None  # on CUDA; None trains in float32, as the paper's recipe
-    warmup_steps: Annotated[int, Field(ge=1)] = 50
+    warmup_steps: Annotated[int, Field(ge=1)] = 50  # untimed steps before the timed windows
     steps: PositiveInt = 500  # per timed window
-    repeats: PositiveInt = 5
+    repeats: PositiveInt = 5  # timed windows: the median and its spread are reported
     # Time packing instead of the loops: K models side by side vs one after another, for each K here.
     packs: list[PositiveInt] = Field(default_factory=list)
 

@@ -33,9 +33,9 @@ DEFAULT_TARGETS: dict[str, list[str]] = {
 
 
 class Lora(Strict):
-    r: PositiveInt = 8
-    alpha: PositiveFloat = 16.0
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    r: PositiveInt = 8  # the adapters' rank
+    alpha: PositiveFloat = 16.0  # LoRA's scaling numerator (the update is scaled by alpha / r)
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # dropout on the adapters' input
     # architecture -> target module names; an architecture not named keeps DEFAULT_TARGETS'
     targets: dict[str, list[str]] = Field(default_factory=dict)
 
@@ -49,10 +49,11 @@ class FinetuneTask(TaskBase):
     on the weights' values, so random weights are allowed; pretrained ones load where cached."""
 
     kind: Literal["finetune"]
+    # full: every weight trains; lora: peft adapters on the targets only
     methods: list[Literal["full", "lora"]] = ["full", "lora"]
-    batch_sizes: list[PositiveInt] = [8]
-    seq_lens: list[PositiveInt] = [512]
-    lora: Lora = Field(default_factory=Lora)
-    lr: PositiveFloat = 1e-4
+    batch_sizes: list[PositiveInt] = [8]  # sequences per step, one point each
+    seq_lens: list[PositiveInt] = [512]  # tokens per sequence, one point each
+    lora: Lora = Field(default_factory=Lora)  # the adapters of the lora method
+    lr: PositiveFloat = 1e-4  # AdamW's learning rate
     warmup_steps: Annotated[int, Field(ge=1)] = 3  # untimed: the optimizer's state, the allocator, autotuning
     steps: PositiveInt = 10  # timed steps per point

@@ -22,9 +22,9 @@ class Sampling(Strict):
     """Sampled continuations beside the greedy one: softmax(logits / temperature) over the top_k tokens,
     one continuation per seed (the same seed gives the same text on the same device and weights)."""
 
-    temperature: PositiveFloat = 1.0
-    top_k: PositiveInt | None = 50
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    temperature: PositiveFloat = 1.0  # softmax(logits / temperature)
+    top_k: PositiveInt | None = 50  # sample among the k likeliest tokens; null: among all
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # one sampled continuation per seed
 
 
 # The lecture's in-context prompts: a word-translation list and an antonym list, each ending where the model
@@ -40,10 +40,11 @@ class GenerateTask(TaskBase):
     graph, as the throughput figures), and sampled with seeds if asked. The text and the rate are recorded."""
 
     kind: Literal["generate"]
+    # name -> prompt text
     prompts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS))
-    max_new_tokens: PositiveInt = 32
-    until: str | None = "\n"
-    sampling: Sampling | None = None
+    max_new_tokens: PositiveInt = 32  # tokens generated per continuation
+    until: str | None = "\n"  # the shown text is cut at this string (null: all of it)
+    sampling: Sampling | None = None  # sampled continuations beside the greedy one (absent: greedy only)
     repeats: Annotated[int, Field(ge=1)] = 3  # timed greedy generations per prompt (the text is the same each time)
     cuda_graphs: Literal["auto"] | bool = "auto"  # greedy decode steps from a CUDA graph (auto: on CUDA, where the model can)
 

@@ -20,7 +20,9 @@ class PhonebookTask(TaskBase):
 
     kind: Literal["phonebook"]
     book_sizes: list[Annotated[int, Field(ge=3)]] = [20, 50, 100, 200, 500, 1000]  # entries; a query needs 3
+    # where the queried entry sits: the first, middle or last tenth of the book, or anywhere
     positions: list[Position] = ["start", "middle", "end", "random"]
+    # standard: the book, then the query; reversed: the name asked for first, then the book
     formats: list[Format] = ["standard"]
     queries: PositiveInt = 20  # prompts per point
     max_new_tokens: PositiveInt = 16  # the number is 4-6 tokens and a newline for GPT-2 and GPT-NeoX

@@ -41,16 +41,19 @@ class ZeroShotTask(TaskBase):
     """
 
     kind: Literal["zero_shot"]
+    # lm-eval task names (default: the Mamba paper's six)
     tasks: list[str] = Field(default_factory=lambda: list(PAPER_TASKS))
-    num_fewshot: Annotated[int, Field(ge=0)] | None = 0
+    num_fewshot: Annotated[int, Field(ge=0)] | None = 0  # 0 as in the paper; null: each task's own default
     limit: Annotated[float, Field(gt=0)] | None = None  # examples per task (>= 1) or a fraction (< 1)
-    batch_size: PositiveInt | Literal["auto"] = "auto"
-    max_batch_size: PositiveInt = 64
+    batch_size: PositiveInt | Literal["auto"] = "auto"  # lm-eval's batch size, a number or auto
+    max_batch_size: PositiveInt = 64  # the cap on an `auto` batch size
     include_path: str | None = None  # a directory of the user's own lm-eval task YAML
+    # points a full-set figure may be off the paper's before its Δ is flagged (with `limit`: two standard errors)
     tolerance: Annotated[float, Field(gt=0)] = DEFAULT_TOLERANCE_PTS
+    # keep lm-eval's per-document outputs in the job's artifacts (`ssmbench report --disagreements` reads them)
     log_samples: bool = False
-    use_cache: bool = True
-    model_args: LmEvalModelArgs = Field(default_factory=LmEvalModelArgs)
+    use_cache: bool = True  # lm-eval's request cache: a resumed run does not recompute finished requests
+    model_args: LmEvalModelArgs = Field(default_factory=LmEvalModelArgs)  # lm-eval model_args passed on, checked
 
     def plan_notes(self, device: str) -> list[str]:
         if self.limit is not None:
