@@ -108,7 +108,7 @@ LAYERS: list[set[str]] = [
     {"kinds"},
     {"spec"},
     {"launch"},
-    {"plan", "execute"},
+    {"plan", "execute", "schema"},
     {"cli"},
     {"__main__"},
 ]
