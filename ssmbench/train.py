@@ -82,6 +82,11 @@ class TrainSettings:
     # replacement (the caller's draw does it; kept here because it decides the outcome, and a checkpoint
     # of one must not resume as the other).
     examples: int | None = None
+    # With examples: walk the fixed set in this many epochs (every example once an epoch, in a seeded order:
+    # the caller's draw, ssmbench.data.synthetic.EpochWalk) instead of sampling it. None: sampled.
+    epochs: int | None = None
+    # The cosine schedule's floor (MAD: 1e-6); None: down to 0. (None, not 0, so older checkpoints still match.)
+    min_lr: float | None = None
     # Stop once this run's training time (over every sitting, evaluations included) reaches this many
     # seconds, with a last evaluation: Table 1 "within 10 minutes of training". None: steps alone decide.
     # A wall-clock limit, so a run in a pack (sharing the device) gets less done in it than one alone.
@@ -172,6 +177,11 @@ def make_optimizer(params: Iterator[torch.nn.Parameter], settings: TrainSettings
 def make_schedule(optimizer: torch.optim.Optimizer, settings: TrainSettings) -> torch.optim.lr_scheduler.LambdaLR:
     from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
+    if settings.schedule == "cosine" and settings.min_lr:
+        from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+        return get_cosine_with_min_lr_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps,
+                                                           min_lr=settings.min_lr)
     if settings.schedule == "cosine":
         return get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
     return get_constant_schedule_with_warmup(optimizer, settings.warmup_steps)
@@ -432,6 +442,9 @@ class Trainer:
             if self.settings.cuda_graphs:
                 self.graphed = GraphedStep(self.module, self.optimizer, self.settings, self.draw, self.stream,
                                            self.loss_sum)
+            seek = getattr(self.draw, "seek", None)  # a draw that walks a fixed order (EpochWalk) keeps its place
+            if seek is not None:
+                seek(self.progress.step)
         self.sitting_start = self.last_save = time.perf_counter()
 
     def _resume(self, checkpoint: Path) -> _Progress:

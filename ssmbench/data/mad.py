@@ -84,13 +84,21 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from ssmbench.data import synthetic
+from ssmbench.data.mad_settings import (  # noqa: F401 - MAD's settings, re-exported
+    MAD_SEED,
+    MAD_SETTINGS,
+    MAD_TASKS,
+    MAD_TEST_EXAMPLES,
+    MAD_TRAINING,
+    MadSetting,
+    expand_settings,
+)
 from ssmbench.data.synthetic import (
     IGNORE,
     Batch,
@@ -100,15 +108,6 @@ from ssmbench.data.synthetic import (
     fixed_batches,
     pool_seed,
 )
-
-MAD_SEED = 12345  # MADConfig.seed: MAD's data, its memorization facts and its model initialisation
-MAD_TEST_EXAMPLES = 1280  # MADConfig.num_test_examples
-# MAD's training protocol (mad/configs.py: MADConfig, make_benchmark_mad_configs), for the suite that runs it.
-MAD_TRAINING: dict[str, Any] = {
-    "batch_size": 128, "epochs": 200, "optimizer": "adamw", "scheduler": "cosine", "min_lr": 1e-6,
-    "precision": "bf16", "lrs": (1e-4, 5e-4, 1e-3), "weight_decays": (0.0, 0.1),
-}
-
 
 # --- in-context recall and noisy in-context recall ------------------------------------------------------
 
@@ -670,87 +669,6 @@ def answer_values(task: str, vocab_size: int, **params) -> int:
 
 synthetic.GENERATORS.update(GENERATORS)
 synthetic.ANSWER_VALUES.update({task: functools.partial(answer_values, task) for task in GENERATORS})
-
-
-# --- MAD's task settings --------------------------------------------------------------------------------
-
-# configs/tasks/<MAD name>.yml of MAD-lab at 0f49a45, verbatim: each task's baseline and the values each
-# change takes, one change at a time. Variables a config does not set take MADConfig's defaults, which
-# are the generators' defaults here (no noise; multi_query is the only recall variant provided).
-MAD_TASKS: dict[str, dict[str, dict[str, Any]]] = {
-    "in_context_recall": {
-        "baseline": {"vocab_size": 16, "seq_len": 128, "num_train_examples": 12800, "multi_query": True},
-        "changes": {"vocab_size": [32, 64, 128], "seq_len": [256, 512, 1024],
-                    "num_train_examples": [6400, 3200, 1600, 800]},
-    },
-    "noisy_in_context_recall": {
-        "baseline": {"vocab_size": 32, "noise_vocab_size": 16, "seq_len": 128, "num_train_examples": 12800,
-                     "multi_query": True, "frac_noise": 0.2},
-        "changes": {"vocab_size": [48, 80, 144], "seq_len": [256, 512, 1024],
-                    "num_train_examples": [6400, 3200, 1600, 800], "frac_noise": [0.4, 0.6, 0.8]},
-    },
-    "fuzzy_in_context_recall": {
-        "baseline": {"vocab_size": 16, "seq_len": 128, "num_train_examples": 12800, "multi_query": True,
-                     "k_motif_size": 3, "v_motif_size": 3},
-        "changes": {"vocab_size": [32, 64, 128], "seq_len": [256, 512, 1024],
-                    "num_train_examples": [6400, 3200, 1600, 800]},
-    },
-    "memorization": {
-        "baseline": {"vocab_size": 256, "seq_len": 32, "num_train_examples": 256},
-        "changes": {"vocab_size": [512, 1024, 2048, 4096, 8192]},
-    },
-    "compression": {
-        "baseline": {"vocab_size": 16, "seq_len": 32, "num_train_examples": 12800},
-        "changes": {"vocab_size": [32, 64, 128], "seq_len": [64, 128, 256],
-                    "num_train_examples": [6400, 3200, 1600, 800]},
-    },
-    "mad_selective_copying": {
-        "baseline": {"vocab_size": 16, "seq_len": 256, "num_tokens_to_copy": 16, "num_train_examples": 12800},
-        "changes": {"vocab_size": [32, 64, 128], "seq_len": [512, 1024],
-                    "num_train_examples": [6400, 3200, 1600, 800], "num_tokens_to_copy": [32, 64, 96]},
-    },
-}
-
-
-@dataclass(frozen=True)
-class MadSetting:
-    """One of MAD's task settings: what a training and its test are drawn with.
-
-    task: the generator's name (make_batch's); change: (MAD's variable, its value) that this setting
-    changes from the task's baseline, None for the baseline itself; seq_len and num_train_examples: MAD's;
-    params: make_batch's **params (vocab_size and the task's own parameters)."""
-
-    task: str
-    change: tuple[str, int | float] | None
-    seq_len: int
-    num_train_examples: int
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        """'baseline', or the change as `variable=value` (e.g. 'vocab_size=32')."""
-        return "baseline" if self.change is None else f"{self.change[0]}={self.change[1]}"
-
-
-def _setting(task: str, change: tuple[str, int | float] | None, values: dict[str, Any]) -> MadSetting:
-    params = {name: value for name, value in values.items()
-              if name not in ("seq_len", "num_train_examples", "multi_query")}
-    return MadSetting(task, change, values["seq_len"], values["num_train_examples"], params)
-
-
-def expand_settings(task: str, config: dict[str, dict[str, Any]]) -> list[MadSetting]:
-    """A task config's settings in MAD's order (make_benchmark_mad_configs): the baseline, then each
-    change's values in turn, each applied alone to the baseline."""
-    baseline = config["baseline"]
-    return [_setting(task, None, baseline)] + [
-        _setting(task, (name, value), baseline | {name: value})
-        for name, values in config["changes"].items() for value in values
-    ]
-
-
-MAD_SETTINGS: dict[str, list[MadSetting]] = {
-    task: expand_settings(task, config) for task, config in MAD_TASKS.items()
-}
 
 
 # --- MAD's fixed data -----------------------------------------------------------------------------------

@@ -425,6 +425,37 @@ def pool_seed(seed: int) -> int:
     return seed * 1_000_003 + 0x9001
 
 
+class EpochWalk:
+    """A fixed training set walked in epochs, as MAD trains (200 epochs over its set): every example once
+    per epoch, each epoch in its own order (a permutation drawn from `seed` on the CPU, so the same on every
+    device), batches running on across an epoch's end so that every batch holds `batch` examples (one
+    shape, which a CUDA graph replays; a set that 128 does not divide has no short last batch).
+
+    The batch of step s is a function of s alone, read through a step counter on the device that every draw
+    advances (inside a captured graph too); `seek(s)` puts it at step s, which is how a resumed run (or one
+    whose graph capture ran warm-up steps) draws what the uninterrupted run would. The training stream it is
+    handed is not used: the order is the seed's."""
+
+    def __init__(self, pool: ExamplePool, batch: int, steps: int, seed: int):
+        n = len(pool)
+        epochs = -(-steps * batch // n)
+        generator = seeded_generator(seed, "cpu")
+        order = torch.cat([torch.randperm(n, generator=generator, dtype=torch.int32) for _ in range(epochs)])
+        device = pool.inputs.device
+        self.pool, self.batch, self.order = pool, batch, order.to(device)
+        self.offsets = torch.arange(batch, device=device)
+        self.cursor = torch.zeros((), dtype=torch.int64, device=device)
+
+    def __call__(self, generator: torch.Generator | None = None) -> Batch:
+        rows = self.order.index_select(0, self.cursor * self.batch + self.offsets)
+        self.cursor.add_(1)
+        return Batch(self.pool.inputs.index_select(0, rows), self.pool.targets.index_select(0, rows))
+
+    def seek(self, step: int) -> None:
+        """The next draw is step `step`'s batch."""
+        self.cursor.fill_(step)
+
+
 # --- fixed sets ----------------------------------------------------------------------------------------
 
 # Which fixed set a generator seed is for: the test sets at each length, and the validation sets that

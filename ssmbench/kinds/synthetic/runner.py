@@ -41,11 +41,14 @@ with the reason. A length above the architecture's `max_eval_len` is skipped as 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ssmbench import console
+from ssmbench.data.mad_settings import MadSetting, mad_setting
 from ssmbench.errors import JobError
 from ssmbench.jobs import Point, point
 from ssmbench.kinds.base import Runner, SkipPoint
@@ -57,7 +60,7 @@ from ssmbench.zoo import ResolvedModel
 if TYPE_CHECKING:
     import torch
 
-    from ssmbench.data.synthetic import Batch
+    from ssmbench.data.synthetic import Batch, ExamplePool
     from ssmbench.models.builder import BuiltModel
     from ssmbench.train import EvalResult, LogPoint, Trainer, TrainResult, TrainSettings
 
@@ -73,6 +76,8 @@ TRAIN_STATE = "train_state.pt"  # the whole training state, written as training 
 class SyntheticRunner(Runner[SyntheticTask]):
     @classmethod
     def points(cls, task: SyntheticTask, model: ResolvedModel | None, device: str) -> list[Point]:
+        if task.settings is not None:  # a MAD setting is tested at its own length (the job's, not the task's)
+            return [point(phase="train"), point(phase="eval")]
         return [point(phase="train"), *(point(phase="eval", seq_len=length) for length in task.lengths)]
 
     @property
@@ -84,13 +89,34 @@ class SyntheticRunner(Runner[SyntheticTask]):
     def arch(self) -> Architecture:
         return self.task.architectures[self.variant]
 
+    @property
+    def setting(self) -> MadSetting | None:
+        """The job's MAD setting (task `settings`), which brings its own length, vocabulary and parameters."""
+        return self.task.setting_of(self.job.axes)
+
+    @property
+    def seq_len(self) -> int:
+        """The training length: the MAD setting's, else the task's."""
+        return self.setting.seq_len if self.setting is not None else self.task.train.seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        return self.setting.params["vocab_size"] if self.setting is not None else self.task.vocab_size
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The generator's parameters of the fixed validation and test sets (vocab_size aside)."""
+        if self.setting is None:
+            return self.task.test_params
+        return {k: v for k, v in self.setting.params.items() if k != "vocab_size"}
+
     def setup(self) -> None:
         """Build the model from its config; load the trained weights when an earlier attempt saved them."""
         from ssmbench.models.builder import build_model
 
         arch, device = self.arch, self.job.device
         try:
-            self.model: BuiltModel = build_model(arch.config(self.task.vocab_size, self.task.train.seq_len),
+            self.model: BuiltModel = build_model(arch.config(self.vocab_size, self.seq_len),
                                                  device=device, seed=self.job.seed)
         except (ImportError, RuntimeError) as exc:  # e.g. fused kernels missing on CUDA: never a silent swap
             raise JobError(f"{self.job.id}: cannot build {arch.mixer}: {exc}") from None
@@ -142,15 +168,16 @@ class SyntheticRunner(Runner[SyntheticTask]):
     def measure(self, pt: Point) -> list[Record]:
         if pt.params["phase"] == "train":
             return self._train(pt)
-        return self._test(pt, pt.params["seq_len"])
+        return self._test(pt, pt.params.get("seq_len", self.seq_len))
 
     def record(self, point: Point, **fields: Any) -> Record:
         """Every record, failures included, names the generator, the training length and the mixer in its
         slice: they define what an accuracy means, and the tables match the paper's rows by mixer."""
         task = self.task
         layout = {"layout": task.layout} if task.layout is not None else {}
-        fields["slice"] = {**fields.get("slice", point.params), "synthetic_task": task.task,
-                           "train_len": task.train.seq_len, "mixer": self.arch.mixer, **layout, **self.job.axes}
+        tested_at = {"seq_len": self.seq_len} if self.setting is not None and point.params["phase"] == "eval" else {}
+        fields["slice"] = {**fields.get("slice", point.params), **tested_at, "synthetic_task": task.task,
+                           "train_len": self.seq_len, "mixer": self.arch.mixer, **layout, **self.job.axes}
         base: dict[str, Any] = {"family": mixer_family(self.arch.mixer), "weights": "trained", "dtype": "float32"}
         built = getattr(self, "model", None)
         if built is not None:
@@ -163,17 +190,21 @@ class SyntheticRunner(Runner[SyntheticTask]):
     # --- training -----------------------------------------------------------------------------------
 
     def settings(self) -> TrainSettings:
-        """The training settings of this job: the task's, with the architecture's steps and the job's
-        learning rate (its own, or its point of the task's sweep) in place."""
+        """The training settings of this job: the task's, with the job's steps (the architecture's, or epochs
+        over its fixed set), its learning rate and weight decay (its own, or its point of the task's sweep),
+        and a MAD setting's length and training set size in place."""
         from ssmbench.data.synthetic import answer_values
         from ssmbench.train import TrainSettings
 
-        given = self.task.train
+        given, axes, setting = self.task.train, self.job.axes, self.setting
         fields = given.model_dump(exclude={"validate_lengths", "validate_tokens", "cuda_graphs"})
-        fields["lr"] = self.job.axes.get("lr", self.task.lrs(self.variant)[0])
-        fields["steps"] = self.arch.steps or given.steps
+        fields["lr"] = axes.get("lr", self.task.lrs(self.variant)[0])
+        fields["weight_decay"] = axes.get("weight_decay", self.task.weight_decays()[0])
+        fields["steps"] = self.task.steps_of(self.variant, setting)
+        if setting is not None:
+            fields |= {"seq_len": setting.seq_len, "examples": self.task.examples_of(setting)}
         if given.collapse_evals is not None:
-            fields["chance_loss"] = math.log(answer_values(self.task.task, self.task.vocab_size))
+            fields["chance_loss"] = math.log(answer_values(self.task.task, self.vocab_size, **self.params))
         return TrainSettings(**fields, cuda_graphs=given.graphs_on(self.job.device))
 
     def packable(self, point: Point) -> bool:
@@ -209,8 +240,9 @@ class SyntheticRunner(Runner[SyntheticTask]):
         from ssmbench.train import Trainer
 
         settings, device = self.settings(), self.job.device
+        lengths = [self.seq_len] if self.setting is not None else self.task.validate_lengths(self.variant)
         validation = {length: list(self._fixed(length, self.task.validation_samples_at(length), "validation"))
-                      for length in self.task.validate_lengths(self.variant)}
+                      for length in lengths}
         every = max(1, settings.steps // 200)
 
         def progress(step: int) -> None:
@@ -223,14 +255,22 @@ class SyntheticRunner(Runner[SyntheticTask]):
                        own_stream=packed)
 
     def _training_draw(self, settings: TrainSettings) -> Callable[[Any], Batch]:
-        """How a training batch is drawn from the run's stream: fresh examples, or a sample of the job's
-        fixed training set (`train.examples`, drawn here once, from pool_seed of the job's seed)."""
-        from ssmbench.data.synthetic import ExamplePool, pool_seed
+        """How a training batch is drawn from the run's stream: fresh examples, or from the job's fixed
+        training set: a MAD setting's (MAD's training layout, drawn once from eval_seed and shared by every job
+        of the setting) or `train.examples` (drawn from pool_seed of the job's seed). A fixed set is walked in
+        `train.epochs` epochs, each in an order drawn from the job's seed (EpochWalk), else sampled."""
+        from ssmbench.data.synthetic import EpochWalk, ExamplePool, pool_seed
 
         if settings.examples is None:
             return lambda g: self._batch(settings.batch_size, settings.seq_len, g)
-        pool = ExamplePool.draw(self.task.task, settings.examples, settings.seq_len, seed=pool_seed(self.job.seed),
-                                device=self.job.device, vocab_size=self.task.vocab_size, **self.task.task_params)
+        if self.setting is not None:
+            pool = _mad_training_set(self.task.task, self.setting.label, self.task.eval_seed, self.job.device,
+                                     settings.examples)
+        else:
+            pool = ExamplePool.draw(self.task.task, settings.examples, settings.seq_len, seed=pool_seed(self.job.seed),
+                                    device=self.job.device, vocab_size=self.task.vocab_size, **self.task.task_params)
+        if settings.epochs is not None:
+            return EpochWalk(pool, settings.batch_size, settings.steps, seed=pool_seed(self.job.seed))
         return lambda g: pool.sample(settings.batch_size, g)
 
     def _show(self, log: LogPoint) -> None:
@@ -246,7 +286,8 @@ class SyntheticRunner(Runner[SyntheticTask]):
         common = {"dtype": precision, "cuda_graphs": settings.cuda_graphs, "message": how.pop("message", None),
                   "extra": {"stopped_early": result.stopped_early, "lr": settings.lr, "autocast": precision,
                             "resumed_at_steps": result.resumed_at,
-                            "train_examples": settings.examples or "fresh every step", **how}}
+                            "train_examples": settings.examples or "fresh every step",
+                            **({"epochs": settings.epochs} if settings.epochs else {}), **how}}
         tokens = settings.batch_size * settings.seq_len
         figures = [("train_steps", result.steps, "steps", None), ("train_s", result.train_s, "s", False),
                    ("steps_per_s", result.steps_per_s, "steps/s", True),
@@ -355,18 +396,30 @@ class SyntheticRunner(Runner[SyntheticTask]):
 
     def _fixed(self, length: int, n: int, purpose: str, digest: Any = None) -> Iterator[Batch]:
         """The fixed test or validation set at `length` (ssmbench.data.synthetic.fixed_batches), in
-        batches that fit the task's token budget per forward pass."""
+        batches that fit the task's token budget per forward pass. A MAD setting's test set is MAD's
+        (ssmbench.data.mad.fixed_test_batches: the same draw, eval_samples of its 1,280 examples)."""
         from ssmbench.data.synthetic import fixed_batches
 
         return fixed_batches(self.task.task, n, length, self.task.batch_at(length), seed=self.task.eval_seed,
                              purpose=purpose, device=self.job.device, digest=digest,
-                             vocab_size=self.task.vocab_size, **self.task.test_params)
+                             vocab_size=self.vocab_size, **self.params)
 
     def _batch(self, batch: int, length: int, generator: Any) -> Batch:
         from ssmbench.data.synthetic import make_batch
 
         return make_batch(self.task.task, batch, length, generator=generator, device=self.job.device,
                           vocab_size=self.task.vocab_size, **self.task.task_params)
+
+
+@functools.lru_cache(maxsize=16)
+def _mad_training_set(task: str, label: str, seed: int, device: str, examples: int) -> ExamplePool:
+    """A MAD setting's fixed training set (ssmbench.data.mad.fixed_training_set) of `examples` examples
+    (MAD's count, or a toy's fewer), drawn once per process and shared, read-only, by the jobs of the setting
+    that train there (a pack holds several: MAD's six optimizer points of a setting train on one set)."""
+    from ssmbench.data.mad import fixed_training_set
+
+    setting = dataclasses.replace(mad_setting(task, label), num_train_examples=examples)
+    return fixed_training_set(setting, seed=seed, device=device)
 
 
 def diverged_outcome(step: int, loss: float) -> str:

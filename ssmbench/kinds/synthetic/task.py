@@ -26,6 +26,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
+from ssmbench.data.mad_settings import MAD_SETTINGS, MAD_TASKS, MadSetting, mad_setting, training_steps
 from ssmbench.errors import did_you_mean
 from ssmbench.jobs import Strict, TaskBase
 from ssmbench.models.architecture import (
@@ -37,7 +38,9 @@ from ssmbench.models.architecture import (
 )
 from ssmbench.models.mixers import HYBRID, mixer_family
 
-SyntheticName = Literal["selective_copying", "induction_heads", "mqar"]
+# The Mamba paper's two, zoology's MQAR, and MAD's six (ssmbench.data.mad, MAD_TASKS' order)
+SyntheticName = Literal["selective_copying", "induction_heads", "mqar", "in_context_recall", "noisy_in_context_recall",
+                        "fuzzy_in_context_recall", "memorization", "compression", "mad_selective_copying"]
 
 # The generators' own parameters (ssmbench.data.synthetic), named here so a suite is checked without
 # importing torch; tests/test_synthetic_kind.py checks that the two lists agree.
@@ -45,6 +48,14 @@ TASK_PARAMS: dict[str, frozenset[str]] = {
     "selective_copying": frozenset({"n_memorize"}),
     "induction_heads": frozenset({"special_within"}),
     "mqar": frozenset({"num_kv_pairs", "power_a", "random_non_queries"}),
+    # MAD's six (ssmbench.data.mad); `settings:` gives them MAD's own values
+    "in_context_recall": frozenset({"noise_vocab_size", "frac_noise", "is_training"}),
+    "noisy_in_context_recall": frozenset({"noise_vocab_size", "frac_noise", "is_training"}),
+    "fuzzy_in_context_recall": frozenset({"k_motif_size", "v_motif_size", "noise_vocab_size", "frac_noise",
+                                          "is_training"}),
+    "memorization": frozenset({"kv_map_seed"}),
+    "compression": frozenset(),
+    "mad_selective_copying": frozenset({"num_tokens_to_copy"}),
 }
 # How many answers one example has, for the accuracy of each answer in turn.
 DEFAULT_ANSWERS = {"selective_copying": 16, "induction_heads": 1}
@@ -181,14 +192,20 @@ class Train(Strict):
     seq_len: PositiveInt = 256
     lr: PositiveFloat | list[PositiveFloat] = 1e-3  # a list: one job per learning rate, the best one reported
     # A fixed training set of this many examples, drawn once per seed and sampled with replacement (zoology's
-    # MQAR: 100K examples, 64 epochs); none: fresh examples every step.
+    # MQAR: 100K examples, 64 epochs), or walked in `epochs`; none: fresh examples every step. With MAD's
+    # settings: at most this many of each setting's set (a toy's cap; MAD's own sizes otherwise).
     examples: PositiveInt | None = None
+    # Passes over the fixed training set (train.examples, or a MAD setting's): every example once an epoch, each
+    # epoch in its own seeded order (MAD: 200); steps = ceil(epochs x examples / batch_size) instead of `steps`.
+    epochs: PositiveInt | None = None
     # Stop a run when its training time reaches this many seconds (a last evaluation included): "learned
     # within 10 minutes". Wall-clock: a packed run shares the device, so budgets compare runs trained alone.
     budget_s: PositiveFloat | None = None
     optimizer: Literal["adam", "adamw"] = "adam"
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    # A list: one job per weight decay, as for lr (MAD sweeps [0, 0.1] with its three learning rates)
+    weight_decay: Annotated[float, Field(ge=0)] | list[Annotated[float, Field(ge=0)]] = 0.0
     schedule: Literal["constant", "cosine"] = "constant"
+    min_lr: PositiveFloat | None = None  # the cosine schedule's floor (MAD: 1e-6); none: down to 0
     warmup_steps: Annotated[int, Field(ge=0)] = 0
     grad_clip: PositiveFloat | None = 1.0
     autocast: Literal["bfloat16", "float16"] | None = "bfloat16"  # on CUDA; the CPU trains in float32
@@ -241,10 +258,19 @@ class SyntheticTask(TaskBase):
     # its whole step one graph replay): seeds x learning rates x architectures share the GPU that one small
     # model leaves almost idle. 1: one after another. Each model's numbers are its own either way.
     pack: PositiveInt = 1
+    # A MAD task's settings (ssmbench.data.mad: MAD's baseline and each change from it), `all` or their labels
+    # ([baseline, vocab_size=32]): one job axis. Each setting brings MAD's vocabulary, length, parameters and
+    # fixed training set (walked for train.epochs), and is tested on MAD's fixed test set drawn from eval_seed.
+    settings: Literal["all"] | list[str] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> SyntheticTask:
         check_task_params(self.task, self.task_params)
+        self._check_settings()
+        self._check_heads()
+        if self.train.epochs is not None and self.train.examples is None and self.settings is None:
+            raise ValueError("train.epochs: epochs are passes over a fixed training set; give train.examples "
+                             "(or a MAD task's settings)")
         if not self.architectures:
             raise ValueError("architectures: name at least one model to train")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
@@ -255,7 +281,77 @@ class SyntheticTask(TaskBase):
             lrs = self.lrs(name)
             if not lrs or len(set(lrs)) != len(lrs):
                 raise ValueError(f"architectures.{name}.lr: give distinct learning rates, at least one, got {lrs}")
+        decays = self.weight_decays()
+        if not decays or len(set(decays)) != len(decays):
+            raise ValueError(f"train.weight_decay: give distinct weight decays, at least one, got {decays}")
         return self
+
+    def _check_settings(self) -> None:
+        """`settings` only on MAD's tasks, by known labels, and without the fields each setting brings."""
+        if self.settings is None:
+            return
+        if self.task not in MAD_TASKS:
+            raise ValueError(f"settings: {self.task} is not one of MAD's tasks ({', '.join(MAD_TASKS)})")
+        labels = [s.label for s in MAD_SETTINGS[self.task]]
+        given = labels if self.settings == "all" else self.settings
+        unknown = [label for label in given if label not in labels]
+        if unknown:
+            raise ValueError(f"settings: {self.task} has no setting {unknown[0]!r}{did_you_mean(unknown[0], labels)}; "
+                             f"its settings: {', '.join(labels)}")
+        if not given or len(set(given)) != len(given):
+            raise ValueError(f"settings: give distinct settings, at least one, got {self.settings}")
+        # (set apart from their defaults: a resumed run reads back a suite with every field written out)
+        brought = [name for name in ("vocab_size", "task_params", "eval_lengths") if _changed(self, name)] + \
+            [f"train.{name}" for name in ("seq_len", "validate_lengths", "steps") if _changed(self.train, name)]
+        if brought:
+            raise ValueError(f"{brought[0]}: each MAD setting brings its own vocabulary, length, parameters, "
+                             "training set and steps (train.epochs over its set); leave it out with settings")
+        if self.train.epochs is None:
+            raise ValueError("train.epochs: MAD's settings train in epochs over their fixed training set (MAD: 200)")
+        stepped = [name for name, arch in self.architectures.items() if arch.steps is not None]
+        if stepped:
+            raise ValueError(f"architectures.{stepped[0]}.steps: with settings, train.epochs decides the steps")
+
+    def _check_heads(self) -> None:
+        """Compression is MAD's auto-encoder task (a causal head would see the token it must return); its
+        head is for that task only."""
+        for name, arch in self.architectures.items():
+            if (arch.head == "compression") != (self.task == "compression"):
+                need = "needs head: compression (MAD's auto-encoder)" if self.task == "compression" else \
+                    "head: compression is MAD's auto-encoder, for task compression only"
+                raise ValueError(f"architectures.{name}.head: {self.task} {need}")
+
+    @property
+    def mad_settings(self) -> list[MadSetting]:
+        """The MAD settings this task trains, in MAD's order (none without `settings`)."""
+        if self.settings is None:
+            return []
+        if self.settings == "all":
+            return list(MAD_SETTINGS[self.task])
+        return [mad_setting(self.task, label) for label in self.settings]
+
+    def setting_of(self, axes: dict[str, Any]) -> MadSetting | None:
+        """A job's MAD setting (its `setting` axis), or None."""
+        return mad_setting(self.task, axes["setting"]) if "setting" in axes else None
+
+    def weight_decays(self) -> list[float]:
+        given = self.train.weight_decay
+        return list(given) if isinstance(given, list) else [given]
+
+    def examples_of(self, setting: MadSetting | None) -> int | None:
+        """A job's fixed training set size: a MAD setting's (at most train.examples, a toy's cap), or
+        train.examples (None: fresh examples every step)."""
+        if setting is None:
+            return self.train.examples
+        return min(setting.num_train_examples, self.train.examples or setting.num_train_examples)
+
+    def steps_of(self, variant: str, setting: MadSetting | None) -> int:
+        """A job's training steps: epochs over its fixed set (a MAD setting's or train.examples), else the
+        architecture's steps or the task's."""
+        train, examples = self.train, self.examples_of(setting)
+        if train.epochs is not None and examples is not None:
+            return training_steps(examples, train.epochs, train.batch_size)
+        return self.architectures[variant].steps or train.steps
 
     def variants(self) -> list[str]:
         return list(self.architectures)
@@ -264,18 +360,27 @@ class SyntheticTask(TaskBase):
         return self.pack
 
     def plan_notes(self, device: str) -> list[str]:
-        if self.pack < 2:
-            return []
         jobs = sum(len(self.job_axes(v)) for v in self.variants())
+        mad = self._settings_note(jobs) if self.settings is not None else []
+        if self.pack < 2:
+            return mad
         budget = []
         if self.train.budget_s is not None:
             budget = [f"train.budget_s {self.train.budget_s:g} s is wall-clock: the packed models share the device, "
                       "so each trains fewer steps in it than alone would"]
         if device != "cuda":
-            return [f"pack {self.pack}: on the CPU the {jobs} models take turns in one thread, no faster than "
+            return [*mad, f"pack {self.pack}: on the CPU the {jobs} models take turns in one thread, no faster than "
                     "one after another (each model's numbers are the same either way)", *budget]
-        return [f"pack {self.pack}: up to {min(self.pack, jobs)} of its {jobs} models train side by side on the "
+        return [*mad, f"pack {self.pack}: up to {min(self.pack, jobs)} of its {jobs} models train side by side on the "
                 "GPU, each on a CUDA stream of its own; then each is tested in turn", *budget]
+
+    def _settings_note(self, jobs: int) -> list[str]:
+        """What a MAD grid amounts to: its trainings and their steps (each at most, early stop aside)."""
+        steps = [self.steps_of(v, self.setting_of(axes)) for v in self.variants() for axes in self.job_axes(v)]
+        grid = (f"{len(self.mad_settings)} settings x {len(self.lrs(self.variants()[0]))} learning rates x "
+                f"{len(self.weight_decays())} weight decays x {len(self.architectures)} architectures")
+        return [f"MAD {self.task}: {grid} = {jobs} trainings, {sum(steps):,} steps at most "
+                f"({min(steps):,} to {max(steps):,} each, batch {self.train.batch_size})"]
 
     @property
     def layout(self) -> str | None:
@@ -297,11 +402,16 @@ class SyntheticTask(TaskBase):
         return list(given) if isinstance(given, list) else [given]
 
     def job_axes(self, variant: str | None) -> list[dict[str, Any]]:
-        """One entry per job of an architecture: its learning rate when the task sweeps several, its seed
-        when the task lists seeds. These become part of the job's id and of every record's slice."""
+        """One entry per job of an architecture: its learning rate and weight decay when the task sweeps
+        several, its seed when the task lists seeds; with MAD's settings, always the setting, learning rate
+        and weight decay. These become part of the job's id and of every record's slice."""
         assert variant is not None
-        lrs = self.lrs(variant)
-        by_lr: list[dict[str, Any]] = [{"lr": lr} for lr in lrs] if len(lrs) > 1 else [{}]
+        lrs, decays, mad = self.lrs(variant), self.weight_decays(), self.settings is not None
+        by_lr: list[dict[str, Any]] = [{"lr": lr} for lr in lrs] if len(lrs) > 1 or mad else [{}]
+        if len(decays) > 1 or mad:  # a MAD job names its whole optimizer point, as MAD's runs do
+            by_lr = [axes | {"weight_decay": wd} for axes in by_lr for wd in decays]
+        if mad:
+            by_lr = [{"setting": s.label} | axes for s in self.mad_settings for axes in by_lr]
         seeds = self.architectures[variant].seeds or self.seeds
         if seeds is None:
             return by_lr
@@ -320,8 +430,11 @@ class SyntheticTask(TaskBase):
         return list(dict.fromkeys(self.eval_lengths or [self.train.seq_len]))
 
     @property
-    def n_answers(self) -> int:
-        """Answers per example (for the accuracy of each answer in turn)."""
+    def n_answers(self) -> int | None:
+        """Answers per example (for the accuracy of each answer in turn); None for MAD's tasks, whose count
+        varies by example and setting."""
+        if self.task in MAD_TASKS:
+            return None
         if self.task == "mqar":
             return int(self.task_params["num_kv_pairs"])
         return int(self.task_params.get("n_memorize", DEFAULT_ANSWERS[self.task]))
@@ -332,3 +445,8 @@ class SyntheticTask(TaskBase):
 
     def batch_at(self, length: int) -> int:
         return max(1, min(self.samples_at(length), self.eval_batch_tokens // length))
+
+
+def _changed(model: Strict, name: str) -> bool:
+    """Whether a field holds other than its default."""
+    return getattr(model, name) != type(model).model_fields[name].get_default(call_default_factory=True)
