@@ -72,7 +72,7 @@ def _evals(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["slice.phase"] == "eval"]
 
 
-def _cell(row: dict) -> str:
+def cell(row: dict) -> str:
     """One test length of one model: its accuracy in %, ✓, ✗ (why), or —."""
     if row["status"] == "oom":
         return f"{FAIL} (OOM)"
@@ -95,7 +95,7 @@ def _across_seeds(rows: list[dict]) -> tuple[str, float | None]:
     differ and how many seeds ran when some could not; the median value (None when none ran)."""
     values = [row["value"] for row in rows if row["status"] == "ok"]
     if not values:
-        return _cell(rows[0]), None
+        return cell(rows[0]), None
     median = statistics.median(values)
     text = _percent(median)
     if min(values) != max(values):
@@ -160,7 +160,7 @@ def _seed_rows(cells: dict[int, list[dict]], lengths: list[int]) -> list[dict[in
         rows = cells.get(n, [])
         values = [row["value"] for row in rows if row["status"] == "ok"]
         if not values:
-            median[n] = _cell(rows[0]) if rows else ""
+            median[n] = cell(rows[0]) if rows else ""
             continue
         median[n] = _percent(statistics.median(values)) + (f" [{len(values)} of {len(rows)}]" if len(values) < len(rows) else "")
         spread[n] = f"{100 * min(values):.1f}–{100 * max(values):.1f}"
@@ -202,7 +202,7 @@ def _failure_notes(evals: pd.DataFrame) -> list[str]:
     failed = evals[evals["status"] != "ok"]
     notes = []
     for (model, message), group in failed.groupby(["model", "message"], dropna=False, sort=False):
-        label = _cell(group.iloc[0].to_dict())
+        label = cell(group.iloc[0].to_dict())
         lengths = ", ".join(_len(int(n)) for n in sorted(set(group["slice.seq_len"])))
         notes.append(f"{label} {model} at L = {lengths}: {message}")
     return notes
@@ -294,7 +294,7 @@ def seeds_table(task: str, frame: pd.DataFrame) -> Table:
         by_length = {int(r["slice.seq_len"]): r for r in group.to_dict("records")}
         kind, figure = _seed_outcome(by_length, train_len, outcomes.get((model, int(seed))))
         rows.append({"model": model, "seed": int(seed),
-                     **{_len(n): _cell(by_length[n]) if n in by_length else "" for n in lengths},
+                     **{_len(n): cell(by_length[n]) if n in by_length else "" for n in lengths},
                      "outcome": f"{kind} ({figure})" if figure else kind})
     summary = []
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -464,7 +464,8 @@ def training_table(task: str, frame: pd.DataFrame) -> Table:
     sets, at the training length and (where a run validates at several lengths) their mean."""
     train = frame[(frame["slice.phase"] == "train") & frame["slice.step"].isna()] if "slice.step" in frame else \
         frame[frame["slice.phase"] == "train"]
-    at = _len(_train_len(frame)) if _train_len(frame) else "the training length"
+    lengths = frame["slice.train_len"].dropna().unique() if "slice.train_len" in frame else []
+    at = _len(int(lengths[0])) if len(lengths) == 1 else "the training length"  # MAD's settings: several
     metrics = [("train_steps", "steps"), ("train_s", "time (s)"), ("steps_per_s", "steps/s"),
                ("train_tok_s", "tok/s"), ("final_loss", LAST_LOSS), ("train_accuracy", f"validation acc at {at} (%)")]
     if _validates_beyond_training_length(train):
