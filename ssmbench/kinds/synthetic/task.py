@@ -85,15 +85,15 @@ class Architecture(Strict):
     trained and evaluated where it differs from the task's defaults. `preset: mad-mamba` starts from a named
     configuration (ssmbench.models.architecture.PRESETS: MAD's baselines); fields written beside it win."""
 
-    preset: str | None = None
+    preset: str | None = None  # a named configuration to start from (MAD's: mad-mamba, mad-attention, ...)
     mixer: str | None = None  # the sequence mixer, or hybrid; worked out from `layers` when they are given
     n_layers: PositiveInt | None = None  # len(layers), else 2
-    d_model: PositiveInt = 64
-    d_state: PositiveInt = 16
-    d_conv: PositiveInt = 4
-    expand: PositiveInt = 2
-    n_heads: PositiveInt = 8
-    abs_positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    d_model: PositiveInt = 64  # the model's width
+    d_state: PositiveInt = 16  # Mamba: the state size per channel
+    d_conv: PositiveInt = 4  # Mamba: the short convolution's width
+    expand: PositiveInt = 2  # Mamba: the inner width as a multiple of d_model
+    n_heads: PositiveInt = 8  # attention: the number of heads
+    abs_positions: Literal["sinusoidal", "learned"] = "sinusoidal"  # mha-abs: its absolute position embeddings
     max_positions: PositiveInt | None = None  # the learned table's length (learned absolute positions)
     ssm_init: Literal["lin", "inv"] = "lin"  # S4D's A (s4d, h3, mamba-s4d): S4D-Lin or S4D-Inv
     hyena_order: Annotated[int, Field(ge=2)] = 2  # hyena
@@ -104,8 +104,8 @@ class Architecture(Strict):
     # [mamba, mamba, mha-rope, mamba]; or, for mixer hybrid, attention as every k-th layer (attention_every: k,
     # attention_mixer) with Mamba between
     layers: list[str] | None = None
-    attention_every: PositiveInt | None = None
-    attention_mixer: Literal["mha-rope", "mha-abs"] = "mha-rope"
+    attention_every: PositiveInt | None = None  # mixer hybrid: attention as every k-th layer, Mamba between
+    attention_mixer: Literal["mha-rope", "mha-abs"] = "mha-rope"  # mixer hybrid: the attention of attention_every
     ffn_width: PositiveInt | None = None  # channel mixers' inner width; theirs otherwise (swiglu 8/3·d, mlp 4·d)
     hyena_inner_factor: PositiveInt = 1  # hyena: streams of inner_factor·d_model (MAD: 4)
     hyena_proj_groups: PositiveInt = 1  # hyena: input projection shared by this many groups of streams (MAD: 4)
@@ -187,9 +187,9 @@ class Architecture(Strict):
 class Train(Strict):
     """ssmbench.train.TrainSettings as a suite writes it."""
 
-    steps: PositiveInt = 2000
-    batch_size: PositiveInt = 64
-    seq_len: PositiveInt = 256
+    steps: PositiveInt = 2000  # training steps (an architecture's own `steps` wins; `epochs` replaces them)
+    batch_size: PositiveInt = 64  # examples per training step
+    seq_len: PositiveInt = 256  # the training length (a MAD setting brings its own)
     lr: PositiveFloat | list[PositiveFloat] = 1e-3  # a list: one job per learning rate, the best one reported
     # A fixed training set of this many examples, drawn once per seed and sampled with replacement (zoology's
     # MQAR: 100K examples, 64 epochs), or walked in `epochs`; none: fresh examples every step. With MAD's
@@ -201,20 +201,21 @@ class Train(Strict):
     # Stop a run when its training time reaches this many seconds (a last evaluation included): "learned
     # within 10 minutes". Wall-clock: a packed run shares the device, so budgets compare runs trained alone.
     budget_s: PositiveFloat | None = None
-    optimizer: Literal["adam", "adamw"] = "adam"
+    optimizer: Literal["adam", "adamw"] = "adam"  # torch's Adam or AdamW
     # A list: one job per weight decay, as for lr (MAD sweeps [0, 0.1] with its three learning rates)
     weight_decay: Annotated[float, Field(ge=0)] | list[Annotated[float, Field(ge=0)]] = 0.0
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Literal["constant", "cosine"] = "constant"  # the learning rate after warm-up: constant, or cosine to min_lr
     min_lr: PositiveFloat | None = None  # the cosine schedule's floor (MAD: 1e-6); none: down to 0
-    warmup_steps: Annotated[int, Field(ge=0)] = 0
-    grad_clip: PositiveFloat | None = 1.0
+    warmup_steps: Annotated[int, Field(ge=0)] = 0  # steps of linear warm-up from 0 to the learning rate
+    grad_clip: PositiveFloat | None = 1.0  # the gradients' global norm is clipped to this; none: not clipped
     autocast: Literal["bfloat16", "float16"] | None = "bfloat16"  # on CUDA; the CPU trains in float32
-    eval_every: PositiveInt = 250
+    eval_every: PositiveInt = 250  # steps between evaluations on the validation sets (the curve, early stop)
     eval_samples: PositiveInt = 256  # validation examples per validation length, up to validate_tokens
     # Lengths of the fixed validation sets evaluated every eval_every steps (the training length always among
     # them): early stopping waits until every one holds, so a model is not stopped before it generalises.
     validate_lengths: list[PositiveInt] | None = None
     validate_tokens: PositiveInt = 2**22  # validation tokens per length at most (never under 8 examples)
+    # Stop once the validation accuracy reaches this at every validation length (MAD: 0.999); none: never
     early_stop_accuracy: Annotated[float, Field(gt=0, le=1)] | None = None
     patience: PositiveInt = 1  # evaluations in a row at early_stop_accuracy before training stops
     checkpoint_every_s: PositiveFloat = 60.0  # the training state is saved this often (and on SIGINT/SIGTERM)
@@ -241,12 +242,13 @@ class SyntheticTask(TaskBase):
     uses_models: ClassVar[bool] = False  # the task brings its own (architectures), one job each
 
     kind: Literal["synthetic"]
-    task: SyntheticName = "induction_heads"
-    task_params: dict[str, int | float | bool] = Field(default_factory=dict)
-    vocab_size: PositiveInt = 16
+    task: SyntheticName = "induction_heads"  # the generator (ssmbench.data.synthetic, ssmbench.data.mad)
+    task_params: dict[str, int | float | bool] = Field(default_factory=dict)  # the generator's own parameters
+    vocab_size: PositiveInt = 16  # token ids 0 .. vocab_size-1 (a MAD setting brings its own)
+    # The small models to train, by name, one job each (times the seeds, learning rates and settings)
     architectures: dict[str, Architecture] = Field(
         default_factory=lambda: {"mamba": Architecture(mixer="mamba", d_model=64)})
-    train: Train = Field(default_factory=Train)
+    train: Train = Field(default_factory=Train)  # how every model of the task trains
     eval_lengths: list[PositiveInt] | None = None  # the training length when absent
     eval_samples: PositiveInt = 256  # examples per test length, up to the token budget below
     eval_tokens: PositiveInt = 2**22  # tokens per test length at most: long lengths get fewer examples
