@@ -31,7 +31,7 @@ initialisation), cached on disk and shared by the six learning-rate x weight-dec
 trained for 200 epochs at batch 128; the test set is also what MAD validates on after each epoch (and
 its EarlyStopping stops a run once that accuracy reaches 0.999). Here:
 `fixed_training_set(setting, seed=MAD_SEED)` draws the training set with ExamplePool.draw on the CPU from
-`pool_seed(seed)` and moves it to the device, and `fixed_test_batches(setting, seed=MAD_SEED)` draws the test
+`pool_seed(seed)` and moves it to the device (walk it in epochs with synthetic.EpochWalk, or sample it), and `fixed_test_batches(setting, seed=MAD_SEED)` draws the test
 set with fixed_batches (`fixed_set_seed(seed, seq_len, "test")`): the same examples for the same seed on
 every device, run and job, different examples for the training and the test set.
 
@@ -45,10 +45,11 @@ except where said):
   - Training and test sets come from two seeded streams (pool_seed and fixed_set_seed of one seed), not
     from one stream continued; the seed of the data is the helpers' `seed`, not the job's model seed.
   - Sampling: MAD walks the training set in shuffled epochs of ceil(n / 128) batches (the last one short
-    when 128 does not divide n: 800 examples make 6 batches of 128 and one of 32); ExamplePool.sample
-    draws every batch uniformly with replacement, so over 200 epochs' worth of steps each example is seen
-    200 times on average, not exactly. (A suite matching MAD's optimizer steps trains 200 * ceil(n / 128)
-    steps.)
+    when 128 does not divide n: 800 examples make 6 batches of 128 and one of 32). The synthetic kind
+    (suites/mad.yaml) walks it with synthetic.EpochWalk: every example once an epoch, each epoch in a
+    seeded order, but batches run on across an epoch's end, so every batch holds 128 examples (one shape
+    for a CUDA graph): 200 epochs of 800 examples are 1,250 steps there, 1,400 in MAD; of the other sizes,
+    MAD's own steps (mad_settings.training_steps).
   - MAD warns when more than 0.1% of test inputs also appear in training (`check_for_leakage`); nothing
     here checks (memorization's test set shares its facts with training by design).
   - In-context recall: MAD keeps one pair slot, chosen uniformly among the seq_len / 2 slots, free of
@@ -686,7 +687,7 @@ def fixed_training_set(setting: MadSetting, *, seed: int = MAD_SEED,
                        device: str | torch.device = "cpu") -> ExamplePool:
     """MAD's fixed training set of a setting: setting.num_train_examples examples in the training layout,
     drawn once on the CPU from pool_seed(seed), so the same on every device, then moved to `device`.
-    Sample it with `.sample(batch, generator)` (with replacement: see the module docstring)."""
+    Walk it in epochs with synthetic.EpochWalk (as the synthetic kind trains it), or sample it with `.sample`."""
     pool = ExamplePool.draw(setting.task, setting.num_train_examples, setting.seq_len, seed=pool_seed(seed),
                             device="cpu", **training_params(setting.task, setting.params))
     return ExamplePool(pool.inputs.to(device), pool.targets.to(device))

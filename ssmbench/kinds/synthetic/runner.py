@@ -9,6 +9,13 @@ fixed test set of length L. Training writes its whole state to the artifact fold
 interrupted train point continues where it stopped on `--resume`; a finished one is not retrained: its
 weights are loaded and testing goes on.
 
+A task with MAD's `settings` (suites/mad.yaml) has one job per setting, learning rate and weight decay (the
+setting's label in the job's id and every record's slice): the job builds its model for the setting's
+vocabulary and length, trains on the setting's fixed training set (ssmbench.data.mad.fixed_training_set,
+drawn once from eval_seed and shared by the setting's jobs in one process) walked in `train.epochs`
+seeded epochs (EpochWalk), validates on its own fixed set and is tested once (phase=eval, the slice naming
+the setting's length) on MAD's fixed test set. A resumed job draws from the same place in its walk.
+
 Records of the train point:
     train_steps, train_s, steps_per_s, train_tok_s   how long training took (tokens = batch x length)
     final_loss                                        the mean training loss over the last window of steps
