@@ -51,13 +51,14 @@ def on_post_build(config: Any) -> None:
 
 def cli_reference() -> str:
     import typer
-    from typer.cli import get_docs_for_click
+    from typer.cli import MARKUP_MODE_KEY, get_docs_for_click
 
     from ssmbench.cli import app
 
     command = typer.main.get_command(app)
-    docs = get_docs_for_click(obj=command, ctx=typer.Context(command), name="ssmbench",
-                              title="Command-line reference")
+    # as `typer ... utils docs` sets it: help text is read as the app's markup, so `<run-id>` stays text
+    context = typer.Context(command, obj={MARKUP_MODE_KEY: app.rich_markup_mode})
+    docs = get_docs_for_click(obj=command, ctx=context, name="ssmbench", title="Command-line reference")
     intro = ("Generated from the Typer app when the site is built: what `ssmbench COMMAND --help` prints. "
              "The guides say what the commands are for ([running suites](../runs.md), "
              "[the nightly gate](../nightly.md)).\n\n")
