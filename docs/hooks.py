@@ -133,7 +133,10 @@ def _default(spec: dict[str, Any]) -> str:
 
 
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """One table cell: one line, pipes escaped, and `<name>` shown as text outside code spans (not a tag)."""
+    parts = re.split(r"(`[^`]*`)", " ".join(str(text).split()))
+    shown = "".join(p if i % 2 else p.replace("<", "&lt;").replace(">", "&gt;") for i, p in enumerate(parts))
+    return shown.replace("|", "\\|")
 
 
 def type_of(node: dict[str, Any]) -> str:

@@ -107,6 +107,7 @@ def test_the_suite_reference_has_every_field_of_every_kind_with_its_default():
             assert f"| `{field}` |" in section, f"{name}.{field}"
             if not info.is_required() and info.default is not None and info.default_factory is None:
                 assert f"`{json.dumps(info.default)}`" in section, f"{name}.{field} default"
+    assert "the run directory is results/&lt;name&gt;/&lt;run-id&gt;/" in text  # text, not a tag
     throughput = text.split("### `kind: throughput`", 1)[1].split("\n### ", 1)[0]
     assert "| `new_tokens` | int ≥ 2 | `32` |" in throughput
     assert '`"auto"` or bool or list of bool' in throughput
