@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -97,6 +98,30 @@ def test_the_cli_reference_has_every_command_and_option(site: Path):
         for param in command.params:
             for opt in param.opts if param.param_type_name == "option" else []:
                 assert f"<code>{opt}" in page, f"{name} {opt}"
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """Every `ssmbench ...` line of a code block in the docs and the README, with its file."""
+    found = []
+    for page in [*sorted((REPO / "docs").rglob("*.md")), README]:
+        fence = False
+        for line in page.read_text().splitlines():
+            if line.strip().startswith("```"):
+                fence = not fence
+            elif (fence or line.startswith("    ")) and re.match(r"(\.venv/bin/)?ssmbench \w", line.strip()):
+                found.append((page.name, re.sub(r"\s+#.*$", "", line.strip())))
+    return found
+
+
+def test_every_documented_command_line_parses_as_the_cli_has_it():
+    """An example names commands and options the CLI has, with values it takes: run as written."""
+    group = typer.main.get_command(app)
+    examples = documented_commands()
+    assert len(examples) >= 10
+    for page, line in examples:
+        name, *args = shlex.split(line)[1:]
+        assert name in group.commands, f"{page}: {line}"
+        group.commands[name].make_context(name, args)  # raises on an unknown option or a bad choice
 
 
 def test_the_suite_reference_has_every_field_of_every_kind_with_its_default():
