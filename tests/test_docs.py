@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 import typer
 import yaml
@@ -122,6 +123,26 @@ def test_every_documented_command_line_parses_as_the_cli_has_it():
         name, *args = shlex.split(line)[1:]
         assert name in group.commands, f"{page}: {line}"
         group.commands[name].make_context(name, args)  # raises on an unknown option or a bad choice
+
+
+def test_every_suite_example_in_the_docs_passes_the_suite_schema():
+    """A suite, a list of tasks or a `models:` list in a yaml block is checked as part of a suite, against the
+    schema `ssmbench validate`'s models give (tests/test_schema.py keeps the two in step)."""
+    schema = json.loads((REPO / "suites" / "suite.schema.json").read_text())
+    checked = 0
+    for page in sorted((REPO / "docs").rglob("*.md")):
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S):
+            data = yaml.safe_load(block)
+            if isinstance(data, list):  # tasks, as a suite's `tasks:` holds them
+                data = {"name": "example", "models": ["gpt2"], "tasks": data}
+            elif isinstance(data, dict) and "tasks" not in data and "models" in data:
+                data = {"name": "example", "tasks": [{"kind": "scan"}], **data}
+            if isinstance(data, dict) and "tasks" in data:
+                errors = [f"{list(e.absolute_path)}: {e.message}" for e in
+                          jsonschema.Draft202012Validator(schema).iter_errors(data)]
+                assert errors == [], f"{page.relative_to(REPO)}: {errors}"
+                checked += 1
+    assert checked >= 6
 
 
 def test_the_suite_reference_has_every_field_of_every_kind_with_its_default():
