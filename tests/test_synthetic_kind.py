@@ -399,6 +399,7 @@ def test_zoology_style_mqar_trains_on_a_fixed_set_with_dropout_and_reads_as_figu
     records = read_records(run_dir / "records.jsonl")
     steps = [r for r in records if r.metric == "train_steps"]
     assert len(steps) == 8 and {r.extra["train_examples"] for r in steps} == {64}
+    assert {r.extra["data_seed"] for r in steps} == {0}  # the job's seed: the suite gives no data_seed
     assert {r.extra["d_model"] for r in steps} == {8, 16}
     tables = {t.title: t for t in build_tables(records, all_kinds())}
     capacity = tables["mqar: accuracy by model width (zoology Figure 2 layout)"].frame
@@ -499,3 +500,35 @@ def test_the_hybrid_suite_sets_one_attention_layer_among_mamba_layers_beside_bot
     assert {a.n_layers for a in mqar.values()} == {4} and {a.d_model for a in mqar.values()} == {64, 128}
     induction = [j for j in plan.jobs if j.task_name == "induction-hybrid"]
     assert len(induction) == 9 and induction[0].task.pack >= 9
+
+
+def test_a_data_seed_gives_every_model_seed_the_same_training_set(tmp_path):
+    """zoology draws its MQAR examples from one seed whatever the model seed: with train.data_seed, jobs of
+    different seeds train on the same fixed set; without it, each seed draws its own."""
+    import torch
+
+    from ssmbench.kinds.base import JobContext
+    from ssmbench.kinds.synthetic.runner import SyntheticRunner
+    from ssmbench.plan import build_plan
+
+    def pools(data_seed):
+        train = {"steps": 4, "batch_size": 4, "seq_len": 16, "examples": 32, "eval_every": 4, "eval_samples": 8}
+        task = {"name": "mqar", "task": "mqar", "vocab_size": 32, "seeds": [0, 1],
+                "task_params": {"num_kv_pairs": 2, "power_a": 0.01, "random_non_queries": False},
+                "architectures": {"m": {"mixer": "mamba", "d_model": 8}},
+                "train": train | ({"data_seed": data_seed} if data_seed is not None else {}), "eval_samples": 8}
+        jobs = build_plan(parse_suite(suite(**task)), "cpu").jobs
+        runners = [SyntheticRunner(job, JobContext("run", "s", tmp_path / job.id)) for job in jobs]
+        draws = [r._training_draw(r.settings()) for r in runners]
+        return [draw(torch.Generator().manual_seed(7)).inputs for draw in draws], [r.data_seed for r in runners]
+
+    (a, b), seeds = pools(123)
+    assert seeds == [123, 123] and torch.equal(a, b)
+    (a, b), seeds = pools(None)
+    assert seeds == [0, 1] and not torch.equal(a, b)
+
+
+def test_a_data_seed_needs_a_fixed_training_set():
+    task = {"name": "x", "task": "induction_heads", "architectures": {"m": {"mixer": "mamba"}}, "train": {"data_seed": 1}}
+    with pytest.raises(Exception, match="train.data_seed: only a fixed training set"):
+        parse_suite(suite(**task))

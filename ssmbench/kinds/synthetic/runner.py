@@ -204,7 +204,7 @@ class SyntheticRunner(Runner[SyntheticTask]):
         from ssmbench.train import TrainSettings
 
         given, axes, setting = self.task.train, self.job.axes, self.setting
-        fields = given.model_dump(exclude={"validate_lengths", "validate_tokens", "cuda_graphs"})
+        fields = given.model_dump(exclude={"validate_lengths", "validate_tokens", "cuda_graphs", "data_seed"})
         fields["lr"] = axes.get("lr", self.task.lrs(self.variant)[0])
         fields["weight_decay"] = axes.get("weight_decay", self.task.weight_decays()[0])
         fields["steps"] = self.task.steps_of(self.variant, setting)
@@ -264,8 +264,9 @@ class SyntheticRunner(Runner[SyntheticTask]):
     def _training_draw(self, settings: TrainSettings) -> Callable[[Any], Batch]:
         """How a training batch is drawn from the run's stream: fresh examples, or from the job's fixed
         training set: a MAD setting's (MAD's training layout, drawn once from eval_seed and shared by every job
-        of the setting) or `train.examples` (drawn from pool_seed of the job's seed). A fixed set is walked in
-        `train.epochs` epochs, each in an order drawn from the job's seed (EpochWalk), else sampled."""
+        of the setting) or `train.examples` (drawn from pool_seed of train.data_seed, else of the job's seed). A
+        fixed set is walked in `train.epochs` epochs, each in an order drawn from the job's seed (EpochWalk),
+        else sampled."""
         from ssmbench.data.synthetic import EpochWalk, ExamplePool, pool_seed
 
         if settings.examples is None:
@@ -274,11 +275,17 @@ class SyntheticRunner(Runner[SyntheticTask]):
             pool = _mad_training_set(self.task.task, self.setting.label, self.task.eval_seed, self.job.device,
                                      settings.examples)
         else:
-            pool = ExamplePool.draw(self.task.task, settings.examples, settings.seq_len, seed=pool_seed(self.job.seed),
+            pool = ExamplePool.draw(self.task.task, settings.examples, settings.seq_len, seed=pool_seed(self.data_seed),
                                     device=self.job.device, vocab_size=self.task.vocab_size, **self.task.task_params)
         if settings.epochs is not None:
             return EpochWalk(pool, settings.batch_size, settings.steps, seed=pool_seed(self.job.seed))
         return lambda g: pool.sample(settings.batch_size, g)
+
+    @property
+    def data_seed(self) -> int:
+        """The seed the job's fixed training set (train.examples) is drawn from: the task's, else the job's."""
+        given = self.task.train.data_seed
+        return self.job.seed if given is None else given
 
     def _show(self, log: LogPoint) -> None:
         longest = max(log.by_length)
@@ -294,6 +301,7 @@ class SyntheticRunner(Runner[SyntheticTask]):
                   "extra": {"stopped_early": result.stopped_early, "lr": settings.lr, "autocast": precision,
                             "resumed_at_steps": result.resumed_at,
                             "train_examples": settings.examples or "fresh every step",
+                            **({"data_seed": self.data_seed} if settings.examples and self.setting is None else {}),
                             **({"epochs": settings.epochs} if settings.epochs else {}), **how}}
         tokens = settings.batch_size * settings.seq_len
         figures = [("train_steps", result.steps, "steps", None), ("train_s", result.train_s, "s", False),

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from ssmbench.data.mad_settings import MAD_SETTINGS, MAD_TASKS, MadSetting, mad_setting, training_steps
 from ssmbench.errors import did_you_mean
@@ -204,6 +204,9 @@ class Train(Strict):
     # Passes over the fixed training set (train.examples, or a MAD setting's): every example once an epoch, each
     # epoch in its own seeded order (MAD: 200); steps = ceil(epochs x examples / batch_size) instead of `steps`.
     epochs: PositiveInt | None = None
+    # The seed train.examples are drawn from; none: each job's own seed. zoology draws its MQAR training set
+    # from one seed (123) whatever the model seed, so its seeds differ in initialisation alone.
+    data_seed: NonNegativeInt | None = None
     # Stop a run when its training time reaches this many seconds (a last evaluation included): "learned
     # within 10 minutes". Wall-clock: a packed run shares the device, so budgets compare runs trained alone.
     budget_s: PositiveFloat | None = None
@@ -276,6 +279,8 @@ class SyntheticTask(TaskBase):
         check_task_params(self.task, self.task_params)
         self._check_settings()
         self._check_heads()
+        if self.train.data_seed is not None and self.train.examples is None:
+            raise ValueError("train.data_seed: only a fixed training set (train.examples) is drawn from a data seed")
         if self.train.epochs is not None and self.train.examples is None and self.settings is None:
             raise ValueError("train.epochs: epochs are passes over a fixed training set; give train.examples "
                              "(or a MAD task's settings)")
