@@ -85,6 +85,8 @@ LauncherOpt = Annotated[LauncherChoice, typer.Option(
     "--launcher", help="Where jobs run: here (local), a Ray cluster (ray), or SLURM through submitit (slurm).")]
 RayAddressOpt = Annotated[str | None, typer.Option(
     "--ray-address", help="The Ray cluster to join (auto, HOST:PORT, ray://HOST:10001); default: start one here.")]
+GpusOpt = Annotated[str | None, typer.Option(
+    "--gpus", help="Local launcher: run up to N packs or jobs at once, a worker process per GPU (N or all).")]
 
 
 @app.command()
@@ -102,6 +104,7 @@ def run(
     limit: LimitOpt = None,
     launcher: LauncherOpt = LauncherChoice.local,
     ray_address: RayAddressOpt = None,
+    gpus: GpusOpt = None,
 ) -> None:
     """Run a suite: every task on every model, into results/<suite>/<run-id>/."""
     from ssmbench.plan import apply_overrides
@@ -111,14 +114,14 @@ def run(
         if suite or models or tasks or device or weights or limit is not None:
             raise UserError("--resume takes the run's own suite.resolved.yaml; give no suite or overrides")
         run_dir = RunDir.existing(resume)
-        _run_suite(load_suite(run_dir.resolved_suite_path)[0], out, dry_run, run_dir, launcher.value, ray_address)
+        _run_suite(load_suite(run_dir.resolved_suite_path)[0], out, dry_run, run_dir, launcher.value, ray_address, gpus)
         return
     if suite is None:
         raise UserError("give a suite file (e.g. suites/smoke.yaml) or --resume RUN_DIR")
     spec, _ = load_suite(suite)
     spec = apply_overrides(spec, _split(models), device.value if device else None,
                            weights.value if weights else None, _split(tasks), limit)
-    _run_suite(spec, out, dry_run, launcher=launcher.value, ray_address=ray_address)
+    _run_suite(spec, out, dry_run, launcher=launcher.value, ray_address=ray_address, gpus=gpus)
 
 
 @app.command()
@@ -147,7 +150,7 @@ def _split(names: str | None) -> list[str] | None:
 
 
 def _run_suite(suite: Suite, out: Path, dry_run: bool, run_dir: RunDir | None = None, launcher: str = "local",
-               ray_address: str | None = None) -> None:
+               ray_address: str | None = None, gpus: str | None = None) -> None:
     from ssmbench.env import resolve_device
     from ssmbench.execute import execute
     from ssmbench.kinds import all_kinds
@@ -169,7 +172,7 @@ def _run_suite(suite: Suite, out: Path, dry_run: bool, run_dir: RunDir | None = 
             for script in launcher_cls.dry_run(plan, out / suite.name / f"{launcher}-dry-run"):
                 console.err.print(f"{launcher}: wrote {script} (not submitted)", soft_wrap=True)
             return
-        launch = get_launcher(launcher, ray_address)
+        launch = get_launcher(launcher, ray_address, gpus)
         if run_dir is None:
             run_dir = RunDir.create(out, suite.name)
             held.enter_context(run_dir.lock())  # and a resume of this run while it goes

@@ -231,16 +231,3 @@ def test_a_table_says_when_its_figures_come_from_several_gpus():
 def test_records_before_host_was_kept_still_read():
     old = _record("gpt2", "cpu", 1).model_dump(mode="json", exclude={"host"}) | {"schema_version": 1}
     assert Record.model_validate(upgrade(old)).host is None
-
-
-def test_ray_shares_a_gpu_among_the_jobs_of_a_task_that_packs():
-    """Ray imports nothing here: the ask is worked out from the job alone."""
-    from ssmbench.launch.ray import ray_gpus
-    from ssmbench.plan import build_plan
-    from ssmbench.spec import parse_suite
-
-    text = ("name: p\ntasks:\n  - {kind: synthetic, seeds: [0, 1], pack: 4}\n"
-            "  - {kind: synthetic, name: alone, seeds: [0], resources: {gpus: 2}, pack: 4}\n")
-    jobs = build_plan(parse_suite(yaml.safe_load(text)), "cuda").jobs
-    assert [ray_gpus(job) for job in jobs] == [0.25, 0.25, 2]
-    assert [ray_gpus(job) for job in build_plan(parse_suite(yaml.safe_load(text)), "cpu").jobs] == [0, 0, 2]

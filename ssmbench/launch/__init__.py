@@ -1,9 +1,14 @@
 """Launchers: where a plan's jobs run. The driver (ssmbench.execute) builds the work, a launcher runs it
 somewhere and hands back each point's records; the driver alone appends them to records.jsonl.
 
-    local   in the driver's own process, one job after another (the default)
-    ray     one Ray task per job, on an existing cluster (--ray-address) or a local one
+    local   in the driver's own process, one job after another (the default); with --gpus N, one worker
+            process per GPU, up to N packs or jobs at once (launch.pool)
+    ray     one Ray task per pack or job, on an existing cluster (--ray-address) or a local one
     slurm   one SLURM job per job, through submitit
+
+A pack is the unit of placement: the jobs of a task with `pack: K`, K at a time, run in one process on one
+device (worker.run_pack), so where jobs spread over several devices (--gpus, Ray) each pack is placed whole,
+on a GPU of its own; every other job is placed alone.
 
 A launcher yields `(job id, point, records)` for every point it was given, exactly once: a point its runner
 measured, or an error record when the job was lost (a worker or node that died, a time limit) and its
@@ -16,6 +21,7 @@ cost nothing unless asked for, and their absence is one line that says what to i
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -85,9 +91,15 @@ class Launcher(Protocol):
         ...
 
 
-def packs(works: list[Work]) -> list[list[Work]]:
-    """The works in the order given, the jobs of a task that packs (`pack_width` > 1) gathered in one group
-    (they run together, worker.run_pack), every other job a group of its own."""
+def packs(works: list[Work], places: int | None = None) -> list[list[Work]]:
+    """The works in the order given, the jobs of a task that packs (`pack_width` K > 1) gathered in packs
+    (each runs together in one process, worker.run_pack), every other job a group of its own.
+
+    On one device (`places` None) a task's jobs are one pack: it starts the next run as soon as one ends,
+    so the device always trains K. Spread over `places` devices, each task's jobs are cut into packs of at
+    most K, as many as fill every device in as few rounds as K allows (96 jobs, K = 32, 8 GPUs: 8 packs of
+    12, not 3 of 32 that leave 5 GPUs idle), and of sizes that differ by one at most. A pack holds
+    consecutive jobs, which differ in seed or rate but not in model, so its runs tend to end together."""
     groups: list[list[Work]] = []
     by_task: dict[str, list[Work]] = {}
     for work in works:
@@ -98,7 +110,26 @@ def packs(works: list[Work]) -> list[list[Work]]:
         else:
             by_task[work.job.task_name] = [work]
             groups.append(by_task[work.job.task_name])
-    return groups
+    if places is None:
+        return groups
+    return [pack for group in groups for pack in _spread(group, group[0].job.task.pack_width(), places)]
+
+
+def _spread(jobs: list[Work], width: int, places: int) -> list[list[Work]]:
+    """`jobs` cut into packs of at most `width` for `places` devices: whole rounds of `places` packs."""
+    rounds = -(-len(jobs) // (places * width))
+    n = min(len(jobs), places * rounds)
+    size, longer = divmod(len(jobs), n)
+    cuts = [0]
+    for i in range(n):
+        cuts.append(cuts[-1] + size + (i < longer))
+    return [jobs[a:b] for a, b in itertools.pairwise(cuts)]
+
+
+def unit_name(unit: list[Work]) -> str:
+    """A unit of placement as a note names it: its job, or its pack's first job and size."""
+    first = unit[0].job.id
+    return first if len(unit) == 1 else f"the pack of {first} and {len(unit) - 1} more"
 
 
 def forwarded_env(names: tuple[str, ...] = WORKER_ENV) -> dict[str, str]:
@@ -118,12 +149,16 @@ def launcher_class(name: str) -> type[Launcher]:
     return getattr(importlib.import_module(module), attribute)
 
 
-def get_launcher(name: str, ray_address: str | None = None) -> Launcher:
-    """The launcher, ready to run (ray: connected to its cluster)."""
+def get_launcher(name: str, ray_address: str | None = None, gpus: str | None = None) -> Launcher:
+    """The launcher, ready to run (ray: connected to its cluster; local with `gpus`: its GPUs counted)."""
     cls = launcher_class(name)
     if ray_address is not None and name != "ray":
         raise UserError(f"--ray-address applies to --launcher ray, not {name}")
-    return cls(address=ray_address) if name == "ray" else cls()  # type: ignore[call-arg]
+    if gpus is not None and name != "local":
+        raise UserError(f"--gpus applies to --launcher local, not {name} (a cluster places jobs on its own GPUs)")
+    if name == "ray":
+        return cls(address=ray_address)  # type: ignore[call-arg]
+    return cls(gpus=gpus) if name == "local" else cls()  # type: ignore[call-arg]
 
 
 def require(module: str, extra: str, what: str) -> None:

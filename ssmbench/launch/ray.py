@@ -1,14 +1,15 @@
-"""The Ray launcher: each job is one Ray task on a cluster, asking for the GPUs its resources name (one per
-job on CUDA, none on the CPU), so a sweep spreads over every GPU the cluster has.
+"""The Ray launcher: each pack, and each job that does not pack, is one Ray task on a cluster, asking for
+the GPUs its resources name (one on CUDA, none on the CPU), so a sweep spreads over every GPU the cluster has.
 
 It connects to a running cluster (`--ray-address`, e.g. `auto` or `ray://head:10001`) or, without one,
-starts a local cluster of this machine's CPUs and GPUs. A job's task is a generator: it yields each point's
+starts a local cluster of this machine's CPUs and GPUs. A unit's task is a generator: it yields each point's
 records as soon as they are measured, so the driver appends them point by point, as the local launcher does,
-and a worker that dies loses only the point it was measuring. Jobs, not points, are the unit of work:
+and a worker that dies loses only the points it had not finished. Jobs, not points, are the unit of work:
 points of a job share the model their runner loaded once (and a synthetic job's training).
 
-A task that packs (`pack: K`) asks 1/K of a GPU for each job, so Ray puts K of its jobs on each GPU, each
-in a process of its own (the local launcher packs them in one process instead, on CUDA streams).
+A task that packs (`pack: K`) is placed K jobs at a time: each pack is one Ray task that asks for one whole
+GPU and runs worker.run_pack, its K models stepping side by side on CUDA streams in one process, as under
+the local launcher (not K processes time-sliced on a shared GPU, each with a CUDA context of its own).
 
 Ray is an optional extra (`pip install 'ssmbench[ray]'`), imported here and only here. Its own retries are
 off (`max_retries=0`): a job is resubmitted by ssmbench, with only its unfinished points, `launch.retries`
@@ -24,18 +25,19 @@ from typing import Any
 
 from ssmbench.errors import UserError, first_line
 from ssmbench.jobs import Job
-from ssmbench.launch import LOCAL_ENV, WORKER_ENV, Work, forwarded_env
+from ssmbench.launch import LOCAL_ENV, WORKER_ENV, Work, forwarded_env, unit_name
 from ssmbench.launch.remote import RemoteLauncher, Update
-from ssmbench.launch.worker import run_work, where
+from ssmbench.launch.worker import NoFeedback, run_unit, where
 
 POLL_S = 1.0
 
 
-def stream(work: Work) -> Iterator[tuple[Any, ...]]:
-    """The Ray task of one job: where it runs, then (point key, records) for each point as it is measured."""
+def stream(unit: list[Work]) -> Iterator[tuple[Any, ...]]:
+    """The Ray task of one pack or job: where it runs, then (job id, point key, records) for each point as
+    it is measured."""
     yield ("started", where())
-    for pt, records in run_work(work):
-        yield ("point", pt.key, records)
+    for job_id, pt, records in run_unit(unit, NoFeedback()):
+        yield ("point", job_id, pt.key, records)
 
 
 class RayLauncher(RemoteLauncher):
@@ -67,13 +69,18 @@ class RayLauncher(RemoteLauncher):
                 "nodes": sum(1 for node in self.ray.nodes() if node.get("Alive")),
                 "gpus": int(resources.get("GPU", 0)), "cpus": int(resources.get("CPU", 0))}
 
-    def submit(self, work: Work) -> Any:
-        resources = work.job.resources
-        options: dict[str, Any] = {"num_cpus": resources.cpus or 1, "num_gpus": ray_gpus(work.job),
-                                   "max_retries": 0, "name": f"ssmbench {work.job.id}"}
-        if resources.mem_gb:
-            options["memory"] = int(resources.mem_gb * 2**30)
-        return self.task.options(**options).remote(work)
+    def places(self) -> int:
+        """The cluster's GPUs as the run starts (its CPUs on a cluster without any)."""
+        resources = self.ray.cluster_resources()
+        return max(1, int(resources.get("GPU", 0) or resources.get("CPU", 1)))
+
+    def submit(self, unit: list[Work]) -> Any:
+        job = unit[0].job  # a pack's jobs are one task's: the same resources
+        options: dict[str, Any] = {"num_cpus": job.resources.cpus or 1, "num_gpus": ray_gpus(job),
+                                   "max_retries": 0, "name": f"ssmbench {unit_name(unit)}"}
+        if job.resources.mem_gb:
+            options["memory"] = int(job.resources.mem_gb * 2**30)
+        return self.task.options(**options).remote(unit)
 
     def poll(self, handles: list[Any]) -> list[Update]:
         ready, _ = self.ray.wait(handles, num_returns=1, timeout=POLL_S)
@@ -98,16 +105,14 @@ class RayLauncher(RemoteLauncher):
                 if item[0] == "started":
                     update.started = item[1]
                 else:
-                    update.points.append((item[1], item[2]))
+                    update.points.append((item[1], item[2], item[3]))
         return update
 
 
-def ray_gpus(job: Job[Any]) -> float:
-    """The GPUs a job asks Ray for: its resources' where they say, else one on CUDA, shared by the jobs of a
-    task that packs (`pack: K` asks 1/K of a GPU, so Ray runs K of them on each GPU, a process each)."""
-    if job.resources.gpus is not None or job.device != "cuda":
-        return job.resources.gpus_for(job.device)
-    return 1 / job.task.pack_width()
+def ray_gpus(job: Job[Any]) -> int:
+    """The GPUs a job's unit (its pack, or itself) asks Ray for: its resources' where they say, else one
+    whole GPU on CUDA and none on the CPU. A pack shares its GPU among its own models, in one process."""
+    return job.resources.gpus_for(job.device)
 
 
 def why_task_ended(exc: BaseException) -> str:

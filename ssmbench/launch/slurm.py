@@ -74,6 +74,7 @@ class Submitted:
 
     job: Any  # submitit.Job
     spool: Path
+    job_id: str  # ssmbench's job
     offset: int = 0
     finished: bool = False  # the worker wrote its last line
     ended_at: float | None = None  # when SLURM (or the local executor) first said the job is over
@@ -119,13 +120,17 @@ class SlurmLauncher(RemoteLauncher):
         packing = sorted({w.job.task_name for w in works if w.job.task.pack_width() > 1})
         if packing:
             console.note(f"{', '.join(packing)}: pack does not apply under SLURM, where each job has an allocation of "
-                         "its own (the local launcher packs them on one GPU, Ray shares each GPU among K jobs)")
+                         "its own (the local launcher and Ray run each pack of K jobs in one process on one GPU)")
         yield from super().run(works, feedback, retries, folder)
 
-    def submit(self, work: Work) -> Submitted:
+    def units(self, works: list[Work]) -> list[list[Work]]:
+        return [[work] for work in works]  # one SLURM job per job: see run's note
+
+    def submit(self, unit: list[Work]) -> Submitted:
+        (work,) = unit
         self.executor.update_parameters(**executor_parameters(work.job))
         spool = self.spools / f"{work.job.id.replace('/', '__')}.{uuid.uuid4().hex[:8]}.jsonl"
-        return Submitted(self.executor.submit(SpoolingJob(work, spool)), spool)
+        return Submitted(self.executor.submit(SpoolingJob(work, spool)), spool, work.job.id)
 
     def poll(self, handles: list[Submitted]) -> list[Update]:
         updates = [self._update(h) for h in handles]
@@ -145,7 +150,7 @@ class SlurmLauncher(RemoteLauncher):
             elif "finished" in entry:
                 handle.finished = True
             else:
-                update.points.append((entry["point"], [Record.model_validate(r) for r in entry["records"]]))
+                update.points.append((handle.job_id, entry["point"], [Record.model_validate(r) for r in entry["records"]]))
         if over and handle.ended_at is None:
             handle.ended_at = time.monotonic()
         # A shared file system may show the spool's last lines a little after the job ends: a job over without

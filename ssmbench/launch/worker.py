@@ -31,6 +31,33 @@ from ssmbench.measure import free_memory, is_oom
 from ssmbench.records import Record
 
 
+class NoFeedback:
+    """A worker's feedback where no one watches its bars (a Ray task): its driver hears of it otherwise."""
+
+    def started(self, job_id: str, where: str) -> None:
+        pass
+
+    def progress(self, job_id: str, fraction: float) -> None:
+        pass
+
+    def status(self, job_id: str, text: str) -> None:
+        pass
+
+
+def run_unit(unit: list[Work], feedback: Feedback) -> Iterator[tuple[str, Point, list[Record]]]:
+    """What a launcher places (launch.packs): a pack of several jobs together (run_pack), or one job's
+    points. Yields (job id, point, records) as each point is measured."""
+    if len(unit) > 1:
+        yield from run_pack(unit, unit[0].job.task.pack_width(), feedback)
+        return
+    (work,) = unit
+    job_id = work.job.id
+    feedback.started(job_id, "")
+    for pt, records in run_work(work, on_progress=lambda f: feedback.progress(job_id, f),
+                                on_status=lambda text: feedback.status(job_id, text)):
+        yield job_id, pt, records
+
+
 def run_work(work: Work, **callbacks: Callable[..., None]) -> Iterator[tuple[Point, list[Record]]]:
     """A worker's entry: the driver's environment and kinds first, then the job's points one by one.
     `callbacks` (on_progress, on_status) go to the job's JobContext."""
