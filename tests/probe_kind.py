@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import PositiveInt
 
+from ssmbench import console
 from ssmbench.jobs import Point, TaskBase, point
 from ssmbench.kinds.base import Kind, Runner
 from ssmbench.records import Record
@@ -47,6 +48,7 @@ class ProbeRunner(Runner[ProbeTask]):
     def measure(self, pt: Point) -> list[Record]:
         if self.task.meet is not None:
             meet(Path(self.task.meet), self.task.meeting)
+        console.note(f"{self.job.id}, {pt.key}: measured in process {os.getpid()}")  # on the driver's screen
         return [self.record(pt, metric="pid", value=os.getpid(), unit="", higher_is_better=True,
                             extra={"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})]
 

@@ -80,6 +80,10 @@ def test_each_pack_runs_whole_in_a_worker_process_pinned_to_a_gpu_of_its_own(two
     assert placed["alone/copy=0"][0] not in (first[0], second[0], os.getpid())  # a job that does not pack: its own
     assert placed["alone/copy=0"][1] in ("0", "1")
     assert len(list((tmp_path / "meet").iterdir())) >= 2  # the packs met: they ran at the same time
+    # A worker's notes are said on the driver's screen, whole, one line each.
+    said = [line for line in result.stderr.splitlines() if ": measured in process " in line]
+    assert sorted(said) == sorted(f"note: {job}, {pt}: measured in process {placed[job][0]}"
+                                  for job in placed for pt in ("step=0", "step=1"))
     # One writer: every point once, every line whole.
     lines = (run_dir / "records.jsonl").read_text().splitlines()
     assert len(lines) == len(records) == 5 * 2 and all(json.loads(line) for line in lines)
