@@ -156,8 +156,9 @@ def measure(k: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     trainers = build_trainers(k, args)
     for _ in range(args.warmup):
         round_of_steps(trainers)
-    figures: dict[str, Any] = {"pack": k, "graph": [t.graph_note or ("draw+step" if t.draw_in_graph else "eager")
-                                                    for t in trainers][0]}
+    first = trainers[0]
+    figures: dict[str, Any] = {"pack": k,
+                               "graph": first.graph_note or ("draw+step" if first.draw_in_graph else "eager")}
     figures["trainer_ms_per_round"] = 1e3 * seconds_per_round(device, args.rounds, lambda: round_of_steps(trainers))
     if device == "cuda":
         figures["replay_ms_per_round"] = 1e3 * seconds_per_round(device, args.rounds,

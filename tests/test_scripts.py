@@ -30,10 +30,11 @@ def test_the_cpu_crosscheck_says_what_is_missing():
     assert result.returncode == 2 and "no accuracy record at L=77" in result.stderr
 
 
-def _zoology_script():
+def _script(name: str):
+    """scripts/<name>.py as a module (the scripts are not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("zoology_reference", REPO / "scripts" / "zoology_reference.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -45,7 +46,7 @@ def test_the_zoology_cell_is_the_suites_cell_in_zoologys_terms():
     from ssmbench.spec import load_suite
 
     tasks = {t.name: t for t in load_suite(REPO / "suites" / "mqar_zoology.yaml")[0].tasks}
-    make = _zoology_script().zoology_config
+    make = _script("zoology_reference").zoology_config
     short = tasks["mqar-64"]
     config = make(short, short.architectures["attention-d128"], 1e-3, seed=5)
     assert config["max_epochs"] == 64 and config["data"]["batch_size"] == 512 and config["seed"] == 5
@@ -81,22 +82,13 @@ def test_the_zoology_script_refuses_a_checkout_at_another_commit_than_the_one_it
     subprocess.run(["git", "init", "-q", str(checkout)], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "not zoology's dbcb60d"], check=True)
-    problem = _zoology_script().zoology_problem(checkout)
+    problem = _script("zoology_reference").zoology_problem(checkout)
     assert problem is not None and "this script supports zoology at dbcb60d" in problem
     assert f"git -C {checkout} checkout dbcb60d" in problem
 
 
-def _lease_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("lease", REPO / "scripts" / "lease.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_packed_run_comes_back_whole_in_parts_the_device_can_return(tmp_path, monkeypatch):
-    lease = _lease_script()
+    lease = _script("lease")
     run = tmp_path / "gpu" / "results" / "suite-x" / "20261207-010101"
     (run / "artifacts" / "job").mkdir(parents=True)
     (run / "records.jsonl").write_text('{"metric": "accuracy"}\n')
@@ -171,17 +163,8 @@ def test_the_lease_stops_a_long_training_with_its_state_saved_and_packs_it(tmp_p
     assert torch.load(state, weights_only=True)["progress"]["step"] > saved["progress"]["step"]
 
 
-def _profile_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("profile_pack", REPO / "scripts" / "profile_pack.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_profile_pack_counts_overlapping_kernels_once_in_the_busy_time():
-    merged_length = _profile_script().merged_length
+    merged_length = _script("profile_pack").merged_length
     assert merged_length([]) == 0
     assert merged_length([(0, 2), (1, 3), (5, 6)]) == 4  # two overlapping kernels, then one alone
     assert merged_length([(0, 10), (2, 3), (4, 5)]) == 10  # kernels inside a longer one add nothing
